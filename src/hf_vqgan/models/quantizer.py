@@ -1,0 +1,272 @@
+"""Vector quantization with straight-through gradients (VQ-VAE, van den Oord et al. 2017; VQGAN, Esser et al. 2021).
+
+The quantizer works on latents already projected into code space, of shape `(batch_size, code_dim, h, w)`.
+It offers the options that lift codebook usage from a few percent to near 100%:
+
+- l2-normalised codes (cosine-similarity lookup, as in ViT-VQGAN and LlamaGen);
+- a low-dimensional code space: the surrounding model projects into `code_dim` (8 in LlamaGen) channels;
+- EMA codebook updates instead of the codebook loss (VQ-VAE appendix, Razavi et al. 2019);
+- dead-code restarts from recent encoder outputs (Dhariwal et al. 2020, Jukebox).
+
+Distances are always computed in float32, also under bf16 autocast, and every statistic that depends on the batch
+(EMA sums, usage counts, restarts) is reduced across processes when `torch.distributed` is initialised, so every
+rank keeps the same codebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from diffusers.utils import BaseOutput
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput(BaseOutput):
+    """
+    Args:
+        quantized (`torch.Tensor` of shape `(batch_size, code_dim, h, w)`):
+            The nearest codebook entries, with straight-through gradients to the input.
+        indices (`torch.LongTensor` of shape `(batch_size, h, w)`):
+            The index of the nearest codebook entry at each position.
+        loss (`torch.Tensor`):
+            The weighted sum of the codebook and commitment losses (a scalar).
+        codebook_loss (`torch.Tensor`):
+            `||sg[z] - e||^2`, moves codes toward encoder outputs (zero when the codebook is updated by EMA).
+        commitment_loss (`torch.Tensor`):
+            `||z - sg[e]||^2`, keeps encoder outputs close to their codes.
+        perplexity (`torch.Tensor`):
+            `exp(entropy)` of the code usage in this batch (across all processes).
+        usage (`torch.Tensor`):
+            The fraction of codes used at least once in this batch (across all processes).
+    """
+
+    quantized: torch.Tensor
+    indices: torch.LongTensor
+    loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _perplexity_and_usage(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    total = counts.sum().clamp_min(1)
+    probs = counts / total
+    entropy = -(probs * torch.log(probs.clamp_min(1e-10))).sum()
+    return entropy.exp(), (counts > 0).float().mean()
+
+
+class VectorQuantizer(nn.Module):
+    r"""
+    Nearest-neighbour vector quantizer with a learned codebook.
+
+    Args:
+        codebook_size (`int`): Number of codebook entries `K`.
+        code_dim (`int`): Dimension `D` of each entry (the channel count of the latents it quantizes).
+        beta (`float`, defaults to 0.25): Commitment weight.
+        legacy_beta (`bool`, defaults to `False`):
+            The paper's loss is `||sg[z] - e||^2 + beta * ||z - sg[e]||^2`. taming-transformers' released
+            checkpoints were trained with beta on the other term, `beta * ||sg[z] - e||^2 + ||z - sg[e]||^2`;
+            set this to reproduce them.
+        l2_normalize (`bool`, defaults to `False`): Normalise latents and codes to unit length before the lookup.
+        use_ema (`bool`, defaults to `False`): Update the codebook by exponential moving averages instead of the
+            codebook loss.
+        ema_decay (`float`, defaults to 0.99): Decay of the EMA statistics.
+        dead_code_steps (`int`, defaults to 0): Re-initialise codes unused for this many training steps from
+            encoder outputs of the current batch; 0 disables restarts.
+        usage_window (`int`, defaults to 100): Number of training steps over which `usage_statistics()` counts.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        beta: float = 0.25,
+        legacy_beta: bool = False,
+        l2_normalize: bool = False,
+        use_ema: bool = False,
+        ema_decay: float = 0.99,
+        dead_code_steps: int = 0,
+        usage_window: int = 100,
+        ema_epsilon: float = 1e-5,
+    ):
+        super().__init__()
+        if not isinstance(codebook_size, int) or codebook_size < 2:
+            raise ValueError(f"`codebook_size` must be an int >= 2, got {codebook_size!r}.")
+        if not isinstance(code_dim, int) or code_dim < 1:
+            raise ValueError(f"`code_dim` must be a positive int, got {code_dim!r}.")
+        if beta < 0:
+            raise ValueError(f"`beta` must be >= 0, got {beta}.")
+        if not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in (0, 1), got {ema_decay}.")
+        if dead_code_steps < 0:
+            raise ValueError(f"`dead_code_steps` must be >= 0 (0 disables restarts), got {dead_code_steps}.")
+        if usage_window < 1:
+            raise ValueError(f"`usage_window` must be >= 1, got {usage_window}.")
+        self.codebook_size = codebook_size
+        self.code_dim = code_dim
+        self.beta = beta
+        self.legacy_beta = legacy_beta
+        self.l2_normalize = l2_normalize
+        self.use_ema = use_ema
+        self.ema_decay = ema_decay
+        self.ema_epsilon = ema_epsilon
+        self.dead_code_steps = dead_code_steps
+        self.usage_window = usage_window
+
+        self.embedding = nn.Embedding(codebook_size, code_dim)
+        # Uniform in +-1/K, as in the VQ-VAE reference and taming: small codes that the encoder output reaches.
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if use_ema:
+            self.embedding.weight.requires_grad_(False)
+            self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
+            self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
+        # Training-time statistics: not part of a released model, saved with training checkpoints instead
+        # (see `statistics_state_dict`).
+        self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
+        self.register_buffer("usage_history", torch.zeros(usage_window, codebook_size), persistent=False)
+        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long), persistent=False)
+
+    # ----------------------------------------------------------------------------------------------- lookup
+    def codebook(self) -> torch.Tensor:
+        """The codebook as used for lookup, of shape `(codebook_size, code_dim)`, float32."""
+        weight = self.embedding.weight.float()
+        return F.normalize(weight, dim=-1) if self.l2_normalize else weight
+
+    def _nearest(self, flat: torch.Tensor) -> torch.LongTensor:
+        codes = self.codebook()  # (K, D)
+        # ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2, in float32 whatever the autocast state.
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            distances = (
+                flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None, :]
+            )  # (N, K)
+        return distances.argmin(dim=1)
+
+    def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
+        """Codes for `indices` of shape `(batch_size, h, w)`, returned as `(batch_size, code_dim, h, w)` float32."""
+        return self.codebook()[indices].permute(0, 3, 1, 2).contiguous()
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        if latents.ndim != 4 or latents.shape[1] != self.code_dim:
+            raise ValueError(
+                f"Expected latents of shape (batch_size, {self.code_dim}, h, w), got {tuple(latents.shape)}."
+            )
+        input_dtype = latents.dtype
+        B, D, h, w = latents.shape
+        z = latents.float().permute(0, 2, 3, 1).reshape(-1, D)  # (B*h*w, D)
+        if self.l2_normalize:
+            z = F.normalize(z, dim=-1)
+        indices = self._nearest(z.detach())  # (N,)
+        z_q = self.codebook()[indices]  # (N, D)
+
+        counts = None
+        if self.training:
+            counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())
+            if self.use_ema:
+                self._ema_update(z.detach(), indices, counts)
+                z_q = self.codebook()[indices]
+
+        commitment_loss = F.mse_loss(z, z_q.detach())
+        if self.use_ema:
+            codebook_loss = torch.zeros((), device=z.device)
+        else:
+            codebook_loss = F.mse_loss(z_q, z.detach())
+        if self.legacy_beta:
+            loss = self.beta * codebook_loss + commitment_loss
+        else:
+            loss = codebook_loss + self.beta * commitment_loss
+
+        z_q = z + (z_q - z).detach()  # straight-through estimator
+        quantized = z_q.reshape(B, h, w, D).permute(0, 3, 1, 2).contiguous().to(input_dtype)
+        indices = indices.reshape(B, h, w)
+
+        with torch.no_grad():
+            if counts is None:
+                counts = _all_reduce_sum(torch.bincount(indices.flatten(), minlength=self.codebook_size).float())
+            perplexity, usage = _perplexity_and_usage(counts)
+            if self.training:
+                self._track_usage(counts)
+                if self.dead_code_steps > 0:
+                    self._restart_dead_codes(z.detach())
+        return QuantizerOutput(
+            quantized=quantized,
+            indices=indices,
+            loss=loss,
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment_loss,
+            perplexity=perplexity,
+            usage=usage,
+        )
+
+    # ----------------------------------------------------------------------------------- training statistics
+    @torch.no_grad()
+    def _ema_update(self, z: torch.Tensor, indices: torch.LongTensor, counts: torch.Tensor) -> None:
+        sums = torch.zeros(self.codebook_size, self.code_dim, device=z.device)
+        sums.index_add_(0, indices, z)  # (K, D)
+        sums = _all_reduce_sum(sums)
+        self.ema_cluster_size.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
+        self.ema_embed_sum.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
+        # Laplace smoothing keeps never-used codes from dividing by zero.
+        n = self.ema_cluster_size.sum()
+        smoothed = (self.ema_cluster_size + self.ema_epsilon) / (n + self.codebook_size * self.ema_epsilon) * n
+        self.embedding.weight.copy_(self.ema_embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _track_usage(self, counts: torch.Tensor) -> None:
+        slot = int(self.usage_step) % self.usage_window
+        self.usage_history[slot] = counts
+        self.usage_step += 1
+        self.steps_since_used += 1
+        self.steps_since_used[counts > 0] = 0
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z: torch.Tensor) -> None:
+        dead = (self.steps_since_used >= self.dead_code_steps).nonzero().flatten()
+        if dead.numel() == 0:
+            return
+        # Draw replacements on rank 0 and broadcast them, so every rank writes the same codebook.
+        picks = torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)
+        new_codes = z[picks]
+        if _distributed():
+            dist.broadcast(new_codes, src=0)
+        self.embedding.weight[dead] = new_codes.to(self.embedding.weight.dtype)
+        if self.use_ema:
+            self.ema_cluster_size[dead] = 1.0
+            self.ema_embed_sum[dead] = new_codes
+        self.steps_since_used[dead] = 0
+
+    @torch.no_grad()
+    def usage_statistics(self) -> dict[str, float]:
+        """Perplexity and fraction of codes used over the last `usage_window` training steps."""
+        filled = min(int(self.usage_step), self.usage_window)
+        if filled == 0:
+            return {"perplexity": 0.0, "usage": 0.0}
+        perplexity, usage = _perplexity_and_usage(self.usage_history[:filled].sum(0))
+        return {"perplexity": float(perplexity), "usage": float(usage)}
+
+    def statistics_state_dict(self) -> dict[str, torch.Tensor]:
+        """Training statistics that are not saved with the model, for training checkpoints."""
+        return {
+            "steps_since_used": self.steps_since_used.clone(),
+            "usage_history": self.usage_history.clone(),
+            "usage_step": self.usage_step.clone(),
+        }
+
+    def load_statistics_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in ("steps_since_used", "usage_history", "usage_step"):
+            getattr(self, name).copy_(state[name])

@@ -1,0 +1,451 @@
+"""The VQGAN tokenizer (Esser, Rombach & Ommer 2021, "Taming Transformers for High-Resolution Image Synthesis").
+
+The architecture follows the paper's reference code so that its released checkpoints convert exactly
+(`hf_vqgan.convert.taming`): ResNet blocks with GroupNorm and swish, single-head spatial self-attention at the
+configured resolutions and in the middle block, strided-conv downsampling and nearest+conv upsampling, and 1x1
+convolutions before and after the quantizer. Blocks come first, the model last.
+
+Pixels are in [-1, 1]. Shapes: B batch, C channels, H/W pixels, h/w latent grid, D code dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from .quantizer import QuantizerOutput, VectorQuantizer
+
+
+def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
+    # eps 1e-6 as in the reference implementation; the released checkpoints depend on it.
+    return nn.GroupNorm(num_groups=num_groups, num_channels=channels, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, num_groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = _norm(in_channels, num_groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = _norm(out_channels, num_groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.shortcut(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over all spatial positions, with 1x1-conv projections."""
+
+    def __init__(self, channels: int, num_groups: int):
+        super().__init__()
+        self.norm = _norm(channels, num_groups)
+        self.to_q = nn.Conv2d(channels, channels, 1)
+        self.to_k = nn.Conv2d(channels, channels, 1)
+        self.to_v = nn.Conv2d(channels, channels, 1)
+        self.to_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        q, k, v = (proj(h).reshape(B, 1, C, H * W).transpose(-1, -2) for proj in (self.to_q, self.to_k, self.to_v))
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, 1, H*W, C)
+        h = h.transpose(-1, -2).reshape(B, C, H, W)
+        return x + self.to_out(h)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Asymmetric padding (right and bottom only), as the reference does, so H/2 x W/2 comes out exactly.
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: ResNet blocks, each optionally followed by attention, then a resampler."""
+
+    def __init__(self, channels_in, channels_out, num_blocks, use_attention, resample, num_groups, dropout):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock(channels_in if i == 0 else channels_out, channels_out, num_groups, dropout)
+            for i in range(num_blocks)
+        )
+        self.attentions = nn.ModuleList(
+            AttentionBlock(channels_out, num_groups) for _ in range(num_blocks if use_attention else 0)
+        )
+        self.resample = resample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x)
+            if self.attentions:
+                x = self.attentions[i](x)
+        return self.resample(x) if self.resample is not None else x
+
+
+class MidBlock(nn.Module):
+    def __init__(self, channels: int, num_groups: int, dropout: float):
+        super().__init__()
+        self.resnet_1 = ResnetBlock(channels, channels, num_groups, dropout)
+        self.attention = AttentionBlock(channels, num_groups)
+        self.resnet_2 = ResnetBlock(channels, channels, num_groups, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resnet_2(self.attention(self.resnet_1(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels, base_channels, channel_multipliers, num_res_blocks, attention_resolutions,
+                 resolution, latent_channels, num_groups, dropout):  # fmt: skip
+        super().__init__()
+        widths = [base_channels * m for m in channel_multipliers]
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.levels = nn.ModuleList()
+        channels, current_resolution = base_channels, resolution
+        for i, width in enumerate(widths):
+            last = i == len(widths) - 1
+            use_attention = current_resolution in attention_resolutions
+            resample = None if last else Downsample(width)
+            self.levels.append(Level(channels, width, num_res_blocks, use_attention, resample, num_groups, dropout))
+            channels = width
+            current_resolution = current_resolution if last else current_resolution // 2
+        self.mid = MidBlock(channels, num_groups, dropout)
+        self.norm_out = _norm(channels, num_groups)
+        self.conv_out = nn.Conv2d(channels, latent_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.levels:
+            h = level(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, out_channels, base_channels, channel_multipliers, num_res_blocks, attention_resolutions,
+                 resolution, latent_channels, num_groups, dropout):  # fmt: skip
+        super().__init__()
+        widths = [base_channels * m for m in channel_multipliers]
+        channels = widths[-1]
+        current_resolution = resolution // 2 ** (len(widths) - 1)
+        self.conv_in = nn.Conv2d(latent_channels, channels, 3, padding=1)
+        self.mid = MidBlock(channels, num_groups, dropout)
+        # `levels[i]` works at the same resolution as the encoder's `levels[i]` (0 = full resolution); the
+        # forward pass runs them from the coarsest to the finest. Each has one more ResNet block than the encoder.
+        levels = []
+        for i in reversed(range(len(widths))):
+            use_attention = current_resolution in attention_resolutions
+            resample = Upsample(widths[i]) if i > 0 else None
+            levels.insert(
+                0, Level(channels, widths[i], num_res_blocks + 1, use_attention, resample, num_groups, dropout)
+            )
+            channels = widths[i]
+            current_resolution = current_resolution * 2 if i > 0 else current_resolution
+        self.levels = nn.ModuleList(levels)
+        self.norm_out = _norm(channels, num_groups)
+        self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.levels):
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+@dataclass
+class VQGANEncoderOutput(BaseOutput):
+    """
+    Args:
+        latents (`torch.Tensor` of shape `(batch_size, code_dim, h, w)`): Encoder outputs in code space, before
+            quantization.
+    """
+
+    latents: torch.Tensor
+
+
+@dataclass
+class VQGANDecoderOutput(BaseOutput):
+    """
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`): Decoded pixels in [-1, 1]
+            (not clamped).
+    """
+
+    sample: torch.Tensor
+
+
+@dataclass
+class VQGANModelOutput(BaseOutput):
+    """
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`): The reconstruction.
+        indices (`torch.LongTensor` of shape `(batch_size, h, w)`): The code indices.
+        quantizer_loss (`torch.Tensor`): Weighted codebook + commitment loss.
+        codebook_loss (`torch.Tensor`): Codebook term alone.
+        commitment_loss (`torch.Tensor`): Commitment term alone.
+        perplexity (`torch.Tensor`): Code-usage perplexity of the batch.
+        usage (`torch.Tensor`): Fraction of codes used in the batch.
+    """
+
+    sample: torch.Tensor
+    indices: torch.LongTensor
+    quantizer_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+
+
+class VQGANModel(ModelMixin, ConfigMixin):
+    r"""
+    The VQGAN image tokenizer: an encoder, a vector quantizer and a decoder.
+
+    Args:
+        in_channels (`int`, defaults to 3): Channels of input images.
+        out_channels (`int`, defaults to 3): Channels of decoded images.
+        base_channels (`int`, defaults to 128): Width of the first level.
+        channel_multipliers (`tuple[int]`, defaults to `(1, 1, 2, 2, 4)`): Width of each level relative to
+            `base_channels`. There are `len(channel_multipliers) - 1` downsamplings.
+        num_res_blocks (`int`, defaults to 2): ResNet blocks per encoder level (the decoder has one more).
+        attention_resolutions (`tuple[int]`, defaults to `(16,)`): Feature-map sizes, relative to `sample_size`,
+            at which attention follows each ResNet block.
+        sample_size (`int`, defaults to 256): The image size the attention resolutions refer to. The model is
+            convolutional and accepts any size divisible by the downsampling factor.
+        latent_channels (`int`, defaults to 256): Encoder output channels (`z_channels` in the reference).
+        code_dim (`int`, defaults to 256): Dimension of the codebook entries; the 1x1 convs around the quantizer
+            map between `latent_channels` and `code_dim`. A small value (e.g. 8) gives LlamaGen's factorised codes.
+        codebook_size (`int`, defaults to 1024): Number of codebook entries.
+        dropout (`float`, defaults to 0.0): Dropout inside the ResNet blocks.
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every width.
+        commitment_beta (`float`, defaults to 0.25): Weight of the commitment loss.
+        legacy_beta (`bool`, defaults to `False`): taming's placement of beta (on the codebook term), needed to
+            reproduce its released checkpoints.
+        l2_normalize_codes (`bool`, defaults to `False`): Cosine-similarity lookup with unit-norm codes.
+        use_ema (`bool`, defaults to `False`): EMA codebook updates instead of the codebook loss.
+        ema_decay (`float`, defaults to 0.99): EMA decay.
+        dead_code_steps (`int`, defaults to 0): Restart codes unused for this many steps (0 = never).
+        usage_window (`int`, defaults to 100): Steps over which usage statistics are kept.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        base_channels: int = 128,
+        channel_multipliers: tuple[int, ...] = (1, 1, 2, 2, 4),
+        num_res_blocks: int = 2,
+        attention_resolutions: tuple[int, ...] = (16,),
+        sample_size: int = 256,
+        latent_channels: int = 256,
+        code_dim: int = 256,
+        codebook_size: int = 1024,
+        dropout: float = 0.0,
+        norm_num_groups: int = 32,
+        commitment_beta: float = 0.25,
+        legacy_beta: bool = False,
+        l2_normalize_codes: bool = False,
+        use_ema: bool = False,
+        ema_decay: float = 0.99,
+        dead_code_steps: int = 0,
+        usage_window: int = 100,
+    ):
+        super().__init__()
+        _validate_config(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            base_channels=base_channels,
+            channel_multipliers=channel_multipliers,
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=attention_resolutions,
+            sample_size=sample_size,
+            latent_channels=latent_channels,
+            code_dim=code_dim,
+            dropout=dropout,
+            norm_num_groups=norm_num_groups,
+        )
+        shared = dict(
+            base_channels=base_channels,
+            channel_multipliers=tuple(channel_multipliers),
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=tuple(attention_resolutions),
+            resolution=sample_size,
+            latent_channels=latent_channels,
+            num_groups=norm_num_groups,
+            dropout=dropout,
+        )
+        self.encoder = Encoder(in_channels=in_channels, **shared)
+        self.quant_conv = nn.Conv2d(latent_channels, code_dim, 1)
+        self.quantizer = VectorQuantizer(
+            codebook_size,
+            code_dim,
+            beta=commitment_beta,
+            legacy_beta=legacy_beta,
+            l2_normalize=l2_normalize_codes,
+            use_ema=use_ema,
+            ema_decay=ema_decay,
+            dead_code_steps=dead_code_steps,
+            usage_window=usage_window,
+        )
+        self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
+        self.decoder = Decoder(out_channels=out_channels, **shared)
+
+    @property
+    def downsample_factor(self) -> int:
+        """How many pixels one token covers along each side."""
+        return 2 ** (len(self.config.channel_multipliers) - 1)
+
+    @property
+    def last_layer_weight(self) -> torch.Tensor:
+        """The decoder's last convolution weight, where VQGAN's adaptive GAN weight takes its gradients."""
+        return self.decoder.conv_out.weight
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The token grid `(h, w)` for images of `height` x `width` pixels."""
+        return height // self.downsample_factor, width // self.downsample_factor
+
+    # ------------------------------------------------------------------------------------------ validation
+    def _check_pixels(self, pixel_values: torch.Tensor, channels: int, name: str = "pixel_values") -> None:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"`{name}` must be a 4-D tensor (batch_size, channels, height, width), got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[1] != channels:
+            raise ValueError(
+                f"`{name}` has {pixel_values.shape[1]} channels, but this model expects {channels} "
+                f"(shape {tuple(pixel_values.shape)})."
+            )
+        if not pixel_values.is_floating_point():
+            raise TypeError(f"`{name}` must be a floating-point tensor in [-1, 1], got dtype {pixel_values.dtype}.")
+        f = self.downsample_factor
+        H, W = pixel_values.shape[-2:]
+        if H % f or W % f or H == 0 or W == 0:
+            raise ValueError(
+                f"`{name}` height and width must be positive multiples of the downsampling factor {f}, got {H}x{W}."
+            )
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        if not isinstance(indices, torch.Tensor):
+            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
+        if indices.ndim != 3:
+            raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.config.codebook_size):
+            raise ValueError(
+                f"`indices` must lie in [0, {self.config.codebook_size}), got values in "
+                f"[{int(indices.min())}, {int(indices.max())}]."
+            )
+
+    # --------------------------------------------------------------------------------------------- verbs
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> VQGANEncoderOutput | tuple:
+        """
+        Encode images of shape `(batch_size, in_channels, height, width)` in [-1, 1] into code-space latents of
+        shape `(batch_size, code_dim, height / f, width / f)`, before quantization.
+        """
+        self._check_pixels(pixel_values, self.config.in_channels)
+        latents = self.quant_conv(self.encoder(pixel_values))
+        return VQGANEncoderOutput(latents=latents) if return_dict else (latents,)
+
+    def quantize(self, latents: torch.Tensor, return_dict: bool = True) -> QuantizerOutput | tuple:
+        """Quantize latents of shape `(batch_size, code_dim, h, w)`; returns codes, indices, losses, statistics."""
+        out = self.quantizer(latents)
+        return out if return_dict else out.to_tuple()
+
+    def decode(self, quantized: torch.Tensor, return_dict: bool = True) -> VQGANDecoderOutput | tuple:
+        """Decode quantized latents of shape `(batch_size, code_dim, h, w)` into pixels in [-1, 1]."""
+        if not isinstance(quantized, torch.Tensor) or quantized.ndim != 4 or quantized.shape[1] != self.config.code_dim:
+            shape = tuple(quantized.shape) if isinstance(quantized, torch.Tensor) else type(quantized).__name__
+            raise ValueError(f"`quantized` must have shape (batch_size, {self.config.code_dim}, h, w), got {shape}.")
+        quantized = quantized.to(self.post_quant_conv.weight.dtype)
+        sample = self.decoder(self.post_quant_conv(quantized))
+        return VQGANDecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def decode_indices(self, indices: torch.LongTensor, return_dict: bool = True) -> VQGANDecoderOutput | tuple:
+        """Decode code indices of shape `(batch_size, h, w)` into pixels in [-1, 1]."""
+        self._check_indices(indices)
+        quantized = self.quantizer.lookup(indices.long())
+        return self.decode(quantized, return_dict=return_dict)
+
+    def tokenize(self, pixel_values: torch.Tensor) -> torch.LongTensor:
+        """Images of shape `(batch_size, in_channels, height, width)` to indices of shape `(batch_size, h, w)`."""
+        return self.quantize(self.encode(pixel_values).latents).indices
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> VQGANModelOutput | tuple:
+        """Reconstruct images of shape `(batch_size, in_channels, height, width)`, with the quantizer's terms."""
+        q = self.quantize(self.encode(pixel_values).latents)
+        sample = self.decode(q.quantized).sample
+        out = VQGANModelOutput(
+            sample=sample,
+            indices=q.indices,
+            quantizer_loss=q.loss,
+            codebook_loss=q.codebook_loss,
+            commitment_loss=q.commitment_loss,
+            perplexity=q.perplexity,
+            usage=q.usage,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+def _validate_config(*, in_channels, out_channels, base_channels, channel_multipliers, num_res_blocks,
+                     attention_resolutions, sample_size, latent_channels, code_dim, dropout, norm_num_groups):  # fmt: skip
+    for name, value in [
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("base_channels", base_channels),
+        ("num_res_blocks", num_res_blocks),
+        ("sample_size", sample_size),
+        ("latent_channels", latent_channels),
+        ("code_dim", code_dim),
+        ("norm_num_groups", norm_num_groups),
+    ]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    if not isinstance(channel_multipliers, list | tuple) or not channel_multipliers:
+        raise ValueError(f"`channel_multipliers` must be a non-empty list of positive ints, got {channel_multipliers!r}.")
+    if any(not isinstance(m, int) or m < 1 for m in channel_multipliers):
+        raise ValueError(f"`channel_multipliers` must hold positive ints, got {channel_multipliers!r}.")
+    if not isinstance(attention_resolutions, list | tuple) or any(
+        not isinstance(r, int) or r < 1 for r in attention_resolutions
+    ):
+        raise ValueError(f"`attention_resolutions` must be a list of positive ints, got {attention_resolutions!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+    for width in sorted({base_channels * m for m in channel_multipliers} | {base_channels}):
+        if width % norm_num_groups:
+            raise ValueError(
+                f"Every level width must be divisible by `norm_num_groups`={norm_num_groups}, but "
+                f"base_channels={base_channels} x multipliers {list(channel_multipliers)} gives width {width}."
+            )
+    factor = 2 ** (len(channel_multipliers) - 1)
+    if sample_size % factor:
+        raise ValueError(
+            f"`sample_size`={sample_size} must be divisible by the downsampling factor {factor} "
+            f"(2 ** (len(channel_multipliers) - 1))."
+        )
