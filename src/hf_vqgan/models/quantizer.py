@@ -39,9 +39,9 @@ class QuantizerOutput(BaseOutput):
         commitment_loss (`torch.Tensor`):
             `||z - sg[e]||^2`, keeps encoder outputs close to their codes.
         perplexity (`torch.Tensor`):
-            `exp(entropy)` of the code usage in this batch (across all processes).
+            `exp(entropy)` of the code usage in this batch (across all processes in training mode).
         usage (`torch.Tensor`):
-            The fraction of codes used at least once in this batch (across all processes).
+            The fraction of codes used at least once in this batch (across all processes in training mode).
     """
 
     quantized: torch.Tensor
@@ -133,7 +133,9 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         if use_ema:
             self.embedding.weight.requires_grad_(False)
-            self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
+            # Start as if every code had been assigned once, to itself (the convention restarts use too): a code
+            # unused in the first steps then keeps its value instead of being divided by the Laplace epsilon.
+            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
             self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
         # Training-time statistics: not part of a released model, saved with training checkpoints instead
         # (see `statistics_state_dict`).
@@ -156,9 +158,15 @@ class VectorQuantizer(nn.Module):
             )  # (N, K)
         return distances.argmin(dim=1)
 
+    def _gather(self, indices: torch.LongTensor) -> torch.Tensor:
+        # Normalise the gathered rows rather than the whole table: the autograd graph then holds no reference to
+        # the weight itself, which a dead-code restart rewrites in place before the backward pass.
+        codes = self.embedding.weight[indices].float()  # (..., D)
+        return F.normalize(codes, dim=-1) if self.l2_normalize else codes
+
     def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
         """Codes for `indices` of shape `(batch_size, h, w)`, returned as `(batch_size, code_dim, h, w)` float32."""
-        return self.codebook()[indices].permute(0, 3, 1, 2).contiguous()
+        return self._gather(indices).permute(0, 3, 1, 2).contiguous()
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
@@ -172,14 +180,14 @@ class VectorQuantizer(nn.Module):
         if self.l2_normalize:
             z = F.normalize(z, dim=-1)
         indices = self._nearest(z.detach())  # (N,)
-        z_q = self.codebook()[indices]  # (N, D)
+        z_q = self._gather(indices)  # (N, D)
 
         counts = None
         if self.training:
             counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())
             if self.use_ema:
                 self._ema_update(z.detach(), indices, counts)
-                z_q = self.codebook()[indices]
+                z_q = self._gather(indices)
 
         commitment_loss = F.mse_loss(z, z_q.detach())
         if self.use_ema:
@@ -197,7 +205,8 @@ class VectorQuantizer(nn.Module):
 
         with torch.no_grad():
             if counts is None:
-                counts = _all_reduce_sum(torch.bincount(indices.flatten(), minlength=self.codebook_size).float())
+                # Evaluation may run on one process only (validation on the main process): no collective here.
+                counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
             perplexity, usage = _perplexity_and_usage(counts)
             if self.training:
                 self._track_usage(counts)

@@ -1,0 +1,479 @@
+#!/usr/bin/env python
+"""Train a VQGAN tokenizer (stage 1) or its autoregressive prior (stage 2) with accelerate and datasets.
+
+    accelerate launch examples/train.py vqgan --preset digits-tiny --output_dir outputs/vqgan
+    accelerate launch examples/train.py transformer --vqgan_model_name_or_path outputs/vqgan \
+        --class_column label --output_dir outputs/pipeline
+
+With no dataset option both stages use the built-in scikit-learn digits. `--help` on each stage lists everything.
+The script orchestrates; losses, data, metrics, checkpointing and tokenisation live in `hf_vqgan`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from hf_vqgan import VQGANModel
+from hf_vqgan.training import conditions as cond_lib
+from hf_vqgan.training import data as data_lib
+from hf_vqgan.training.checkpointing import CheckpointManager
+from hf_vqgan.training.loop import (
+    TrainingState,
+    adam,
+    add_data_arguments,
+    add_run_arguments,
+    all_finite,
+    check_run_arguments,
+    make_accelerator,
+    num_update_steps,
+    record_nonfinite,
+    save_json,
+)
+
+logger = logging.getLogger("train")
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = parser.add_subparsers(dest="stage", required=True)
+
+    v = stages.add_parser("vqgan", help="Stage 1: the tokenizer (LPIPS + PatchGAN + codebook losses).")
+    add_data_arguments(v)
+    add_run_arguments(v, learning_rate=1e-4, betas=(0.5, 0.9))
+    g = v.add_argument_group("model")
+    g.add_argument("--preset", default=None, help="digits-tiny, taming-imagenet-f16-1024, ...")
+    g.add_argument("--model_config", default=None, help="A JSON file of VQGANModel kwargs.")
+    g.add_argument("--pretrained_model_name_or_path", default=None, help="Fine-tune this VQGANModel.")
+    g = v.add_argument_group("losses")
+    g.add_argument("--pixel_loss", choices=["l1", "l2"], default="l1")
+    g.add_argument("--pixel_weight", type=float, default=1.0)
+    g.add_argument("--perceptual_weight", type=float, default=1.0, help="0 disables LPIPS.")
+    g.add_argument("--lpips_vgg_weights", default=None, help="A local torchvision VGG16 weights file for LPIPS.")
+    g.add_argument(
+        "--lpips_random_backbone_for_tests",
+        action="store_true",
+        help="FOR TESTS ONLY: LPIPS with a randomly initialised VGG16 backbone (not a perceptual loss).",
+    )
+    g.add_argument("--disc_weight", type=float, default=0.8, help="0 disables the GAN (a VQVAE baseline).")
+    g.add_argument("--disc_start", type=int, default=0, help="Step at which the GAN terms switch on.")
+    g.add_argument("--disc_loss", choices=["hinge", "vanilla", "non_saturating"], default="hinge")
+    g.add_argument("--disc_learning_rate", type=float, default=None, help="Defaults to --learning_rate.")
+    g.add_argument("--disc_num_layers", type=int, default=3)
+    g.add_argument("--disc_base_channels", type=int, default=64)
+    g.add_argument("--disc_norm", choices=["batch", "group", "instance", "none"], default="batch")
+    g.add_argument("--codebook_weight", type=float, default=1.0)
+    g = v.add_argument_group("condition tokenizers (for image-conditional priors)")
+    g.add_argument("--condition_type", choices=cond_lib.CONDITION_TYPES, default=None)
+    g.add_argument("--condition_column", default=None, help="For segmentation and depth conditions.")
+    g.add_argument("--num_labels", type=int, default=None, help="Segmentation classes.")
+    g.add_argument("--lowres_factor", type=int, default=8, help="Downsampling factor of lowres conditions.")
+
+    t = stages.add_parser("transformer", help="Stage 2: the GPT prior over a frozen tokenizer's codes.")
+    add_data_arguments(t)
+    add_run_arguments(t, learning_rate=4.5e-4, betas=(0.9, 0.95))
+    g = t.add_argument_group("prior")
+    g.add_argument("--vqgan_model_name_or_path", required=True, help="A VQGANModel (or pipeline) folder or Hub id.")
+    g.add_argument("--preset", default="small", help="digits-tiny, small, taming-imagenet.")
+    g.add_argument("--prior_config", default=None, help="A JSON file of VQGANPriorConfig size kwargs.")
+    g.add_argument("--weight_decay", type=float, default=0.01, help="Applied to weight matrices only.")
+    g.add_argument("--pkeep", type=float, default=1.0, help="taming's token corruption: keep probability.")
+    g.add_argument("--class_dropout_prob", type=float, default=0.1, help="Null-class rate (for guidance).")
+    g.add_argument("--tokenize_flips", action="store_true", help="Also tokenise mirrored images.")
+    g.add_argument("--tokenized_cache_dir", default=None, help="Defaults to ~/.cache/hf_vqgan/tokenized.")
+    g.add_argument("--guidance_scale", type=float, default=1.0, help="For the validation samples.")
+    g.add_argument("--num_validation_samples", type=int, default=4, help="Per class (or in all, unconditional).")
+    g.add_argument("--cond_vqgan_model_name_or_path", default=None, help="Tokenizer of image-like conditions.")
+    g.add_argument("--condition_type", choices=cond_lib.CONDITION_TYPES, default=None)
+    g.add_argument("--condition_column", default=None)
+    g.add_argument("--lowres_factor", type=int, default=8)
+
+    args = parser.parse_args(argv)
+    check_run_arguments(args)
+    if args.stage == "vqgan" and sum(x is not None for x in (args.preset, args.model_config, args.pretrained_model_name_or_path)) > 1:
+        raise ValueError("Pass at most one of --preset, --model_config and --pretrained_model_name_or_path.")
+    if args.stage == "transformer":
+        if not 0.0 <= args.pkeep <= 1.0 or not 0.0 <= args.class_dropout_prob < 1.0:
+            raise ValueError(f"--pkeep must be in [0, 1] and --class_dropout_prob in [0, 1); got {args.pkeep}, {args.class_dropout_prob}.")
+        if (args.condition_type is None) != (args.cond_vqgan_model_name_or_path is None):
+            raise ValueError("--condition_type and --cond_vqgan_model_name_or_path go together.")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ shared loop
+def iterate_batches(accelerator, loader, state: TrainingState, max_steps: int):
+    """Yield batches until `max_steps` optimizer steps, resuming mid-epoch where a checkpoint left off."""
+    while state.step < max_steps:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(state.epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+        for batch in epoch_loader:
+            state.batch_in_epoch += 1
+            yield batch
+            if state.step >= max_steps:
+                return
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
+def setup_run(args, accelerator, models_and_optimizers, loaders, schedulers, ema, extras_owner):
+    """`prepare`, checkpoint registration and resume: the same for both stages."""
+    prepared = accelerator.prepare(*models_and_optimizers, *loaders, *schedulers)
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    checkpoints = CheckpointManager(Path(args.output_dir) / "checkpoints", args.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        checkpoints.clean_incomplete()
+    resume = checkpoints.resolve(args.resume_from_checkpoint)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        if extras_owner is not None and "quantizer" in state.extras:
+            extras_owner.load_statistics_state_dict(state.extras["quantizer"])
+        logger.info("Resumed from %s at step %d (epoch %d, batch %d)", resume, state.step, state.epoch, state.batch_in_epoch)
+    return prepared, state, checkpoints
+
+
+def save_checkpoint(accelerator, checkpoints, state, quantizer=None):
+    if quantizer is not None:
+        state.extras["quantizer"] = quantizer.statistics_state_dict()
+    path = checkpoints.save(accelerator, state.step)
+    logger.info("Saved %s", path)
+
+
+def log_every(accelerator, args, state, progress, logs: dict):
+    progress.update(1)
+    if state.step % args.logging_steps == 0 or state.step == 1:
+        progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "total", "nll", "d_loss")})
+        accelerator.log(logs, step=state.step)
+
+
+def make_loader(dataset, batch_size, shuffle, args, collate_fn):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, num_workers=args.dataloader_num_workers,
+        drop_last=shuffle,
+    )  # fmt: skip
+
+
+def load_vqgan(name_or_path: str, **kwargs) -> VQGANModel:
+    """A VQGANModel from a model folder/repo, or from the `vqgan` subfolder of a pipeline folder/repo."""
+    local = Path(name_or_path)
+    if (local / "model_index.json").is_file() or (not local.exists() and _is_pipeline_repo(name_or_path)):
+        return VQGANModel.from_pretrained(name_or_path, subfolder="vqgan", **kwargs)
+    return VQGANModel.from_pretrained(name_or_path, **kwargs)
+
+
+def _is_pipeline_repo(repo_id: str) -> bool:
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(repo_id, "model_index.json")
+    except Exception:  # offline or unknown repo: let from_pretrained raise its own message
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ stage 1
+def train_vqgan(args) -> dict:
+    from hf_vqgan.losses import VQGANLoss
+    from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
+    from hf_vqgan.training.presets import vqgan_preset
+
+    accelerator = make_accelerator(args)
+    if args.pretrained_model_name_or_path:
+        model = load_vqgan(args.pretrained_model_name_or_path)
+    else:
+        if args.model_config:
+            config = json.loads(Path(args.model_config).read_text())
+        else:
+            config = vqgan_preset(args.preset or "digits-tiny")
+        if args.condition_type is not None:
+            channels = cond_lib.condition_channels(args.condition_type, args.num_labels, config.get("in_channels", 3))
+            config.update(in_channels=channels, out_channels=channels)
+        model = VQGANModel(**config)
+    resolution = args.resolution or model.config.sample_size
+
+    # Losses first: a missing LPIPS backbone must stop the run here, not an hour in.
+    segmentation = args.condition_type == "segmentation"
+    loss_fn = VQGANLoss(
+        pixel_loss="cross_entropy" if segmentation else args.pixel_loss,
+        pixel_weight=args.pixel_weight,
+        perceptual_weight=0.0 if segmentation else args.perceptual_weight,
+        lpips_vgg_weights=args.lpips_vgg_weights,
+        lpips_random_backbone=args.lpips_random_backbone_for_tests,
+        disc_weight=0.0 if segmentation else args.disc_weight,
+        disc_start=args.disc_start,
+        disc_loss=args.disc_loss,
+        codebook_weight=args.codebook_weight,
+        disc_in_channels=model.config.out_channels,
+        disc_num_layers=args.disc_num_layers,
+        disc_base_channels=args.disc_base_channels,
+        disc_norm_type=args.disc_norm,
+    )
+
+    splits = data_lib.load_image_dataset(
+        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_data_dir=args.train_data_dir,
+        image_column=args.image_column, validation_split=args.validation_split, max_train_samples=args.max_train_samples,
+        streaming=args.streaming, seed=args.seed, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    make_example = cond_lib.example_builder(
+        condition_type=args.condition_type, image_column=args.image_column, condition_column=args.condition_column,
+        resolution=resolution, channels=model.config.in_channels, num_labels=args.num_labels,
+        lowres_factor=args.lowres_factor, center_crop=not args.random_crop, random_flip=args.random_flip,
+    )  # fmt: skip
+    train_loader = make_loader(splits["train"], args.train_batch_size, not args.streaming, args, make_example.collate)
+    val_loader = make_loader(splits["validation"], args.eval_batch_size, False, args, make_example.collate_eval)
+
+    lr = args.learning_rate * (args.train_batch_size * accelerator.num_processes if args.scale_lr else 1)
+    opt_g = adam(model.parameters(), args, lr=lr)
+    batches = None if args.streaming else len(train_loader) // accelerator.num_processes
+    max_steps, _ = num_update_steps(args, batches)
+    sched_kwargs = dict(num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                        num_training_steps=max_steps * accelerator.num_processes)  # fmt: skip
+    sched_g = get_scheduler(args.lr_scheduler, opt_g, **sched_kwargs)
+    use_gan = loss_fn.discriminator is not None
+    parts, optimizers, schedulers = [model], [opt_g], [sched_g]
+    if use_gan:
+        opt_d = adam(loss_fn.discriminator.parameters(), args, lr=args.disc_learning_rate or lr)
+        parts.append(loss_fn.discriminator)
+        optimizers.append(opt_d)
+        schedulers.append(get_scheduler(args.lr_scheduler, opt_d, **sched_kwargs))
+    ema = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(model.parameters(), decay=args.ema_decay)
+    prepared, state, checkpoints = setup_run(
+        args, accelerator, parts + optimizers, [train_loader], schedulers, ema, model.quantizer
+    )
+    n = len(parts)
+    model, disc = prepared[0], (prepared[1] if use_gan else None)
+    opt_g, opt_d = prepared[n], (prepared[n + 1] if use_gan else None)
+    train_loader = prepared[2 * n]
+    sched_g, sched_d = prepared[2 * n + 1], (prepared[2 * n + 2] if use_gan else None)
+    if use_gan:
+        loss_fn.discriminator = disc
+    loss_fn.to(accelerator.device)
+    if ema is not None:
+        ema.to(accelerator.device)
+    unwrapped = accelerator.unwrap_model(model)
+
+    if accelerator.is_main_process:
+        accelerator.init_trackers("hf_vqgan-vqgan", config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)})
+    logger.info("VQGAN: %d parameters, %d steps, %dx%d images", sum(p.numel() for p in unwrapped.parameters()), max_steps, resolution, resolution)
+    progress = tqdm(total=max_steps, initial=state.step, desc="vqgan", disable=not accelerator.is_local_main_process)
+    metrics: dict = {}
+    model.train()
+    for batch in iterate_batches(accelerator, train_loader, state, max_steps):
+        pixel_values = batch["pixel_values"]
+        with accelerator.accumulate(*parts):
+            out = model(pixel_values)  # one generator forward serves both updates
+            with accelerator.autocast():
+                g = loss_fn.generator_loss(pixel_values, out.sample, out.quantizer_loss, state.step, last_layer=unwrapped.last_layer_weight)
+            train_disc = use_gan and loss_fn.discriminator_active(state.step)
+            d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step) if train_disc else None
+            losses = [g.total] + ([d.loss] if d is not None else [])
+            if not all_finite(accelerator, *losses):
+                opt_g.zero_grad(set_to_none=True)
+                if use_gan:
+                    opt_d.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    record_nonfinite(state, args, checkpoints, {"generator": float(g.total), "discriminator": float(d.loss) if d else None})
+                continue
+            accelerator.backward(g.total)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            opt_g.step()
+            sched_g.step()
+            opt_g.zero_grad(set_to_none=True)
+            if use_gan:
+                opt_d.zero_grad(set_to_none=True)  # drop what the generator's GAN term left in the discriminator
+                if d is not None:
+                    accelerator.backward(d.loss)
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(disc.parameters(), args.max_grad_norm)
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                sched_d.step()
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        state.consecutive_nonfinite = 0
+        if ema is not None:
+            ema.step(model.parameters())
+        logs = {**g.to_log_dict(), **(d.to_log_dict() if d is not None else {}), "lr": sched_g.get_last_lr()[0],
+                "perplexity": float(out.perplexity), "usage": float(out.usage)}  # fmt: skip
+        log_every(accelerator, args, state, progress, logs)
+        if state.step % args.checkpointing_steps == 0 or state.step == max_steps:
+            save_checkpoint(accelerator, checkpoints, state, unwrapped.quantizer)
+        if accelerator.is_main_process and (state.step % args.validation_steps == 0 or state.step == max_steps):
+            metrics = evaluate_tokenizer(unwrapped, val_loader, accelerator, ema=ema, step=state.step, output_dir=args.output_dir, perceptual=loss_fn.perceptual)
+            model.train()
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(unwrapped.parameters())
+        metrics["train_quantizer_usage"] = unwrapped.quantizer.usage_statistics()["usage"]
+        metrics["skipped_nonfinite_steps"] = state.skipped_nonfinite
+        save_tokenizer_outputs(unwrapped, args, metrics, resolution, make_example.dataset_description)
+    accelerator.end_training()
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ stage 2
+def train_transformer(args) -> dict:
+    from hf_vqgan import VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+    from hf_vqgan.models.prior import corrupt_image_tokens, drop_class_labels
+    from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
+    from hf_vqgan.training.presets import prior_preset
+    from hf_vqgan.training.tokenize import dataset_fingerprint, load_or_tokenize, model_fingerprint, tokenize_split
+
+    accelerator = make_accelerator(args)
+    vqgan = load_vqgan(args.vqgan_model_name_or_path).requires_grad_(False).eval()
+    cond_vqgan = None
+    if args.cond_vqgan_model_name_or_path:
+        cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
+    resolution = args.resolution or vqgan.config.sample_size
+    latent_height, latent_width = vqgan.latent_shape(resolution, resolution)
+
+    splits = data_lib.load_image_dataset(
+        dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_data_dir=args.train_data_dir,
+        image_column=args.image_column, label_column=args.class_column, validation_split=args.validation_split,
+        max_train_samples=args.max_train_samples, seed=args.seed, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    if args.streaming:
+        raise ValueError("The transformer stage tokenises its dataset once; --streaming is not supported for it.")
+    num_classes = data_lib.num_classes(splits["train"], args.class_column) if args.class_column else 0
+    image_transform = data_lib.ImageTransform(resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop)
+    condition_fn = None
+    if cond_vqgan is not None:
+        condition_fn = cond_lib.derived_condition_fn(args.condition_type, lowres_factor=args.lowres_factor)
+    parts = {
+        "tokenizer": model_fingerprint(vqgan), "cond_tokenizer": model_fingerprint(cond_vqgan) if cond_vqgan else None,
+        "data": {k: dataset_fingerprint(v) for k, v in splits.items()}, "resolution": resolution,
+        "random_crop": args.random_crop, "flips": args.tokenize_flips, "class_column": args.class_column,
+        "condition": [args.condition_type, args.condition_column, args.lowres_factor],
+    }  # fmt: skip
+
+    def build():
+        from datasets import DatasetDict
+
+        device = accelerator.device
+        kwargs = dict(label_column=args.class_column, condition_fn=condition_fn, cond_vqgan=cond_vqgan, device=device)
+        return DatasetDict(
+            train=tokenize_split(splits["train"], vqgan, image_transform, args.image_column, flips=args.tokenize_flips, desc="Tokenising train", **kwargs),
+            validation=tokenize_split(splits["validation"], vqgan, image_transform, args.image_column, desc="Tokenising validation", **kwargs),
+        )  # fmt: skip
+
+    cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
+    tokens, _ = load_or_tokenize(cache_root, parts, build, accelerator)
+    tokens = tokens.with_format("torch")
+
+    size = json.loads(Path(args.prior_config).read_text()) if args.prior_config else prior_preset(args.preset)
+    config = VQGANPriorConfig(
+        codebook_size=vqgan.config.codebook_size, latent_height=latent_height, latent_width=latent_width,
+        num_classes=num_classes, cond_codebook_size=cond_vqgan.config.codebook_size if cond_vqgan else 0,
+        cond_length=math.prod(cond_vqgan.latent_shape(*cond_lib.condition_size(args.condition_type, resolution, args.lowres_factor))) if cond_vqgan else 0,
+        condition_type=args.condition_type, lowres_factor=args.lowres_factor, **size,
+    )  # fmt: skip
+    model = VQGANPriorForCausalLM(config)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wte" not in n and "wpe" not in n)]
+    lr = args.learning_rate * (args.train_batch_size * accelerator.num_processes if args.scale_lr else 1)
+    optimizer = adam([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], args, lr=lr)
+    train_loader = make_loader(tokens["train"], args.train_batch_size, True, args, None)
+    val_loader = make_loader(tokens["validation"], args.eval_batch_size, False, args, None)
+    max_steps, _ = num_update_steps(args, len(train_loader) // accelerator.num_processes)
+    scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                              num_training_steps=max_steps * accelerator.num_processes)  # fmt: skip
+    ema = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(model.parameters(), decay=args.ema_decay)
+    (model, optimizer, train_loader, scheduler), state, checkpoints = setup_run(
+        args, accelerator, [model, optimizer], [train_loader], [scheduler], ema, None
+    )
+    if ema is not None:
+        ema.to(accelerator.device)
+    unwrapped = accelerator.unwrap_model(model)
+    vqgan.to(accelerator.device)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("hf_vqgan-transformer", config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)})
+    logger.info("Prior: %d parameters, %d tokens per image, %d classes, %d steps", unwrapped.num_parameters(), latent_height * latent_width, num_classes, max_steps)
+    generator = torch.Generator(device=accelerator.device).manual_seed(args.seed + accelerator.process_index)
+    progress = tqdm(total=max_steps, initial=state.step, desc="transformer", disable=not accelerator.is_local_main_process)
+    pipeline = VQGANTransformerPipeline(vqgan=vqgan, transformer=unwrapped, cond_vqgan=cond_vqgan)
+    metrics: dict = {}
+    model.train()
+    for batch in iterate_batches(accelerator, train_loader, state, max_steps):
+        labels = batch.get("label")
+        if labels is not None and args.class_dropout_prob > 0:
+            labels = drop_class_labels(labels, args.class_dropout_prob, unwrapped.config, generator=generator)
+        input_ids = unwrapped.build_input_ids(indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices"))
+        targets = input_ids.clone()
+        targets[:, : config.prefix_length] = -100  # loss on image tokens only
+        if args.pkeep < 1.0:
+            input_ids = corrupt_image_tokens(input_ids, args.pkeep, unwrapped.config, generator=generator)
+        with accelerator.accumulate(model):
+            loss = model(input_ids=input_ids, labels=targets).loss
+            if not all_finite(accelerator, loss):
+                optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    record_nonfinite(state, args, checkpoints, {"loss": float(loss)})
+                continue
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        state.consecutive_nonfinite = 0
+        if ema is not None:
+            ema.step(model.parameters())
+        log_every(accelerator, args, state, progress, {"loss": float(loss), "lr": scheduler.get_last_lr()[0]})
+        if state.step % args.checkpointing_steps == 0 or state.step == max_steps:
+            save_checkpoint(accelerator, checkpoints, state)
+        if accelerator.is_main_process and (state.step % args.validation_steps == 0 or state.step == max_steps):
+            metrics = evaluate_prior(pipeline, val_loader, accelerator, args, ema=ema, step=state.step, num_classes=num_classes)
+            model.train()
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(unwrapped.parameters())
+        metrics["skipped_nonfinite_steps"] = state.skipped_nonfinite
+        save_pipeline_outputs(pipeline, args, metrics, resolution)
+    accelerator.end_training()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except ValueError as error:  # contradictory options: one line, no stack trace
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    metrics = train_vqgan(args) if args.stage == "vqgan" else train_transformer(args)
+    if metrics:
+        logger.info("Final metrics: %s", json.dumps(metrics, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

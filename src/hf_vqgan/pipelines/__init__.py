@@ -1,0 +1,3 @@
+from .pipeline_vqgan_transformer import VQGANTransformerPipeline
+
+__all__ = ["VQGANTransformerPipeline"]

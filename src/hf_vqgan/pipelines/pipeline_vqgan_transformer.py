@@ -1,0 +1,320 @@
+"""`VQGANTransformerPipeline`: sample code grids with the prior, decode them with the tokenizer.
+
+    pipe = VQGANTransformerPipeline.from_pretrained("user/vqgan-digits")   # a Hub id or a folder
+    images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0).images
+
+Besides plain sampling it does the paper's image completion (keep the top token rows of a given image, sample the
+rest), sliding-window sampling of grids larger than the prior was trained on (Esser et al. 2021, sec. 3.2), and
+image-conditional sampling through a second tokenizer (`cond_vqgan`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+from ..models.prior import VQGANPriorForCausalLM, check_sampling_arguments, sample_next_token
+from ..models.vqgan import VQGANModel
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def pil_or_array_to_tensor(image, channels: int, name: str = "image") -> torch.Tensor:
+    """PIL images, uint8/float arrays or tensors to a float tensor `(B, C, H, W)` in [-1, 1]."""
+    if isinstance(image, PIL.Image.Image):
+        image = [image]
+    if isinstance(image, list) and image and isinstance(image[0], PIL.Image.Image):
+        mode = "L" if channels == 1 else "RGB"
+        arrays = [np.asarray(im.convert(mode), dtype=np.float32) / 127.5 - 1.0 for im in image]
+        sizes = {a.shape for a in arrays}
+        if len(sizes) != 1:
+            raise ValueError(f"All `{name}` images must have the same size, got {sorted(sizes)}.")
+        tensor = torch.from_numpy(np.stack(arrays))
+        return tensor[:, None] if channels == 1 else tensor.permute(0, 3, 1, 2)
+    if isinstance(image, np.ndarray):
+        tensor = torch.from_numpy(image)
+        if tensor.ndim == 3:
+            tensor = tensor[None]
+        if tensor.ndim == 4 and tensor.shape[-1] in (1, 3) and tensor.shape[1] not in (1, 3):
+            tensor = tensor.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        image = tensor.float() / 127.5 - 1.0 if image.dtype == np.uint8 else tensor.float()
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"`{name}` must be a PIL image, a list of them, a numpy array or a tensor; got {type(image).__name__}.")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[1] != channels:
+        raise ValueError(f"`{name}` must have shape (batch, {channels}, height, width), got {tuple(image.shape)}.")
+    return image.float()
+
+
+class VQGANTransformerPipeline(DiffusionPipeline):
+    r"""
+    Two-stage VQGAN generation: a GPT prior samples code indices, the VQGAN decodes them.
+
+    Components:
+        vqgan ([`VQGANModel`]): the image tokenizer.
+        transformer ([`VQGANPriorForCausalLM`]): the prior over the tokenizer's codes.
+        cond_vqgan ([`VQGANModel`], *optional*): the tokenizer of image-like conditions (segmentation, depth,
+            edges, low-resolution images), for priors trained with them.
+    """
+
+    model_cpu_offload_seq = "cond_vqgan->transformer->vqgan"
+    _optional_components = ["cond_vqgan"]
+
+    def __init__(self, vqgan: VQGANModel, transformer: VQGANPriorForCausalLM, cond_vqgan: VQGANModel | None = None):
+        super().__init__()
+        self.register_modules(vqgan=vqgan, transformer=transformer, cond_vqgan=cond_vqgan)
+
+    # ----------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a local folder or a Hub repo id.
+
+        diffusers refuses components from third-party libraries when handed a repo id (diffusers issue 6563), so a
+        repo id is first downloaded (or found in the local Hugging Face cache) with `snapshot_download`, and the
+        resulting folder is loaded like any local one.
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(path):
+            from huggingface_hub import snapshot_download
+
+            download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
+            download_kwargs = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
+            path = snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.md", "*.txt"], **download_kwargs)
+        return super().from_pretrained(path, **kwargs)
+
+    # -------------------------------------------------------------------------------------- token helpers
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        return self.transformer.config.latent_height, self.transformer.config.latent_width
+
+    @torch.no_grad()
+    def encode_images(self, images) -> torch.LongTensor:
+        """Images (PIL, arrays, or tensors in [-1, 1] of shape `(batch, channels, height, width)`) to indices of
+        shape `(batch, h, w)`."""
+        pixels = pil_or_array_to_tensor(images, self.vqgan.config.in_channels)
+        return self.vqgan.tokenize(pixels.to(self.vqgan.device, self.vqgan.dtype))
+
+    @torch.no_grad()
+    def decode_tokens(self, indices: torch.LongTensor, output_type: str = "pil"):
+        """Indices of shape `(batch, h, w)` to images (`"pil"`, `"np"` in [0, 1] NHWC, or `"pt"` in [0, 1] NCHW)."""
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt' for decoded images, got {output_type!r}.")
+        pixels = self.vqgan.decode_indices(indices.to(self.vqgan.device)).sample
+        images = (pixels.float() / 2 + 0.5).clamp(0, 1)  # (B, C, H, W) in [0, 1]
+        if output_type == "pt":
+            return images.cpu()
+        array = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
+        if output_type == "np":
+            return array
+        uint8 = (array * 255).round().astype(np.uint8)
+        return [PIL.Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in uint8]
+
+    # ----------------------------------------------------------------------------------------- conditions
+    def _condition_tokens(self, condition_image, batch_size: int) -> torch.LongTensor | None:
+        config = self.transformer.config
+        condition_type = getattr(config, "condition_type", None)
+        if condition_image is None:
+            if self.cond_vqgan is not None or config.cond_length:
+                raise ValueError(
+                    f"This pipeline was trained with `{condition_type}` conditions: pass `condition_image`."
+                )
+            return None
+        if self.cond_vqgan is None or not config.cond_length:
+            raise ValueError("`condition_image` was given, but this pipeline has no condition tokenizer (`cond_vqgan`).")
+        from ..training.conditions import prepare_condition
+
+        condition = prepare_condition(
+            condition_image,
+            condition_type,
+            resolution=self.latent_grid[0] * self.vqgan.downsample_factor,
+            num_labels=getattr(config, "num_labels", None),
+            lowres_factor=getattr(config, "lowres_factor", 8),
+            channels=self.cond_vqgan.config.in_channels,
+            image_channels=self.vqgan.config.in_channels,
+        )  # (B, C, H, W)
+        if condition.shape[0] not in (1, batch_size):
+            raise ValueError(f"Got {condition.shape[0]} condition images for a batch of {batch_size}.")
+        tokens = self.cond_vqgan.tokenize(condition.to(self.cond_vqgan.device, self.cond_vqgan.dtype)).flatten(1)
+        if tokens.shape[1] != config.cond_length:
+            raise ValueError(
+                f"The condition gives {tokens.shape[1]} tokens but the prior expects {config.cond_length}: check the "
+                f"condition image size (got {tuple(condition.shape[-2:])})."
+            )
+        return tokens.expand(batch_size, -1) if tokens.shape[0] == 1 else tokens
+
+    # --------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        batch_size: int = 1,
+        num_images_per_prompt: int = 1,
+        condition_image=None,
+        image=None,
+        keep_rows: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance_scale: float = 1.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback: Callable[[int, torch.LongTensor], None] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Sample images.
+
+        Args:
+            class_labels: class ids for a class-conditional prior (an int, a list, or a tensor); `None` for an
+                unconditional one.
+            batch_size: how many images an unconditional prior samples (times `num_images_per_prompt`).
+            num_images_per_prompt: images per class label (or per condition image).
+            condition_image: the condition of an image-conditional prior: a PIL image, an array or a tensor (a label
+                map for segmentation).
+            image, keep_rows: image completion: `image` is tokenised, its top `keep_rows` token rows are kept
+                exactly and the rest is sampled.
+            height, width: output size in pixels. Beyond the prior's training grid, tokens are sampled with a
+                sliding window of the trained size around each position.
+            generator: a `torch.Generator` for reproducible samples.
+            temperature, top_k, top_p: sampling controls.
+            guidance_scale: classifier-free guidance weight (needs a prior trained with a null class).
+            output_type: `"pil"`, `"np"`, `"pt"`, or `"latent"` (the token grid, `(batch, h, w)`).
+            return_dict: return an `ImagePipelineOutput` rather than a tuple.
+            callback: called as `callback(step, tokens)` after each sampled token.
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the images.
+        """
+        config = self.transformer.config
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+        check_sampling_arguments(config, temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale)
+        device = self._execution_device
+
+        if class_labels is not None:
+            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+            if not config.num_classes:
+                raise ValueError(f"`class_labels`={labels.tolist()} given, but this prior is unconditional.")
+            if labels.numel() == 0 or labels.min() < 0 or labels.max() >= config.num_classes:
+                raise ValueError(f"`class_labels` must lie in [0, {config.num_classes}), got {labels.tolist()}.")
+            labels = labels.repeat_interleave(num_images_per_prompt).to(device)
+            n = labels.shape[0]
+        else:
+            if config.num_classes:
+                raise ValueError(f"This prior is class-conditional ({config.num_classes} classes): pass `class_labels`.")
+            labels, n = None, batch_size * num_images_per_prompt
+        cond_tokens = self._condition_tokens(condition_image, n)
+
+        f = self.vqgan.downsample_factor
+        grid_h, grid_w = self.latent_grid
+        out_h = grid_h if height is None else self._grid_size(height, f, "height")
+        out_w = grid_w if width is None else self._grid_size(width, f, "width")
+
+        prefix = None
+        if image is not None or keep_rows is not None:
+            if image is None or keep_rows is None:
+                raise ValueError("Image completion needs both `image` and `keep_rows`.")
+            prefix = self._completion_prefix(image, keep_rows, n, (out_h, out_w))
+
+        total = out_h * out_w - (0 if prefix is None else prefix.shape[1])
+        with self.progress_bar(total=total) as bar:
+
+            def on_token(step: int, tokens: torch.LongTensor) -> None:
+                bar.update(1)
+                if callback is not None:
+                    callback(step, tokens)
+
+            if (out_h, out_w) == (grid_h, grid_w):
+                tokens = self.transformer.sample(
+                    class_labels=labels, cond_indices=cond_tokens, batch_size=n, prefix_indices=prefix,
+                    guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator, callback=on_token,
+                )  # fmt: skip
+            else:
+                tokens = self._sample_sliding_window(
+                    labels, cond_tokens, n, prefix, (out_h, out_w), guidance_scale, temperature, top_k, top_p,
+                    generator, on_token,
+                )  # fmt: skip
+        tokens = tokens.reshape(n, out_h, out_w)  # (B, h, w)
+
+        if output_type == "latent":
+            images = tokens
+        else:
+            images = self.decode_tokens(tokens, output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    @staticmethod
+    def _grid_size(pixels: int, factor: int, name: str) -> int:
+        if not isinstance(pixels, int) or pixels < factor or pixels % factor:
+            raise ValueError(f"`{name}` must be a positive multiple of the tokenizer's factor {factor}, got {pixels!r}.")
+        return pixels // factor
+
+    def _completion_prefix(self, image, keep_rows: int, n: int, grid: tuple[int, int]) -> torch.LongTensor:
+        h, w = grid
+        pixels = pil_or_array_to_tensor(image, self.vqgan.config.in_channels, "image")
+        f = self.vqgan.downsample_factor
+        if tuple(pixels.shape[-2:]) != (h * f, w * f):
+            raise ValueError(
+                f"The completion `image` must be {h * f}x{w * f} pixels (the output size), got "
+                f"{pixels.shape[-2]}x{pixels.shape[-1]}."
+            )
+        if not isinstance(keep_rows, int) or not 0 <= keep_rows <= h:
+            raise ValueError(f"`keep_rows` must be an int in [0, {h}] (token rows), got {keep_rows!r}.")
+        if pixels.shape[0] not in (1, n):
+            raise ValueError(f"Got {pixels.shape[0]} completion images for a batch of {n}.")
+        indices = self.vqgan.tokenize(pixels.to(self.vqgan.device, self.vqgan.dtype))  # (B, h, w)
+        prefix = indices[:, :keep_rows].reshape(indices.shape[0], -1)
+        return prefix.expand(n, -1) if prefix.shape[0] == 1 else prefix
+
+    def _sample_sliding_window(self, labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p,
+                               generator, on_token):  # fmt: skip
+        """Sample a grid larger than the prior's: each token sees a trained-size window around it (taming sec. 3.2).
+
+        The window's top-left corner is centred on the position and clamped to the grid; the sequence fed to the
+        prior is that window's tokens in raster order up to the position, after the usual prefix.
+        """
+        config = self.transformer.config
+        H, W = grid
+        th, tw = config.latent_height, config.latent_width
+        if H < th or W < tw:
+            raise ValueError(f"Sliding-window sampling needs a grid at least {th}x{tw}, got {H}x{W}.")
+        device = self._execution_device
+        tokens = torch.zeros(n, H, W, dtype=torch.long, device=device)
+        known = 0 if prefix is None else prefix.shape[1]
+        if known:
+            tokens.view(n, -1)[:, :known] = prefix.to(device)
+        guided = guidance_scale != 1.0
+        start, stop = config.image_token_range
+        for step, position in enumerate(range(known, H * W)):
+            i, j = divmod(position, W)
+            top, left = min(max(i - th // 2, 0), H - th), min(max(j - tw // 2, 0), W - tw)
+            window = tokens[:, top : top + th, left : left + tw].reshape(n, -1)  # (B, th*tw)
+            local = (i - top) * tw + (j - left)
+            input_ids = self.transformer.build_input_ids(indices=window, class_labels=labels, cond_indices=cond_tokens)
+            input_ids = input_ids[:, : config.prefix_length + local]  # (B, prefix + local)
+            if guided:
+                null_ids = input_ids.clone()
+                null_ids[:, config.cond_length] = config.null_class_token  # the class token follows the condition
+                input_ids = torch.cat([input_ids, null_ids])
+            logits = self.transformer(input_ids=input_ids).logits[:, -1].float()  # (B or 2B, V)
+            if guided:
+                cond, uncond = logits.chunk(2)
+                logits = uncond + guidance_scale * (cond - uncond)
+            next_token = sample_next_token(logits, (start, stop), temperature, top_k, top_p, generator)
+            tokens[:, i, j] = next_token
+            on_token(step, tokens.view(n, -1)[:, : position + 1])
+        return tokens

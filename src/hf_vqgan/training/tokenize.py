@@ -1,0 +1,126 @@
+"""Tokenise an image dataset once into code sequences, saved to disk and reused (as LlamaGen pre-extracts codes).
+
+The cache key is a fingerprint of everything that changes the codes: the tokenizer's weights and config, the
+dataset's own fingerprint, the resolution and crop, the flip augmentation and the condition settings. A second run
+with the same inputs loads the saved `datasets.Dataset` instead of running the tokenizer again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of a model's config and weights."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset) -> str:
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint is None:
+        raise ValueError("Only map-style datasets (not streaming ones) can be tokenised into a cache.")
+    return fingerprint
+
+
+def tokenized_cache_path(cache_root: str | os.PathLike, parts: dict) -> Path:
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_root) / f"tokens-{key}"
+
+
+@torch.no_grad()
+def tokenize_split(
+    dataset,
+    vqgan,
+    transform: Callable,
+    image_column: str,
+    *,
+    label_column: str | None = None,
+    condition_fn: Callable | None = None,
+    cond_vqgan=None,
+    flips: bool = False,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    desc: str = "Tokenising",
+):
+    """Run the tokenizer over one split; returns a `datasets.Dataset` with `indices` (h*w ints) and optional
+    `label` / `cond_indices` columns. With `flips`, each image also contributes its horizontal mirror."""
+    from datasets import Dataset
+    from tqdm.auto import tqdm
+
+    rows: dict[str, list] = {"indices": []}
+    if label_column is not None:
+        rows["label"] = []
+    if condition_fn is not None:
+        rows["cond_indices"] = []
+    vqgan = vqgan.to(device).eval()
+    for start in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=len(dataset) <= batch_size):
+        batch = dataset[start : start + batch_size]
+        pixels, keep = [], []
+        for i, image in enumerate(batch[image_column]):
+            tensor = transform(image)
+            if tensor is not None:
+                pixels.append(tensor)
+                keep.append(i)
+        if not pixels:
+            continue
+        pixel_values = torch.stack(pixels).to(device)  # (B, C, H, W)
+        variants = [pixel_values, pixel_values.flip(-1)] if flips else [pixel_values]
+        for variant in variants:
+            rows["indices"].extend(vqgan.tokenize(variant).flatten(1).cpu().tolist())  # (B, h*w)
+            if label_column is not None:
+                rows["label"].extend(int(batch[label_column][i]) for i in keep)
+            if condition_fn is not None:
+                condition = torch.stack([condition_fn(variant[j]) for j in range(variant.shape[0])]).to(device)
+                rows["cond_indices"].extend(cond_vqgan.tokenize(condition).flatten(1).cpu().tolist())
+    return Dataset.from_dict(rows)
+
+
+def load_or_tokenize(cache_root, parts: dict, build: Callable, accelerator=None):
+    """Load the tokenised `DatasetDict` for `parts` from `cache_root`, or `build()` and save it first.
+
+    With an `accelerator`, the main process builds and the others wait, then load the same files.
+    """
+    from datasets import load_from_disk
+
+    path = tokenized_cache_path(cache_root, parts)
+    complete = path / "COMPLETE"
+
+    def _build():
+        if complete.is_file():
+            return
+        logger.info("Tokenising the dataset into %s", path)
+        dataset = build()
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        dataset.save_to_disk(str(tmp))
+        (tmp / "parts.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
+        (tmp / "COMPLETE").write_text("ok")
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+
+    if accelerator is None:
+        _build()
+    else:
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                _build()
+    logger.info("Using tokenised dataset %s", path)
+    return load_from_disk(str(path)), path
