@@ -33,11 +33,11 @@ from hf_vqgan.training.loop import (
     add_data_arguments,
     add_run_arguments,
     all_finite,
+    any_process,
     check_run_arguments,
     make_accelerator,
     num_update_steps,
     record_nonfinite,
-    save_json,
 )
 
 logger = logging.getLogger("train")
@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--condition_column", default=None, help="For segmentation and depth conditions.")
     g.add_argument("--num_labels", type=int, default=None, help="Segmentation classes.")
     g.add_argument("--lowres_factor", type=int, default=8, help="Downsampling factor of lowres conditions.")
+    g.add_argument("--image_channels", type=int, default=None, help="Channels the images are read with (condition "
+                   "tokenizers derive their input from them); defaults to the model's in_channels.")  # fmt: skip
 
     t = stages.add_parser("transformer", help="Stage 2: the GPT prior over a frozen tokenizer's codes.")
     add_data_arguments(t)
@@ -165,6 +167,17 @@ def make_loader(dataset, batch_size, shuffle, args, collate_fn):
     )  # fmt: skip
 
 
+def count_classes(dataset, column: str) -> int:
+    """Number of classes of a label column: its ClassLabel size, or max + 1 for plain integers."""
+    feature = dataset.features[column]
+    if hasattr(feature, "num_classes"):
+        return feature.num_classes
+    labels = dataset.unique(column)
+    if any(not isinstance(label, int) or label < 0 for label in labels):
+        raise ValueError(f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels)[:5]}...")
+    return max(labels) + 1
+
+
 def load_vqgan(name_or_path: str, **kwargs) -> VQGANModel:
     """A VQGANModel from a model folder/repo, or from the `vqgan` subfolder of a pipeline folder/repo."""
     local = Path(name_or_path)
@@ -196,11 +209,15 @@ def train_vqgan(args) -> dict:
             config = json.loads(Path(args.model_config).read_text())
         else:
             config = vqgan_preset(args.preset or "digits-tiny")
+        args.image_channels = args.image_channels or config.get("in_channels", 3)
         if args.condition_type is not None:
-            channels = cond_lib.condition_channels(args.condition_type, args.num_labels, config.get("in_channels", 3))
+            channels = cond_lib.condition_channels(args.condition_type, args.num_labels, args.image_channels)
             config.update(in_channels=channels, out_channels=channels)
         model = VQGANModel(**config)
-    resolution = args.resolution or model.config.sample_size
+    image_channels = args.image_channels or model.config.in_channels
+    resolution = args.resolution or (model.config.sample_size if args.condition_type != "lowres" else None)
+    if resolution is None:
+        raise ValueError("A lowres condition tokenizer needs --resolution (the size of the images it is derived from).")
 
     # Losses first: a missing LPIPS backbone must stop the run here, not an hour in.
     segmentation = args.condition_type == "segmentation"
@@ -208,7 +225,7 @@ def train_vqgan(args) -> dict:
         pixel_loss="cross_entropy" if segmentation else args.pixel_loss,
         pixel_weight=args.pixel_weight,
         perceptual_weight=0.0 if segmentation else args.perceptual_weight,
-        lpips_vgg_weights=args.lpips_vgg_weights,
+        lpips_vgg_weights_path=args.lpips_vgg_weights,
         lpips_random_backbone=args.lpips_random_backbone_for_tests,
         disc_weight=0.0 if segmentation else args.disc_weight,
         disc_start=args.disc_start,
@@ -225,13 +242,23 @@ def train_vqgan(args) -> dict:
         image_column=args.image_column, validation_split=args.validation_split, max_train_samples=args.max_train_samples,
         streaming=args.streaming, seed=args.seed, cache_dir=args.cache_dir,
     )  # fmt: skip
-    make_example = cond_lib.example_builder(
-        condition_type=args.condition_type, image_column=args.image_column, condition_column=args.condition_column,
-        resolution=resolution, channels=model.config.in_channels, num_labels=args.num_labels,
-        lowres_factor=args.lowres_factor, center_crop=not args.random_crop, random_flip=args.random_flip,
-    )  # fmt: skip
-    train_loader = make_loader(splits["train"], args.train_batch_size, not args.streaming, args, make_example.collate)
-    val_loader = make_loader(splits["validation"], args.eval_batch_size, False, args, make_example.collate_eval)
+    condition = None
+    if args.condition_type is not None:
+        condition = cond_lib.ConditionTransform(args.condition_type, num_labels=args.num_labels, lowres_factor=args.lowres_factor)
+    bad_images = data_lib.BadImageCounter()
+    transforms = {
+        "train": data_lib.ImageTransform(resolution, image_channels, center_crop=not args.random_crop, random_flip=args.random_flip),
+        "validation": data_lib.ImageTransform(resolution, image_channels, center_crop=True),
+    }
+    loaders = {
+        split: make_loader(
+            data_lib.with_image_transform(splits[split], transforms[split], args.image_column, None, condition, args.condition_column, bad_images),
+            args.train_batch_size if split == "train" else args.eval_batch_size, split == "train" and not args.streaming, args, data_lib.collate_fn,
+        )
+        for split in ("train", "validation")
+    }  # fmt: skip
+    train_loader, val_loader = loaders["train"], loaders["validation"]
+    input_key = "pixel_values" if condition is None else "condition_values"
 
     lr = args.learning_rate * (args.train_batch_size * accelerator.num_processes if args.scale_lr else 1)
     opt_g = adam(model.parameters(), args, lr=lr)
@@ -274,12 +301,14 @@ def train_vqgan(args) -> dict:
     metrics: dict = {}
     model.train()
     for batch in iterate_batches(accelerator, train_loader, state, max_steps):
-        pixel_values = batch["pixel_values"]
+        pixel_values = batch[input_key]
+        if any_process(accelerator, pixel_values.shape[0] == 0):  # every image of a batch was unreadable
+            continue
         with accelerator.accumulate(*parts):
             out = model(pixel_values)  # one generator forward serves both updates
             with accelerator.autocast():
                 g = loss_fn.generator_loss(pixel_values, out.sample, out.quantizer_loss, state.step, last_layer=unwrapped.last_layer_weight)
-            train_disc = use_gan and loss_fn.discriminator_active(state.step)
+            train_disc = loss_fn.should_update_discriminator(state.step)
             d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step) if train_disc else None
             losses = [g.total] + ([d.loss] if d is not None else [])
             if not all_finite(accelerator, *losses):
@@ -302,21 +331,21 @@ def train_vqgan(args) -> dict:
                     if accelerator.sync_gradients and args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(disc.parameters(), args.max_grad_norm)
                     opt_d.step()
+                    sched_d.step()
                     opt_d.zero_grad(set_to_none=True)
-                sched_d.step()
         if not accelerator.sync_gradients:
             continue
         state.step += 1
         state.consecutive_nonfinite = 0
         if ema is not None:
             ema.step(model.parameters())
-        logs = {**g.to_log_dict(), **(d.to_log_dict() if d is not None else {}), "lr": sched_g.get_last_lr()[0],
-                "perplexity": float(out.perplexity), "usage": float(out.usage)}  # fmt: skip
+        logs = {**g.to_log_dict(), **(d.to_log_dict(prefix="disc_") if d is not None else {}), "lr": sched_g.get_last_lr()[0],
+                "perplexity": float(out.perplexity), "usage": float(out.usage), "skipped_images": bad_images.skipped}  # fmt: skip
         log_every(accelerator, args, state, progress, logs)
         if state.step % args.checkpointing_steps == 0 or state.step == max_steps:
             save_checkpoint(accelerator, checkpoints, state, unwrapped.quantizer)
         if accelerator.is_main_process and (state.step % args.validation_steps == 0 or state.step == max_steps):
-            metrics = evaluate_tokenizer(unwrapped, val_loader, accelerator, ema=ema, step=state.step, output_dir=args.output_dir, perceptual=loss_fn.perceptual)
+            metrics = evaluate_tokenizer(unwrapped, val_loader, input_key, accelerator, ema=ema, step=state.step, output_dir=args.output_dir, perceptual=loss_fn.perceptual, condition_type=args.condition_type)
             model.train()
     progress.close()
 
@@ -326,7 +355,8 @@ def train_vqgan(args) -> dict:
             ema.copy_to(unwrapped.parameters())
         metrics["train_quantizer_usage"] = unwrapped.quantizer.usage_statistics()["usage"]
         metrics["skipped_nonfinite_steps"] = state.skipped_nonfinite
-        save_tokenizer_outputs(unwrapped, args, metrics, resolution, make_example.dataset_description)
+        metrics["skipped_images"] = bad_images.skipped
+        save_tokenizer_outputs(unwrapped, args, metrics, resolution)
     accelerator.end_training()
     return metrics
 
@@ -334,7 +364,6 @@ def train_vqgan(args) -> dict:
 # ------------------------------------------------------------------------------------------------ stage 2
 def train_transformer(args) -> dict:
     from hf_vqgan import VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
-    from hf_vqgan.models.prior import corrupt_image_tokens, drop_class_labels
     from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
     from hf_vqgan.training.presets import prior_preset
     from hf_vqgan.training.tokenize import dataset_fingerprint, load_or_tokenize, model_fingerprint, tokenize_split
@@ -354,11 +383,12 @@ def train_transformer(args) -> dict:
     )  # fmt: skip
     if args.streaming:
         raise ValueError("The transformer stage tokenises its dataset once; --streaming is not supported for it.")
-    num_classes = data_lib.num_classes(splits["train"], args.class_column) if args.class_column else 0
-    image_transform = data_lib.ImageTransform(resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop)
-    condition_fn = None
+    num_classes = count_classes(splits["train"], args.class_column) if args.class_column else 0
+    image_transform = data_lib.ImageTransform(resolution, vqgan.config.in_channels, center_crop=not args.random_crop)
+    condition = None
     if cond_vqgan is not None:
-        condition_fn = cond_lib.derived_condition_fn(args.condition_type, lowres_factor=args.lowres_factor)
+        num_labels = cond_vqgan.config.in_channels if args.condition_type == "segmentation" else None
+        condition = cond_lib.ConditionTransform(args.condition_type, num_labels=num_labels, lowres_factor=args.lowres_factor)
     parts = {
         "tokenizer": model_fingerprint(vqgan), "cond_tokenizer": model_fingerprint(cond_vqgan) if cond_vqgan else None,
         "data": {k: dataset_fingerprint(v) for k, v in splits.items()}, "resolution": resolution,
@@ -370,7 +400,7 @@ def train_transformer(args) -> dict:
         from datasets import DatasetDict
 
         device = accelerator.device
-        kwargs = dict(label_column=args.class_column, condition_fn=condition_fn, cond_vqgan=cond_vqgan, device=device)
+        kwargs = dict(label_column=args.class_column, condition_transform=condition, condition_column=args.condition_column, cond_vqgan=cond_vqgan, device=device)
         return DatasetDict(
             train=tokenize_split(splits["train"], vqgan, image_transform, args.image_column, flips=args.tokenize_flips, desc="Tokenising train", **kwargs),
             validation=tokenize_split(splits["validation"], vqgan, image_transform, args.image_column, desc="Tokenising validation", **kwargs),
@@ -384,8 +414,8 @@ def train_transformer(args) -> dict:
     config = VQGANPriorConfig(
         codebook_size=vqgan.config.codebook_size, latent_height=latent_height, latent_width=latent_width,
         num_classes=num_classes, cond_codebook_size=cond_vqgan.config.codebook_size if cond_vqgan else 0,
-        cond_length=math.prod(cond_vqgan.latent_shape(*cond_lib.condition_size(args.condition_type, resolution, args.lowres_factor))) if cond_vqgan else 0,
-        condition_type=args.condition_type, lowres_factor=args.lowres_factor, **size,
+        cond_length=math.prod(cond_vqgan.latent_shape(*condition.output_shape(vqgan.config.in_channels, resolution)[1:])) if cond_vqgan else 0,
+        condition_type=args.condition_type, lowres_factor=args.lowres_factor, cond_num_labels=num_labels if cond_vqgan else None, **size,
     )  # fmt: skip
     model = VQGANPriorForCausalLM(config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
@@ -420,12 +450,12 @@ def train_transformer(args) -> dict:
     for batch in iterate_batches(accelerator, train_loader, state, max_steps):
         labels = batch.get("label")
         if labels is not None and args.class_dropout_prob > 0:
-            labels = drop_class_labels(labels, args.class_dropout_prob, unwrapped.config, generator=generator)
+            labels = unwrapped.drop_class_labels(labels, args.class_dropout_prob, generator=generator)
         input_ids = unwrapped.build_input_ids(indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices"))
         targets = input_ids.clone()
         targets[:, : config.prefix_length] = -100  # loss on image tokens only
         if args.pkeep < 1.0:
-            input_ids = corrupt_image_tokens(input_ids, args.pkeep, unwrapped.config, generator=generator)
+            input_ids = unwrapped.corrupt_image_tokens(input_ids, args.pkeep, generator=generator)
         with accelerator.accumulate(model):
             loss = model(input_ids=input_ids, labels=targets).loss
             if not all_finite(accelerator, loss):
@@ -445,7 +475,7 @@ def train_transformer(args) -> dict:
         state.consecutive_nonfinite = 0
         if ema is not None:
             ema.step(model.parameters())
-        log_every(accelerator, args, state, progress, {"loss": float(loss), "lr": scheduler.get_last_lr()[0]})
+        log_every(accelerator, args, state, progress, {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]})
         if state.step % args.checkpointing_steps == 0 or state.step == max_steps:
             save_checkpoint(accelerator, checkpoints, state)
         if accelerator.is_main_process and (state.step % args.validation_steps == 0 or state.step == max_steps):

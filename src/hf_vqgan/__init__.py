@@ -1,21 +1,51 @@
-"""hf_vqgan: VQGAN tokenizers and their autoregressive priors for the Hugging Face ecosystem."""
+"""hf_vqgan: VQGAN tokenizers and their autoregressive priors for the Hugging Face ecosystem.
+
+    from hf_vqgan import VQGANModel, VQGANPriorForCausalLM, VQGANTransformerPipeline
+
+Importing the package registers `VQGANPriorConfig` / `VQGANPriorForCausalLM` with transformers' Auto classes.
+"""
 
 __version__ = "0.1.0.dev0"
 
+from .losses import (
+    LPIPSLoss,
+    LPIPSWeightsUnavailableError,
+    VQGANDiscriminatorLossOutput,
+    VQGANGeneratorLossOutput,
+    VQGANLoss,
+)
 from .models import (
+    PatchGANDiscriminator,
     QuantizerOutput,
     VectorQuantizer,
     VQGANDecoderOutput,
     VQGANEncoderOutput,
     VQGANModel,
     VQGANModelOutput,
+    VQGANPriorConfig,
+    VQGANPriorForCausalLM,
 )
+from .pipelines import VQGANTransformerPipeline
+
+# diffusers' pipeline loader finds how to load a third-party component by looking its base classes up by name on
+# the component's library module (`getattr(hf_vqgan, "ModelMixin")`), so both bases must be reachable here.
+from diffusers import ModelMixin  # noqa: E402, F401, I001
+from transformers import PreTrainedModel  # noqa: E402, F401
 
 __all__ = [
+    "LPIPSLoss",
+    "LPIPSWeightsUnavailableError",
+    "PatchGANDiscriminator",
     "QuantizerOutput",
     "VQGANDecoderOutput",
+    "VQGANDiscriminatorLossOutput",
     "VQGANEncoderOutput",
+    "VQGANGeneratorLossOutput",
+    "VQGANLoss",
     "VQGANModel",
     "VQGANModelOutput",
+    "VQGANPriorConfig",
+    "VQGANPriorForCausalLM",
+    "VQGANTransformerPipeline",
     "VectorQuantizer",
 ]

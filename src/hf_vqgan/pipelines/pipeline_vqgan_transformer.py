@@ -19,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from ..models.prior import VQGANPriorForCausalLM, check_sampling_arguments, sample_next_token
+from ..models.prior import VQGANPriorForCausalLM, _check_sampling_arguments, sample_next_token
 from ..models.vqgan import VQGANModel
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -122,32 +122,128 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         condition_type = getattr(config, "condition_type", None)
         if condition_image is None:
             if self.cond_vqgan is not None or config.cond_length:
-                raise ValueError(
-                    f"This pipeline was trained with `{condition_type}` conditions: pass `condition_image`."
-                )
+                raise ValueError(f"This pipeline was trained with `{condition_type}` conditions: pass `condition_image`.")
             return None
         if self.cond_vqgan is None or not config.cond_length:
             raise ValueError("`condition_image` was given, but this pipeline has no condition tokenizer (`cond_vqgan`).")
-        from ..training.conditions import prepare_condition
-
-        condition = prepare_condition(
-            condition_image,
-            condition_type,
-            resolution=self.latent_grid[0] * self.vqgan.downsample_factor,
-            num_labels=getattr(config, "num_labels", None),
-            lowres_factor=getattr(config, "lowres_factor", 8),
-            channels=self.cond_vqgan.config.in_channels,
-            image_channels=self.vqgan.config.in_channels,
-        )  # (B, C, H, W)
+        condition = self.prepare_condition(condition_image)  # (B, C, H, W)
         if condition.shape[0] not in (1, batch_size):
             raise ValueError(f"Got {condition.shape[0]} condition images for a batch of {batch_size}.")
         tokens = self.cond_vqgan.tokenize(condition.to(self.cond_vqgan.device, self.cond_vqgan.dtype)).flatten(1)
-        if tokens.shape[1] != config.cond_length:
-            raise ValueError(
-                f"The condition gives {tokens.shape[1]} tokens but the prior expects {config.cond_length}: check the "
-                f"condition image size (got {tuple(condition.shape[-2:])})."
-            )
         return tokens.expand(batch_size, -1) if tokens.shape[0] == 1 else tokens
+
+    def prepare_condition(self, condition_image) -> torch.Tensor:
+        """Check and preprocess a condition for `cond_vqgan`, exactly as the training data pipeline does.
+
+        - `segmentation`: a label map (a palette or grayscale PIL image, or an integer array/tensor of shape
+          `(H, W)` or `(batch, H, W)`) with labels in `[0, num_labels)`, at the output resolution.
+        - `depth`: a float map (PIL, array or tensor of shape `(H, W)`, `(batch, H, W)` or `(batch, 1, H, W)`).
+        - `edges`, `lowres`: the image to derive the condition from, at the output resolution (for `lowres`, an
+          already downsampled image of `resolution / lowres_factor` pixels is taken as is).
+
+        Returns a tensor of shape `(batch, channels, height, width)` in [-1, 1].
+        """
+        from ..training import conditions
+
+        config = self.transformer.config
+        condition_type = config.condition_type
+        transform = conditions.ConditionTransform(
+            condition_type, num_labels=config.cond_num_labels, lowres_factor=config.lowres_factor
+        )
+        resolution = self.latent_grid[0] * self.vqgan.downsample_factor
+        if transform.derived:
+            pixels = pil_or_array_to_tensor(condition_image, self.vqgan.config.in_channels, "condition_image")
+            size = tuple(pixels.shape[-2:])
+            low = resolution // config.lowres_factor
+            if condition_type == "lowres" and size == (low, low):
+                condition = pixels
+            elif size != (resolution, resolution):
+                expected = f"{resolution}x{resolution}" + (f" (or {low}x{low})" if condition_type == "lowres" else "")
+                raise ValueError(f"`condition_image` must be {expected} pixels, got {size[0]}x{size[1]}.")
+            else:
+                condition = transform.derive(pixels)
+        else:
+            if isinstance(condition_image, PIL.Image.Image):
+                reader = conditions.read_label_map if condition_type == "segmentation" else conditions.read_depth_map
+                condition_image = reader(condition_image)
+            maps = torch.as_tensor(np.asarray(condition_image) if not isinstance(condition_image, torch.Tensor) else condition_image)
+            if maps.ndim == 4 and maps.shape[1] == 1:
+                maps = maps[:, 0]
+            if maps.ndim == 2:
+                maps = maps[None]
+            if maps.ndim != 3 or tuple(maps.shape[-2:]) != (resolution, resolution):
+                raise ValueError(
+                    f"A {condition_type} `condition_image` must be a map of shape ({resolution}, {resolution}) or "
+                    f"(batch, {resolution}, {resolution}), got {tuple(maps.shape)}."
+                )
+            if condition_type == "segmentation":
+                if maps.is_floating_point() and not torch.equal(maps, maps.round()):
+                    raise ValueError("A segmentation `condition_image` must hold integer labels, got fractional values.")
+                conditions.check_labels(maps.long(), config.cond_num_labels)
+                condition = conditions.one_hot_labels(maps.long(), config.cond_num_labels)  # (B, num_labels, H, W)
+            else:
+                condition = torch.stack([conditions.normalize_depth(m.float()) for m in maps])[:, None]
+        expected = self.cond_vqgan.config.in_channels
+        if condition.shape[1] != expected:
+            raise ValueError(f"The condition has {condition.shape[1]} channels, the condition tokenizer expects {expected}.")
+        return condition.float()
+
+    # ---------------------------------------------------------------------------------------------- sharing
+    def model_card(self, repo_id: str = "path/to/this/folder", metrics: dict | None = None, **fields):
+        """A model card rendered from `model_cards/pipeline.md`."""
+        from ..hub import render_model_card
+
+        config = self.transformer.config
+        f = self.vqgan.downsample_factor
+        if config.num_classes:
+            call = "images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0,\n" \
+                   "              generator=torch.Generator().manual_seed(0)).images"  # fmt: skip
+        elif config.cond_length:
+            call = f"images = pipe(condition_image=condition, generator=torch.Generator().manual_seed(0)).images  # a {config.condition_type} condition"
+        else:
+            call = "images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images"
+        prior = (
+            f"A GPT with {config.n_layer} layers, width {config.n_embd} and {config.n_head} heads "
+            f"({self.transformer.num_parameters():,} parameters) over {config.codebook_size} image codes"
+            + (f", {config.num_classes} classes and a null class for classifier-free guidance" if config.num_classes else "")
+            + (f", and {config.cond_length} `{config.condition_type}` condition tokens" if config.cond_length else "")
+            + ". " + fields.pop("training_description", "")
+        )
+        defaults = dict(
+            model_name=fields.pop("model_name", repo_id.rstrip("/").split("/")[-1]),
+            latent_height=config.latent_height, latent_width=config.latent_width, resolution=config.latent_height * f,
+            has_condition=bool(config.cond_length), condition_type=config.condition_type, usage_call=call,
+            prior_description=prior, dataset_description=fields.pop("dataset_description", "Not recorded."),
+        )  # fmt: skip
+        tags = ["image-generation", "autoregressive"] + (["class-conditional"] if config.num_classes else [])
+        return render_model_card("pipeline", repo_id=repo_id, metrics=metrics, tags=tags,
+                                 pipeline_tag="unconditional-image-generation" if not config.num_classes else None,
+                                 **defaults, **fields)  # fmt: skip
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload VQGANTransformerPipeline",
+                    private: bool = False, token: str | None = None, model_card=None, **card_fields) -> str:  # fmt: skip
+        """Upload the pipeline folder (components as safetensors, `model_index.json`) with a model card.
+
+        The card is `model_card` if given, else the `README.md` of the folder this pipeline was loaded from, else
+        one rendered from `model_cards/pipeline.md` (`card_fields` go into it).
+        """
+        import tempfile
+
+        from ..hub import push_folder_to_hub
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            source = getattr(self.config, "_name_or_path", None)
+            if model_card is not None:
+                card_text = str(model_card)
+            elif source and os.path.isfile(os.path.join(source, "README.md")):
+                with open(os.path.join(source, "README.md"), encoding="utf-8") as f:
+                    card_text = f.read()
+            else:
+                card_text = str(self.model_card(repo_id=repo_id, **card_fields))
+            with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+                f.write(card_text)
+            return push_folder_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
     # --------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -201,7 +297,12 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-        check_sampling_arguments(config, temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale)
+        _check_sampling_arguments(temperature, top_k, top_p)
+        if guidance_scale != 1.0 and not config.num_classes:
+            raise ValueError(
+                f"`guidance_scale`={guidance_scale} needs a class-conditional prior with a null class; this one has none "
+                f"(use guidance_scale=1.0)."
+            )
         device = self._execution_device
 
         if class_labels is not None:

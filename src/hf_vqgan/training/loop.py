@@ -218,3 +218,9 @@ def save_json(path: str | os.PathLike, payload: dict) -> None:
     tmp = Path(f"{path}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def any_process(accelerator, flag: bool) -> bool:
+    """True when `flag` holds on any process, so that all processes skip a step together."""
+    count = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return float(accelerator.reduce(count, reduction="sum")) > 0

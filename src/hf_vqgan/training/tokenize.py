@@ -47,11 +47,12 @@ def tokenized_cache_path(cache_root: str | os.PathLike, parts: dict) -> Path:
 def tokenize_split(
     dataset,
     vqgan,
-    transform: Callable,
+    transform,
     image_column: str,
     *,
     label_column: str | None = None,
-    condition_fn: Callable | None = None,
+    condition_transform=None,
+    condition_column: str | None = None,
     cond_vqgan=None,
     flips: bool = False,
     batch_size: int = 64,
@@ -59,35 +60,41 @@ def tokenize_split(
     desc: str = "Tokenising",
 ):
     """Run the tokenizer over one split; returns a `datasets.Dataset` with `indices` (h*w ints) and optional
-    `label` / `cond_indices` columns. With `flips`, each image also contributes its horizontal mirror."""
+    `label` / `cond_indices` columns. With `flips`, each image (and its condition) also contributes its mirror.
+    Unreadable images are skipped and counted (see `hf_vqgan.training.data.BadImageCounter`)."""
     from datasets import Dataset
     from tqdm.auto import tqdm
 
+    from .data import BadImageCounter, collate_fn, preprocess_batch
+
+    counter = BadImageCounter()
     rows: dict[str, list] = {"indices": []}
     if label_column is not None:
         rows["label"] = []
-    if condition_fn is not None:
+    if condition_transform is not None:
         rows["cond_indices"] = []
     vqgan = vqgan.to(device).eval()
+    if cond_vqgan is not None:
+        cond_vqgan = cond_vqgan.to(device).eval()
     for start in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=len(dataset) <= batch_size):
-        batch = dataset[start : start + batch_size]
-        pixels, keep = [], []
-        for i, image in enumerate(batch[image_column]):
-            tensor = transform(image)
-            if tensor is not None:
-                pixels.append(tensor)
-                keep.append(i)
-        if not pixels:
+        columns = preprocess_batch(
+            dataset[start : start + batch_size], transform, image_column, label_column, condition_transform,
+            condition_column, counter,
+        )  # fmt: skip
+        examples = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        batch = collate_fn(examples)
+        if batch["pixel_values"].shape[0] == 0:
             continue
-        pixel_values = torch.stack(pixels).to(device)  # (B, C, H, W)
-        variants = [pixel_values, pixel_values.flip(-1)] if flips else [pixel_values]
-        for variant in variants:
-            rows["indices"].extend(vqgan.tokenize(variant).flatten(1).cpu().tolist())  # (B, h*w)
+        for flip in [False, True] if flips else [False]:
+            pixels = batch["pixel_values"].flip(-1) if flip else batch["pixel_values"]  # (B, C, H, W)
+            rows["indices"].extend(vqgan.tokenize(pixels.to(device)).flatten(1).cpu().tolist())  # (B, h*w)
             if label_column is not None:
-                rows["label"].extend(int(batch[label_column][i]) for i in keep)
-            if condition_fn is not None:
-                condition = torch.stack([condition_fn(variant[j]) for j in range(variant.shape[0])]).to(device)
-                rows["cond_indices"].extend(cond_vqgan.tokenize(condition).flatten(1).cpu().tolist())
+                rows["label"].extend(batch["labels"].tolist())
+            if condition_transform is not None:
+                condition = batch["condition_values"].flip(-1) if flip else batch["condition_values"]
+                rows["cond_indices"].extend(cond_vqgan.tokenize(condition.to(device)).flatten(1).cpu().tolist())
+    if counter.skipped:
+        logger.warning("%s: skipped %d unreadable images (last: %s)", desc, counter.skipped, counter.last_file)
     return Dataset.from_dict(rows)
 
 

@@ -1,0 +1,23 @@
+"""Checkpoint conversion: taming-transformers originals into hf_vqgan, and hf_vqgan <-> diffusers `VQModel`."""
+
+from .diffusers_vq import convert_diffusers_folder, from_diffusers_vqmodel, to_diffusers_vqmodel
+from .taming import (
+    convert_taming_checkpoint,
+    convert_taming_transformer,
+    convert_taming_vqgan,
+    load_taming_checkpoint,
+    load_taming_config,
+    vqgan_to_taming_state_dict,
+)
+
+__all__ = [
+    "convert_diffusers_folder",
+    "convert_taming_checkpoint",
+    "convert_taming_transformer",
+    "convert_taming_vqgan",
+    "from_diffusers_vqmodel",
+    "load_taming_checkpoint",
+    "load_taming_config",
+    "to_diffusers_vqmodel",
+    "vqgan_to_taming_state_dict",
+]

@@ -1,0 +1,55 @@
+"""Training utilities: datasets and transforms, condition maps, evaluation metrics."""
+
+from .conditions import (
+    CONDITION_TYPES,
+    DERIVED_CONDITION_TYPES,
+    ConditionTransform,
+    condition_channels,
+    condition_to_pixels,
+    derive_condition,
+    labels_from_logits,
+    one_hot_labels,
+)
+from .data import (
+    DIGITS_NUM_VALIDATION,
+    BadImageCounter,
+    Geometry,
+    ImageTransform,
+    collate_fn,
+    convert_image_mode,
+    decode_image,
+    load_digits_dataset,
+    load_image_dataset,
+    preprocess_batch,
+    with_image_transform,
+)
+from .metrics import CodebookUsage, DigitsClassifier, make_image_grid, psnr, relative_sharpness, sharpness, ssim
+
+__all__ = [
+    "CONDITION_TYPES",
+    "DERIVED_CONDITION_TYPES",
+    "DIGITS_NUM_VALIDATION",
+    "BadImageCounter",
+    "CodebookUsage",
+    "ConditionTransform",
+    "DigitsClassifier",
+    "Geometry",
+    "ImageTransform",
+    "collate_fn",
+    "condition_channels",
+    "condition_to_pixels",
+    "convert_image_mode",
+    "decode_image",
+    "derive_condition",
+    "labels_from_logits",
+    "load_digits_dataset",
+    "load_image_dataset",
+    "make_image_grid",
+    "one_hot_labels",
+    "preprocess_batch",
+    "psnr",
+    "relative_sharpness",
+    "sharpness",
+    "ssim",
+    "with_image_transform",
+]

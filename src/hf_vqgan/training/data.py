@@ -1,0 +1,576 @@
+"""Datasets and image transforms for training VQGAN tokenizers and their priors.
+
+Everything here sits at the edge where files become tensors: images leave this module as `float32` tensors of shape
+`(channels, resolution, resolution)` in [-1, 1], the one pixel range used by the models.
+
+- `load_digits_dataset` builds the offline default: scikit-learn's 1,797 handwritten digits (8x8, grayscale) with a
+  fixed, stratified held-out split of `DIGITS_NUM_VALIDATION` = 180 images (1,617 for training, 18 per class in
+  validation).
+- `load_image_dataset` opens any dataset `datasets.load_dataset` can open (a Hub id, a local folder or loader script,
+  an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
+- `ImageTransform` turns a PIL image of any mode into the model's channels, resized and cropped.
+- `with_image_transform` / `preprocess_batch` / `collate_fn` wire the transform into a dataset so that images which
+  fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter` instead of
+  stopping a run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+if TYPE_CHECKING:
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+DIGITS_NUM_VALIDATION = 180
+"""Size of the fixed validation split of the digits (10% of 1,797, 18 per class); the other 1,617 train."""
+
+DIGITS_SPLIT_SEED = 0
+"""Seed of the stratified shuffle that fixes the digits split; changing it changes every reported digits figure."""
+
+_DIGITS_MAX_VALUE = 16  # scikit-learn's digits count dark pixels in 4x4 blocks: values 0..16
+
+
+# ----------------------------------------------------------------------------------------------- digits dataset
+def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed digits split: sorted indices into `sklearn.datasets.load_digits()` for train and validation."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    labels = load_digits().target
+    train, validation = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_NUM_VALIDATION, stratify=labels, random_state=DIGITS_SPLIT_SEED
+    )
+    return np.sort(train), np.sort(validation)
+
+
+def digits_arrays(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """
+    The raw digits of one split of the fixed split.
+
+    Returns:
+        `(images, labels)`: `float64` images of shape `(num_images, 8, 8)` with values in 0..16 (scikit-learn's
+        native scale) and `int64` labels of shape `(num_images,)`.
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "validation"):
+        raise ValueError(f"`split` must be 'train' or 'validation', got {split!r}.")
+    digits = load_digits()
+    train, validation = digits_split_indices()
+    indices = train if split == "train" else validation
+    return digits.images[indices], digits.target[indices].astype(np.int64)
+
+
+def load_digits_dataset() -> datasets.DatasetDict:
+    """
+    scikit-learn's handwritten digits as a `datasets.DatasetDict` with `train` (1,617) and `validation` (180) splits.
+
+    Features: `image`, an 8x8 grayscale (`"L"`) PIL image whose 0..16 values are scaled to 0..255, and `label`, a
+    `ClassLabel` named `"0"` to `"9"`. The split is stratified with a fixed seed, so it is identical on every call and
+    every machine; nothing is written to disk.
+    """
+    import datasets
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(digit) for digit in range(10)])}
+    )
+    splits = {}
+    for split in ("train", "validation"):
+        images, labels = digits_arrays(split)
+        pixels = np.rint(images * (255.0 / _DIGITS_MAX_VALUE)).astype(np.uint8)  # (N, 8, 8)
+        splits[split] = datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(image, mode="L") for image in pixels], "label": labels.tolist()},
+            features=features,
+        )
+    return datasets.DatasetDict(splits)
+
+
+# ------------------------------------------------------------------------------------------ any image dataset
+def _column_names(dataset) -> list[str]:
+    names = dataset.column_names
+    if names is None:  # a streamed dataset whose features are unknown until the first example is read
+        names = list(next(iter(dataset)).keys())
+    return list(names)
+
+
+def _check_column(dataset, column: str, role: str, split: str) -> None:
+    names = _column_names(dataset)
+    if column not in names:
+        raise ValueError(f"{role} column {column!r} not found in split {split!r}; available columns: {names}.")
+
+
+def _check_validation_split(validation_split: Any) -> None:
+    if isinstance(validation_split, bool):
+        raise TypeError(f"`validation_split` must be a float, an int or a split name, got {validation_split!r}.")
+    if isinstance(validation_split, float) and not 0.0 < validation_split < 1.0:
+        raise ValueError(f"`validation_split` as a fraction must be in (0, 1), got {validation_split}.")
+    if isinstance(validation_split, int) and validation_split < 1:
+        raise ValueError(f"`validation_split` as a number of examples must be >= 1, got {validation_split}.")
+    if not isinstance(validation_split, (float, int, str)):
+        raise TypeError(
+            f"`validation_split` must be a float fraction, an int count or a split name, got {validation_split!r}."
+        )
+
+
+def _split_streaming(train, validation_split: float | int, split_name: str):
+    if isinstance(validation_split, int):
+        count = validation_split
+    else:
+        split_info = (train.info.splits or {}).get(split_name)
+        if split_info is None or not split_info.num_examples:
+            raise ValueError(
+                f"Cannot take a fraction ({validation_split}) of a streamed split of unknown size; pass "
+                "`validation_split` as a number of examples (an int) or as the name of a split."
+            )
+        count = max(1, round(validation_split * split_info.num_examples))
+    # The first `count` examples, never shuffled: a shuffle would change with `set_epoch` and leak them into train.
+    return train.skip(count), train.take(count)
+
+
+def load_image_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | os.PathLike | None = None,
+    image_column: str = "image",
+    label_column: str | None = None,
+    validation_split: float | int | str = 0.1,
+    max_train_samples: int | None = None,
+    streaming: bool = False,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    condition_column: str | None = None,
+    decode: bool = False,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """
+    Open an image dataset with a `train` and a `validation` split.
+
+    Args:
+        dataset_name (`str`, *optional*): Anything `datasets.load_dataset` accepts as a path: a Hub id, a local
+            directory, a loader script or a packaged builder name.
+        dataset_config_name (`str`, *optional*): The configuration of `dataset_name`.
+        train_data_dir (`str`, *optional*): A folder of images, opened with the `imagefolder` builder (sub-folders
+            become a `label` column). With neither option the built-in digits (`load_digits_dataset`) are used.
+        image_column (`str`, defaults to `"image"`): The column holding images.
+        label_column (`str`, *optional*): A class-label column to keep for class-conditional training.
+        validation_split (`float`, `int` or `str`, defaults to 0.1): The name of the split to validate on; or, when
+            the dataset has no `validation` split, the fraction (float) or number (int) of training examples to hold
+            out. Map-style datasets hold out a seeded random subset (`train_test_split`); streamed datasets hold out
+            their first examples (a fraction needs the split size from the dataset's metadata).
+        max_train_samples (`int`, *optional*): Keep this many training examples (a seeded random subset, or the first
+            ones when streaming).
+        streaming (`bool`, defaults to `False`): Return `IterableDataset`s read on the fly.
+        seed (`int`, defaults to 0): Seed of the held-out split and of the `max_train_samples` subset.
+        cache_dir (`str`, *optional*): Passed to `datasets.load_dataset`.
+        condition_column (`str`, *optional*): A column of paired condition maps (segmentation, depth) to check.
+        decode (`bool`, defaults to `False`): Keep the datasets library's lazy PIL decoding of the image column. By
+            default the column is cast to `datasets.Image(decode=False)`, so that `preprocess_batch` decodes each file
+            itself and can skip the ones that fail instead of raising inside the dataset.
+
+    Returns:
+        A `datasets.DatasetDict` (an `IterableDatasetDict` when streaming) with exactly `train` and `validation`.
+
+    Raises:
+        `ValueError` naming the missing column and the available ones, or the missing split and the available ones.
+    """
+    import datasets
+
+    if dataset_name is not None and train_data_dir is not None:
+        raise ValueError(
+            f"Pass either `dataset_name` ({dataset_name!r}) or `train_data_dir` ({train_data_dir!r}), not both."
+        )
+    if dataset_config_name is not None and dataset_name is None:
+        raise ValueError(f"`dataset_config_name` ({dataset_config_name!r}) needs a `dataset_name`.")
+    _check_validation_split(validation_split)
+    if max_train_samples is not None and max_train_samples < 1:
+        raise ValueError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
+
+    if dataset_name is not None:
+        raw = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
+    elif train_data_dir is not None:
+        raw = datasets.load_dataset(
+            "imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir, streaming=streaming
+        )
+    else:
+        raw = load_digits_dataset()
+        if streaming:
+            raw = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in raw.items()})
+
+    available = list(raw.keys())
+    if "train" not in available:
+        raise ValueError(f"The dataset has no 'train' split; available splits: {available}.")
+    if isinstance(validation_split, str):
+        if validation_split not in available:
+            raise ValueError(f"Validation split {validation_split!r} not found; available splits: {available}.")
+        train, validation = raw["train"], raw[validation_split]
+    elif "validation" in available:
+        train, validation = raw["train"], raw["validation"]
+    elif streaming:
+        train, validation = _split_streaming(raw["train"], validation_split, "train")
+    else:
+        held_out = raw["train"].train_test_split(test_size=validation_split, seed=seed)
+        train, validation = held_out["train"], held_out["test"]
+
+    for split_name, split in (("train", train), ("validation", validation)):
+        _check_column(split, image_column, "Image", split_name)
+        if label_column is not None:
+            _check_column(split, label_column, "Label", split_name)
+        if condition_column is not None:
+            _check_column(split, condition_column, "Condition", split_name)
+
+    if max_train_samples is not None:
+        if streaming:
+            train = train.take(max_train_samples)
+        else:
+            train = train.shuffle(seed=seed).select(range(min(max_train_samples, len(train))))
+
+    splits = {"train": train, "validation": validation}
+    if not decode:
+        for name, split in splits.items():
+            for column in (image_column, condition_column):
+                if column is not None and isinstance((split.features or {}).get(column), datasets.Image):
+                    split = split.cast_column(column, datasets.Image(decode=False))
+            splits[name] = split
+    return datasets.IterableDatasetDict(splits) if streaming else datasets.DatasetDict(splits)
+
+
+# ----------------------------------------------------------------------------------------- decoding and modes
+def image_source(value: Any) -> str | None:
+    """The file name behind an image value (a path, an undecoded `{"bytes", "path"}` dict, a PIL image), if known."""
+    if isinstance(value, dict):
+        return value.get("path")
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    return getattr(value, "filename", None) or None
+
+
+def decode_image(value: Any) -> Image.Image:
+    """
+    Decode an image value fully, so that a corrupt or truncated file fails here and not later.
+
+    Accepts a PIL image, an undecoded `datasets.Image` value (a dict with `bytes` and/or `path`), a file path, or a
+    `uint8` array of shape `(height, width)` or `(height, width, channels)`.
+
+    Raises:
+        `OSError` (PIL's errors for unreadable files), `ValueError` for an image with a zero width or height,
+        `TypeError` for an unsupported value.
+    """
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, dict):
+        if value.get("bytes"):
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif value.get("path"):
+            image = Image.open(value["path"])
+        else:
+            raise ValueError(f"Image value has neither bytes nor a path: {value!r}.")
+    elif isinstance(value, (str, os.PathLike)):
+        image = Image.open(value)
+    elif isinstance(value, np.ndarray):
+        image = Image.fromarray(value)
+    else:
+        raise TypeError(f"Cannot decode an image from a value of type {type(value).__name__}.")
+    image.load()  # PIL opens lazily; decoding now surfaces truncated data as an OSError
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"Image has zero size {image.size}.")
+    return image
+
+
+def _scale_to_uint8(array: np.ndarray, max_value: float) -> Image.Image:
+    pixels = np.rint(np.nan_to_num(array.astype(np.float64)) * (255.0 / max_value))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+
+
+def convert_image_mode(image: Image.Image, channels: int) -> Image.Image:
+    """
+    Convert an image of any PIL mode to 8-bit `"L"` (`channels=1`) or `"RGB"` (`channels=3`).
+
+    Unlike a bare `Image.convert`, high-bit-depth images are rescaled instead of clipped: 16-bit modes (`"I;16*"`, and
+    `"I"`, which PIL uses for 16-bit PNGs) map 0..65535 onto 0..255; float `"F"` images are read as 0..1 when their
+    maximum is at most 1 and as 0..255 otherwise. Transparent images (`"RGBA"`, `"LA"`, `"PA"`, palette images with a
+    transparency key) are composited on white, the usual background of such images.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 (grayscale) or 3 (RGB), got {channels}.")
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        image = _scale_to_uint8(np.asarray(image), 65535.0)
+    elif image.mode == "F":
+        array = np.asarray(image)
+        image = _scale_to_uint8(array, 1.0 if np.nanmax(array, initial=0.0) <= 1.0 else 255.0)
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+# --------------------------------------------------------------------------------------------------- transform
+@dataclass(frozen=True)
+class Geometry:
+    """
+    Where one example is resized, cropped and flipped; shared by an image and its paired condition map.
+
+    Args:
+        source_size (`tuple[int, int]`): `(width, height)` of the original image.
+        size (`tuple[int, int]`): `(width, height)` after resizing the shorter side to the resolution.
+        box (`tuple[int, int, int, int]`): The `(left, top, right, bottom)` crop in the resized image.
+        flip (`bool`): Whether the crop is mirrored left-right.
+    """
+
+    source_size: tuple[int, int]
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]
+    flip: bool
+
+
+class ImageTransform:
+    """
+    PIL image (any mode) -> `float32` tensor of shape `(channels, resolution, resolution)` in [-1, 1].
+
+    The image is converted with `convert_image_mode`, its shorter side resized to `resolution` with bicubic
+    resampling (antialiased when shrinking, smooth when enlarging tiny images such as the 8x8 digits), then center- or
+    randomly cropped to a square and optionally mirrored. Random choices use torch's global generator (seeded per
+    process and per `DataLoader` worker) unless a `generator` is given to `sample_geometry`.
+
+    Args:
+        resolution (`int`): Output height and width.
+        channels (`int`, defaults to 3): 1 for grayscale models, 3 for RGB.
+        center_crop (`bool`, defaults to `True`): Center crop; otherwise a random crop.
+        random_flip (`bool`, defaults to `False`): Mirror left-right with probability 0.5.
+    """
+
+    def __init__(self, resolution: int, channels: int = 3, center_crop: bool = True, random_flip: bool = False):
+        if not isinstance(resolution, int) or resolution < 1:
+            raise ValueError(f"`resolution` must be a positive int, got {resolution!r}.")
+        if channels not in (1, 3):
+            raise ValueError(f"`channels` must be 1 (grayscale) or 3 (RGB), got {channels}.")
+        self.resolution = resolution
+        self.channels = channels
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(resolution={self.resolution}, channels={self.channels}, "
+            f"center_crop={self.center_crop}, random_flip={self.random_flip})"
+        )
+
+    def sample_geometry(self, width: int, height: int, generator: torch.Generator | None = None) -> Geometry:
+        """Draw the resize, crop and flip for an image of `width` x `height` pixels."""
+        if width < 1 or height < 1:
+            raise ValueError(f"Image has zero size ({width}, {height}).")
+        scale = self.resolution / min(width, height)
+        new_width = max(self.resolution, round(width * scale))
+        new_height = max(self.resolution, round(height * scale))
+        if self.center_crop:
+            left, top = (new_width - self.resolution) // 2, (new_height - self.resolution) // 2
+        else:
+            left = int(torch.randint(new_width - self.resolution + 1, (), generator=generator))
+            top = int(torch.randint(new_height - self.resolution + 1, (), generator=generator))
+        flip = self.random_flip and bool(torch.rand((), generator=generator) < 0.5)
+        box = (left, top, left + self.resolution, top + self.resolution)
+        return Geometry(source_size=(width, height), size=(new_width, new_height), box=box, flip=flip)
+
+    @staticmethod
+    def apply_geometry(image: Image.Image, geometry: Geometry, resample: int = Image.BICUBIC) -> Image.Image:
+        """Resize, crop and flip `image` as `geometry` says; pass `Image.NEAREST` for label maps."""
+        image = image.resize(geometry.size, resample=resample).crop(geometry.box)
+        return image.transpose(Image.FLIP_LEFT_RIGHT) if geometry.flip else image
+
+    @staticmethod
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        """An 8-bit `"L"` or `"RGB"` image -> `float32` tensor of shape `(channels, height, width)` in [-1, 1]."""
+        array = np.array(image, dtype=np.uint8)  # (H, W) or (H, W, C)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0  # (C, H, W)
+
+    def transform(self, image: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Geometry]:
+        """Like calling the transform, but also return the `Geometry` used, to apply it to a paired condition map."""
+        image = convert_image_mode(decode_image(image), self.channels)
+        geometry = self.sample_geometry(image.width, image.height, generator=generator)
+        return self.to_tensor(self.apply_geometry(image, geometry)), geometry
+
+    def __call__(self, image: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.transform(image, generator=generator)[0]
+
+
+# ------------------------------------------------------------------------------------ batches with bad images
+class BadImageCounter:
+    """
+    Counts examples skipped because their image (or condition map) could not be read, and logs each with its file.
+
+    Each `DataLoader` worker holds its own copy; `collate_fn` also reports the number dropped in every batch
+    (`num_skipped`), which the training process can sum across workers.
+
+    Args:
+        max_consecutive (`int`, defaults to 100): Raise `RuntimeError` after this many failures in a row: at that
+            point the dataset or the transform configuration is wrong, and skipping would hide it.
+    """
+
+    def __init__(self, max_consecutive: int = 100):
+        self.max_consecutive = max_consecutive
+        self.skipped = 0
+        self.consecutive = 0
+        self.last_file: str | None = None
+        self.last_error: str | None = None
+
+    def record_success(self) -> None:
+        self.consecutive = 0
+
+    def record(self, file: str | None, error: BaseException) -> None:
+        """Count one skipped example, remember and log its file name and error."""
+        self.skipped += 1
+        self.consecutive += 1
+        self.last_file = file
+        self.last_error = f"{type(error).__name__}: {error}"
+        logger.warning(
+            "Skipping unreadable image %s (%s); %d skipped so far.",
+            file or "<in memory>",
+            self.last_error,
+            self.skipped,
+        )
+        if self.consecutive >= self.max_consecutive:
+            raise RuntimeError(
+                f"{self.consecutive} images in a row failed to load, the last {file or '<in memory>'} with "
+                f"{self.last_error}; check the dataset and the transform settings."
+            ) from error
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(skipped={self.skipped}, last_file={self.last_file!r}, last_error={self.last_error!r})"
+
+
+default_bad_image_counter = BadImageCounter()
+"""The counter `preprocess_batch` uses when none is given."""
+
+
+def preprocess_batch(
+    batch: dict[str, list],
+    transform: ImageTransform,
+    image_column: str = "image",
+    label_column: str | None = None,
+    condition_transform=None,
+    condition_column: str | None = None,
+    counter: BadImageCounter | None = None,
+) -> dict[str, list]:
+    """
+    Transform a batch of examples (a dict of columns, as `Dataset.with_transform` and `IterableDataset.map` give).
+
+    Args:
+        batch (`dict[str, list]`): Columns of the raw examples.
+        transform (`ImageTransform`): Applied to `batch[image_column]`.
+        label_column (`str`, *optional*): Copied to `labels`.
+        condition_transform (`ConditionTransform`, *optional*): Computes `condition_values`, from the transformed
+            image for derived conditions or from `batch[condition_column]` (with the image's crop and flip) for paired
+            ones.
+        counter (`BadImageCounter`, *optional*): Counts skipped examples; `default_bad_image_counter` if not given.
+
+    Returns:
+        Columns `pixel_values` (tensors of shape `(channels, resolution, resolution)` in [-1, 1]), `valid` (`False`
+        for an example whose image failed to load; its tensors are zero placeholders for `collate_fn` to drop), and
+        `labels` / `condition_values` when asked for.
+    """
+    counter = default_bad_image_counter if counter is None else counter
+    resolution, channels = transform.resolution, transform.channels
+    outputs: dict[str, list] = {"pixel_values": [], "valid": []}
+    if label_column is not None:
+        outputs["labels"] = [-1 if label is None else label for label in batch[label_column]]
+    if condition_transform is not None:
+        outputs["condition_values"] = []
+    for i, value in enumerate(batch[image_column]):
+        try:
+            pixel_values, geometry = transform.transform(value)
+            if condition_transform is not None:
+                paired = None if condition_column is None else batch[condition_column][i]
+                condition = condition_transform(pixel_values, paired, geometry=geometry, transform=transform)
+        except Exception as error:  # any failure to read one file skips that example, see BadImageCounter
+            source = image_source(value)
+            if condition_transform is not None and condition_column is not None:
+                source = f"{source} (condition {image_source(batch[condition_column][i])})"
+            counter.record(source, error)
+            outputs["pixel_values"].append(torch.zeros(channels, resolution, resolution))
+            outputs["valid"].append(False)
+            if condition_transform is not None:
+                shape = condition_transform.output_shape(channels, resolution)
+                outputs["condition_values"].append(torch.zeros(shape))
+            continue
+        counter.record_success()
+        outputs["pixel_values"].append(pixel_values)
+        outputs["valid"].append(True)
+        if condition_transform is not None:
+            outputs["condition_values"].append(condition)
+    return outputs
+
+
+def with_image_transform(
+    dataset,
+    transform: ImageTransform,
+    image_column: str = "image",
+    label_column: str | None = None,
+    condition_transform=None,
+    condition_column: str | None = None,
+    counter: BadImageCounter | None = None,
+):
+    """
+    Attach `preprocess_batch` to a `Dataset` (`with_transform`, applied on access) or an `IterableDataset` (`map`),
+    or to every split of a `DatasetDict` / `IterableDatasetDict`. Examples then carry the columns `preprocess_batch`
+    returns; batch them with `collate_fn`.
+    """
+    import datasets
+
+    function = partial(
+        preprocess_batch,
+        transform=transform,
+        image_column=image_column,
+        label_column=label_column,
+        condition_transform=condition_transform,
+        condition_column=condition_column,
+        counter=counter,
+    )
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return type(dataset)(
+            {
+                name: with_image_transform(
+                    split, transform, image_column, label_column, condition_transform, condition_column, counter
+                )
+                for name, split in dataset.items()
+            }
+        )
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(function, batched=True, remove_columns=dataset.column_names)
+    if isinstance(dataset, datasets.Dataset):
+        return dataset.with_transform(function)
+    raise TypeError(f"Expected a datasets Dataset, IterableDataset or dict of them, got {type(dataset).__name__}.")
+
+
+def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    Stack examples from `preprocess_batch`, dropping those whose image failed to load.
+
+    Returns:
+        `pixel_values` of shape `(batch_size, channels, resolution, resolution)`, `labels` of shape `(batch_size,)`
+        and `condition_values` of shape `(batch_size, ...)` when present, and `num_skipped`, the number of examples
+        dropped. `batch_size` is 0 when every example failed; a training step should then be skipped.
+    """
+    kept = [example for example in examples if example.get("valid", True)]
+    batch: dict[str, Any] = {"num_skipped": len(examples) - len(kept)}
+    for key in ("pixel_values", "condition_values"):
+        if key in examples[0]:
+            # Failed examples hold zero placeholders of the right shape, which keeps an all-failed batch well shaped.
+            stacked = torch.stack([torch.as_tensor(example[key]) for example in (kept or examples)])
+            batch[key] = stacked if kept else stacked[:0]
+    if "labels" in examples[0]:
+        batch["labels"] = torch.tensor([example["labels"] for example in kept], dtype=torch.long)
+    return batch

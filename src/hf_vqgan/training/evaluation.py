@@ -1,0 +1,286 @@
+"""Validation and final outputs of both training stages, and the demo's quality figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .loop import save_json
+from .metrics import CodebookUsage, DigitsClassifier, make_image_grid, psnr, ssim
+
+logger = logging.getLogger(__name__)
+
+GRID_FILE = "reconstructions.png"
+SAMPLES_FILE = "samples.png"
+
+
+class _EMAWeights:
+    """Evaluate with the EMA weights when there are any, then put the training weights back."""
+
+    def __init__(self, ema, model):
+        self.ema, self.model = ema, model
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.model.parameters())
+            self.ema.copy_to(self.model.parameters())
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.model.parameters())
+
+
+def _log_image(accelerator, tag: str, image, step: int) -> None:
+    trackers = [t for t in accelerator.trackers if t.name == "tensorboard"]
+    if not trackers:
+        return
+    import numpy as np
+
+    tracker = trackers[0].tracker
+
+    array = np.asarray(image)
+    tracker.add_image(tag, array if array.ndim == 3 else array[..., None], step, dataformats="HWC")
+
+
+def _to_grid_pixels(x: torch.Tensor, condition_type: str | None) -> torch.Tensor:
+    if condition_type is None:
+        return x
+    from .conditions import condition_to_pixels
+
+    return condition_to_pixels(x, condition_type)
+
+
+# --------------------------------------------------------------------------------------------------- stage 1
+@torch.no_grad()
+def evaluate_tokenizer(model, loader, input_key, accelerator, *, ema=None, step=0, output_dir=".", perceptual=None,
+                       condition_type=None, max_grid=8) -> dict:  # fmt: skip
+    """Held-out PSNR, SSIM, LPIPS (when the perceptual net exists) and codebook usage; saves a reconstruction grid.
+
+    Segmentation tokenizers report label accuracy instead of image metrics.
+    """
+    usage = CodebookUsage(model.config.codebook_size)
+    totals: dict[str, float] = {}
+    count, grid_rows = 0, None
+    with _EMAWeights(ema, model):
+        model.eval()
+        for batch in loader:
+            x = batch[input_key].to(accelerator.device)
+            if x.shape[0] == 0:
+                continue
+            out = model(x)
+            usage.update(out.indices)
+            recon = out.sample.float()
+            values = {}
+            if condition_type == "segmentation":
+                values["label_accuracy"] = (recon.argmax(1) == x.argmax(1)).float().mean(dim=(1, 2))
+            else:
+                recon = recon.clamp(-1, 1)
+                values["psnr"] = psnr(recon, x, reduction="none")
+                if min(x.shape[-2:]) >= 11:
+                    values["ssim"] = ssim(recon, x, reduction="none")
+                if perceptual is not None:
+                    values["lpips"] = perceptual(x, recon)
+            for name, per_image in values.items():
+                totals[name] = totals.get(name, 0.0) + float(per_image.sum())
+            count += x.shape[0]
+            if grid_rows is None:
+                grid_rows = (x[:max_grid].cpu(), recon[:max_grid].cpu())
+    metrics = {name: total / max(count, 1) for name, total in totals.items()}
+    stats = usage.compute()
+    metrics.update(codebook_usage=float(stats["usage"]), perplexity=float(stats["perplexity"]), step=step)
+    if grid_rows is not None:
+        originals, recons = grid_rows
+        if condition_type == "segmentation":
+            recons = F.one_hot(recons.argmax(1), recons.shape[1]).permute(0, 3, 1, 2).float() * 2 - 1
+        pixels = torch.cat([_to_grid_pixels(originals, condition_type), _to_grid_pixels(recons, condition_type)])
+        scale = max(1, 128 // pixels.shape[-1])
+        grid = make_image_grid(pixels, nrow=originals.shape[0], scale=scale)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        grid.save(Path(output_dir) / GRID_FILE)
+        _log_image(accelerator, "validation/reconstructions", grid, step)
+    accelerator.log({f"val/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
+    logger.info("Validation at step %d: %s", step, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    return metrics
+
+
+def _dataset_description(args) -> tuple[str, list[str]]:
+    if args.dataset_name:
+        return f"[{args.dataset_name}](https://huggingface.co/datasets/{args.dataset_name})", [args.dataset_name]
+    if args.train_data_dir:
+        return "A local image folder.", []
+    return "scikit-learn's handwritten digits (1,797 8x8 images, 10 classes), with a fixed held-out split.", []
+
+
+def _push(args, folder: Path) -> None:
+    if args.push_to_hub:
+        from ..hub import push_folder_to_hub
+
+        url = push_folder_to_hub(folder, args.hub_model_id, private=args.hub_private_repo)
+        logger.info("Pushed %s to %s", folder, url)
+
+
+def _write_run_files(folder: Path, args, metrics: dict) -> None:
+    save_json(folder / "metrics.json", metrics)
+    save_json(folder / "training_args.json", {k: v for k, v in vars(args).items() if k != "hub_token"})
+
+
+def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
+    """The final tokenizer folder: weights, metrics, training arguments, model card; pushed if asked."""
+    from ..hub import render_model_card
+
+    folder = Path(args.output_dir)
+    model.save_pretrained(folder)
+    _write_run_files(folder, args, metrics)
+    description, datasets = _dataset_description(args)
+    h, w = model.latent_shape(resolution, resolution)
+    losses = [f"{args.pixel_loss} pixel"]
+    if args.perceptual_weight > 0:
+        losses.append(f"LPIPS (weight {args.perceptual_weight})")
+    if args.disc_weight > 0:
+        losses.append(f"PatchGAN {args.disc_loss} with adaptive weight x {args.disc_weight} from step {args.disc_start}")
+    losses.append(f"codebook + commitment (weight {args.codebook_weight})")
+    card = render_model_card(
+        "vqgan",
+        model_name=Path(args.hub_model_id or folder.resolve().name).name,
+        repo_id=args.hub_model_id or str(folder),
+        resolution=resolution, latent_height=h, latent_width=w, codebook_size=model.config.codebook_size,
+        in_channels=model.config.in_channels, dataset_description=description, datasets=datasets,
+        loss_description=", ".join(losses),
+        training_description=f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, learning rate {args.learning_rate}.",
+        model_config=json.dumps({k: v for k, v in model.config.items() if not k.startswith("_")}, indent=2),
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        grid_file=GRID_FILE if (folder / GRID_FILE).is_file() else None,
+    )  # fmt: skip
+    card.save(folder / "README.md")
+    _push(args, folder)
+
+
+# --------------------------------------------------------------------------------------------------- stage 2
+@torch.no_grad()
+def evaluate_prior(pipeline, loader, accelerator, args, *, ema=None, step=0, num_classes=0) -> dict:
+    """Held-out loss of the prior and a grid of samples (one row per class) decoded with the tokenizer."""
+    prior = pipeline.transformer
+    config = prior.config
+    total, tokens = 0.0, 0
+    cond_example = None
+    with _EMAWeights(ema, prior):
+        prior.eval()
+        for batch in loader:
+            cond = batch.get("cond_indices")
+            cond = None if cond is None else cond.to(accelerator.device)
+            input_ids = prior.build_input_ids(
+                indices=batch["indices"].to(accelerator.device),
+                class_labels=None if batch.get("label") is None else batch["label"].to(accelerator.device),
+                cond_indices=cond,
+            )
+            targets = input_ids.clone()
+            targets[:, : config.prefix_length] = -100
+            loss = prior(input_ids=input_ids, labels=targets).loss
+            n = batch["indices"].numel()
+            total, tokens = total + float(loss) * n, tokens + n
+            if cond_example is None and cond is not None:
+                cond_example = cond
+        per_row = args.num_validation_samples
+        generator = torch.Generator(device=accelerator.device).manual_seed(args.seed)
+        if num_classes:
+            labels = torch.arange(num_classes, device=accelerator.device).repeat_interleave(per_row)
+            guidance = args.guidance_scale
+        else:
+            labels, guidance = None, 1.0
+        n = labels.shape[0] if labels is not None else per_row
+        cond_tokens = None
+        if cond_example is not None:
+            cond_tokens = cond_example[:per_row].repeat(math.ceil(n / min(per_row, cond_example.shape[0])), 1)[:n]
+        indices = prior.sample(class_labels=labels, cond_indices=cond_tokens, batch_size=n,
+                               guidance_scale=guidance, generator=generator)  # fmt: skip
+        images = pipeline.decode_tokens(indices, output_type="pt") * 2 - 1  # (N, C, H, W) in [-1, 1]
+    metrics = {"val_loss": total / max(tokens, 1), "step": step}
+    grid = make_image_grid(images, nrow=per_row, scale=max(1, 64 // images.shape[-1]))
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    grid.save(Path(args.output_dir) / SAMPLES_FILE)
+    _log_image(accelerator, "validation/samples", grid, step)
+    accelerator.log({"val/loss": metrics["val_loss"]}, step=step)
+    logger.info("Validation at step %d: held-out loss %.4f", step, metrics["val_loss"])
+    return metrics
+
+
+def save_pipeline_outputs(pipeline, args, metrics: dict, resolution: int) -> None:
+    """The final pipeline folder (`vqgan`, `transformer`, optional `cond_vqgan`), metrics, card; pushed if asked."""
+    folder = Path(args.output_dir)
+    pipeline.save_pretrained(folder)
+    _write_run_files(folder, args, metrics)
+    description, datasets = _dataset_description(args)
+    card = pipeline.model_card(
+        repo_id=args.hub_model_id or str(folder), metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        dataset_description=description, datasets=datasets,
+        grid_file=SAMPLES_FILE if (folder / SAMPLES_FILE).is_file() else None,
+        model_name=Path(args.hub_model_id or folder.resolve().name).name,
+        training_description=f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, "
+        f"learning rate {args.learning_rate}, class dropout {args.class_dropout_prob}, pkeep {args.pkeep}.",
+    )  # fmt: skip
+    card.save(folder / "README.md")
+    _push(args, folder)
+
+
+# ------------------------------------------------------------------------------------------- demo figures
+@torch.no_grad()
+def evaluate_class_samples(pipeline_dir, grid_path, *, samples_per_class=10, guidance_scale=2.0, seed=0,
+                           top_k=None) -> dict:  # fmt: skip
+    """Sample every digit class, save a grid (one row per class), and score the samples with a classifier trained
+    on the real digits' training split: the fraction classified as the class asked for, per class and overall."""
+    from ..pipelines import VQGANTransformerPipeline
+
+    pipe = VQGANTransformerPipeline.from_pretrained(str(pipeline_dir))
+    pipe.set_progress_bar_config(disable=True)
+    num_classes = pipe.transformer.config.num_classes
+    labels = torch.arange(num_classes).repeat_interleave(samples_per_class)
+    images = pipe(class_labels=labels.tolist(), guidance_scale=guidance_scale, top_k=top_k,
+                  generator=torch.Generator().manual_seed(seed), output_type="pt").images * 2 - 1  # fmt: skip
+    make_image_grid(images, nrow=samples_per_class, scale=max(1, 64 // images.shape[-1])).save(grid_path)
+    classifier = DigitsClassifier()
+    predicted = classifier.predict(images)
+    correct = (predicted == labels).float()
+    figures = {
+        "sample_accuracy": float(correct.mean()),
+        "real_validation_accuracy": float(classifier.accuracy_on_real_validation()),
+        "guidance_scale": guidance_scale,
+        "samples_per_class": samples_per_class,
+    }
+    for c in range(num_classes):
+        figures[f"sample_accuracy_class_{c}"] = float(correct[labels == c].mean())
+    return figures
+
+
+@torch.no_grad()
+def evaluate_lowres_conditioning(pipeline_dir, grid_path, *, num_samples=100, seed=0) -> dict:
+    """How well samples respect low-resolution conditions taken from real held-out digits: the MSE between each
+    sample downsampled to the condition's size and its condition, against the same figure with the conditions
+    shuffled across samples; and the classifier accuracy of the samples against the source digit's label."""
+    from ..pipelines import VQGANTransformerPipeline
+    from .conditions import lowres_condition
+    from .data import ImageTransform, load_digits_dataset
+
+    pipe = VQGANTransformerPipeline.from_pretrained(str(pipeline_dir))
+    pipe.set_progress_bar_config(disable=True)
+    factor = pipe.transformer.config.lowres_factor
+    resolution = pipe.latent_grid[0] * pipe.vqgan.downsample_factor
+    validation = load_digits_dataset()["validation"].shuffle(seed=seed).select(range(num_samples))
+    transform = ImageTransform(resolution, pipe.vqgan.config.in_channels, center_crop=True)
+    real = torch.stack([transform(image) for image in validation["image"]])  # (N, C, H, W) in [-1, 1]
+    labels = torch.tensor(validation["label"])
+    images = pipe(condition_image=real, generator=torch.Generator().manual_seed(seed), output_type="pt").images * 2 - 1
+    conditions = lowres_condition(real, factor)  # (N, C, H/f, W/f)
+    sampled = lowres_condition(images, factor)
+    mse = float(((sampled - conditions) ** 2).mean())
+    shuffled = conditions[torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + 1))]
+    mse_shuffled = float(((sampled - shuffled) ** 2).mean())
+    accuracy = float((DigitsClassifier().predict(images) == labels).float().mean())
+    rows = torch.cat([real[:10], images[:10]])
+    make_image_grid(rows, nrow=10, scale=max(1, 64 // images.shape[-1])).save(grid_path)
+    return {"lowres_condition_mse": mse, "lowres_condition_mse_shuffled": mse_shuffled,
+            "lowres_sample_accuracy": accuracy, "lowres_num_samples": num_samples}  # fmt: skip

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_vqgan.training.conditions import (
+    ConditionTransform,
+    condition_channels,
+    condition_to_pixels,
+    derive_condition,
+    labels_from_logits,
+    lowres_condition,
+    normalize_depth,
+    one_hot_labels,
+    read_label_map,
+    upsample_lowres,
+)
+from hf_vqgan.training.data import (
+    ImageTransform,
+    collate_fn,
+    load_image_dataset,
+    preprocess_batch,
+    with_image_transform,
+)
+
+
+def test_condition_channels():
+    assert condition_channels("segmentation", num_labels=5) == 5
+    assert condition_channels("depth") == 1
+    assert condition_channels("edges", image_channels=3) == 1
+    assert condition_channels("lowres", image_channels=1) == 1
+    assert condition_channels("lowres", image_channels=3) == 3
+    with pytest.raises(ValueError, match="num_labels"):
+        condition_channels("segmentation")
+    with pytest.raises(ValueError, match="'normals'"):
+        condition_channels("normals")
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+def _label_map(height: int = 6, width: int = 6) -> np.ndarray:
+    labels = np.zeros((height, width), dtype=np.uint8)
+    labels[:, width // 2 :] = 2
+    labels[height // 2 :, : width // 2] = 3
+    return labels
+
+
+@pytest.mark.parametrize("resolution", [3, 12, 13])
+def test_segmentation_resizes_with_nearest_and_one_hot_round_trips(resolution):
+    labels = _label_map()
+    transform = ImageTransform(resolution, channels=1)
+    geometry = transform.sample_geometry(6, 6)
+    condition = ConditionTransform("segmentation", num_labels=4)(condition=Image.fromarray(labels), geometry=geometry)
+
+    assert condition.shape == (4, resolution, resolution)
+    assert set(condition.unique().tolist()) == {-1.0, 1.0}
+    assert torch.all((condition == 1).sum(dim=0) == 1)  # exactly one class per pixel
+    decoded = labels_from_logits(condition)
+    expected = np.asarray(Image.fromarray(labels).resize(geometry.size, Image.NEAREST).crop(geometry.box))
+    np.testing.assert_array_equal(decoded.numpy(), expected)
+    assert set(decoded.unique().tolist()) <= {0, 2, 3}  # no interpolated label appears
+    if resolution >= 6:
+        assert set(decoded.unique().tolist()) == {0, 2, 3}
+
+
+def test_palette_png_is_read_as_indices(tmp_path):
+    image = Image.fromarray(_label_map(), mode="L").convert("P")
+    image.putpalette([0, 0, 0] + [0] * 3 + [255, 0, 0] + [0, 255, 0] + [0] * 756)  # class 2 red, class 3 green
+    path = tmp_path / "labels.png"
+    image.save(path)
+    assert Image.open(path).mode == "P"
+    np.testing.assert_array_equal(read_label_map(str(path)), _label_map())
+    condition = ConditionTransform("segmentation", num_labels=4)(condition={"bytes": None, "path": str(path)})
+    np.testing.assert_array_equal(labels_from_logits(condition).numpy(), _label_map())
+
+
+def test_labels_out_of_range_name_the_maximum():
+    labels = _label_map()
+    labels[0, 0] = 7
+    with pytest.raises(ValueError, match="max 7"):
+        ConditionTransform("segmentation", num_labels=5)(condition=Image.fromarray(labels))
+    with pytest.raises(ValueError, match="mode 'RGB'"):
+        read_label_map(Image.new("RGB", (2, 2)))
+
+
+def test_one_hot_and_argmax_on_batches():
+    labels = torch.randint(0, 6, (2, 5, 7))
+    one_hot = one_hot_labels(labels, 6)
+    assert one_hot.shape == (2, 6, 5, 7)
+    assert torch.equal(labels_from_logits(one_hot), labels)
+    assert torch.equal(labels_from_logits(one_hot + 0.1 * torch.randn_like(one_hot)), labels)
+
+
+def test_paired_segmentation_follows_the_image_crop_and_flip():
+    # The image encodes each pixel's label as its gray level, so pixels and condition must agree after any crop/flip.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (8, 12)).astype(np.uint8)  # height 8, width 12: no resize at resolution 8
+    batch = {"image": [Image.fromarray(labels * 60)] * 20, "segmentation": [Image.fromarray(labels)] * 20}
+    transform = ImageTransform(8, channels=1, center_crop=False, random_flip=True)
+    torch.manual_seed(0)
+    outputs = preprocess_batch(
+        batch,
+        transform,
+        condition_transform=ConditionTransform("segmentation", num_labels=4),
+        condition_column="segmentation",
+    )
+    pixel_values = torch.stack(outputs["pixel_values"])
+    decoded = labels_from_logits(torch.stack(outputs["condition_values"]))
+    assert torch.equal(((pixel_values[:, 0] + 1) * 127.5 / 60).round().long(), decoded)
+    assert len({tuple(row.tolist()) for row in pixel_values[:, 0, 0]}) > 2  # the crops and flips did vary
+
+
+def test_condition_map_of_another_size_is_rejected():
+    geometry = ImageTransform(4).sample_geometry(8, 8)
+    with pytest.raises(ValueError, match="does not match"):
+        ConditionTransform("segmentation", num_labels=4)(condition=Image.fromarray(_label_map()), geometry=geometry)
+
+
+# ------------------------------------------------------------------------------------------------- depth
+def test_depth_is_normalised_per_image_or_by_range():
+    depth = Image.fromarray(np.array([[2.0, 4.0], [6.0, 10.0]], dtype=np.float32))
+    per_image = ConditionTransform("depth")(condition=depth)
+    torch.testing.assert_close(per_image, torch.tensor([[[-1.0, -0.5], [0.0, 1.0]]]))
+    fixed = ConditionTransform("depth", depth_range=(0.0, 8.0))(condition=depth)
+    torch.testing.assert_close(fixed, torch.tensor([[[-0.5, 0.0], [0.5, 1.0]]]))  # 10 is clipped to 8
+    torch.testing.assert_close(normalize_depth(torch.full((3, 3), 5.0)), torch.zeros(3, 3))
+
+
+def test_sixteen_bit_depth_is_read_in_its_own_units():
+    depth = Image.fromarray(np.array([[0, 1000], [30000, 60000]], dtype=np.uint16))
+    condition = ConditionTransform("depth", depth_range=(0.0, 60000.0))(condition=depth)
+    torch.testing.assert_close(condition, torch.tensor([[[-1.0, -1 + 2 / 60], [0.0, 1.0]]]))
+
+
+def test_depth_resized_bilinearly_stays_in_range():
+    rng = np.random.default_rng(0)
+    depth = Image.fromarray(rng.random((6, 9), dtype=np.float32) * 50)
+    condition = ConditionTransform("depth")(condition=depth, transform=ImageTransform(12))
+    assert condition.shape == (1, 12, 12)
+    assert condition.min() == -1.0 and condition.max() == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ derived
+def test_edges_of_a_square():
+    image = -torch.ones(3, 32, 32)
+    image[:, 8:24, 8:24] = 1.0
+    edges = derive_condition("edges", image)
+    assert edges.shape == (1, 32, 32)
+    assert set(edges.unique().tolist()) == {-1.0, 1.0}
+    assert edges[0, 16, 16] == -1 and edges[0, 0, 0] == -1  # flat regions
+    assert (edges[0, 6:10, 16] == 1).any() and (edges[0, 16, 22:26] == 1).any()  # the square's borders
+
+
+def test_lowres_is_box_average_and_upsamples_by_repetition():
+    image = torch.arange(16, dtype=torch.float32).view(1, 4, 4) / 15 * 2 - 1
+    lowres = lowres_condition(image, 2)
+    expected = torch.tensor([[2.5, 4.5], [10.5, 12.5]]) / 15 * 2 - 1
+    torch.testing.assert_close(lowres[0], expected)
+    full = derive_condition("lowres", image, lowres_factor=2, lowres_full_size=True)
+    assert full.shape == (1, 4, 4)
+    torch.testing.assert_close(full, upsample_lowres(lowres, 2))
+    assert torch.equal(full[0, :2, :2], torch.full((2, 2), expected[0, 0].item()))
+    with pytest.raises(ValueError, match="divide"):
+        lowres_condition(torch.zeros(1, 30, 30), 8)
+
+
+@pytest.mark.parametrize(
+    "condition_transform",
+    [
+        ConditionTransform("edges"),
+        ConditionTransform("lowres", lowres_factor=8),
+        ConditionTransform("lowres", 4, None, 8, True),
+    ],
+    ids=["edges", "lowres", "lowres-full"],
+)
+def test_derived_condition_identical_at_training_and_sampling(condition_transform):
+    dataset = load_image_dataset(max_train_samples=6)
+    transform = ImageTransform(32, channels=1)
+    training = with_image_transform(dataset["train"], transform, condition_transform=condition_transform)
+    batch = collate_fn([training[i] for i in range(6)])
+    expected_shape = condition_transform.output_shape(1, 32)
+    assert batch["condition_values"].shape == (6, *expected_shape)
+    assert batch["condition_values"].std() > 0.1  # a real map, not a placeholder
+    # At sampling time the condition comes from the same function, on a batch of images.
+    sampled = derive_condition(
+        condition_transform.condition_type,
+        batch["pixel_values"],
+        lowres_factor=condition_transform.lowres_factor,
+        lowres_full_size=condition_transform.lowres_full_size,
+    )
+    assert torch.equal(sampled, batch["condition_values"])
+    assert torch.equal(condition_transform(batch["pixel_values"][2]), batch["condition_values"][2])
+    if condition_transform.condition_type == "lowres" and not condition_transform.lowres_full_size:
+        assert expected_shape == (1, 4, 4)  # 32x32 digits at factor 8
+
+
+def test_transform_needs_its_inputs():
+    with pytest.raises(ValueError, match="derived"):
+        ConditionTransform("edges")(None)
+    with pytest.raises(ValueError, match="paired"):
+        ConditionTransform("depth")(torch.zeros(1, 4, 4))
+    with pytest.raises(ValueError, match="not derived"):
+        derive_condition("segmentation", torch.zeros(1, 4, 4))
+
+
+def test_condition_to_pixels_shapes():
+    one_hot = one_hot_labels(torch.randint(0, 5, (2, 8, 8)), 5)
+    rendered = condition_to_pixels(one_hot, "segmentation")
+    assert rendered.shape == (2, 3, 8, 8) and rendered.abs().max() <= 1
+    lowres = torch.rand(2, 1, 4, 4) * 2 - 1
+    assert condition_to_pixels(lowres, "lowres", size=32).shape == (2, 1, 32, 32)

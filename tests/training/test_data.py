@@ -1,0 +1,328 @@
+from __future__ import annotations
+
+import io
+import logging
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from hf_vqgan.training.data import (
+    DIGITS_NUM_VALIDATION,
+    BadImageCounter,
+    ImageTransform,
+    collate_fn,
+    convert_image_mode,
+    decode_image,
+    digits_split_indices,
+    load_digits_dataset,
+    load_image_dataset,
+    preprocess_batch,
+    with_image_transform,
+)
+
+BAD_FILES = ("corrupt.png", "truncated.png", "empty.png")
+
+
+# ------------------------------------------------------------------------------------------------ digits
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_dataset()
+
+
+def test_digits_sizes_features_and_values(digits):
+    assert set(digits) == {"train", "validation"}
+    assert len(digits["validation"]) == DIGITS_NUM_VALIDATION == 180
+    assert len(digits["train"]) == 1797 - 180
+    assert isinstance(digits["train"].features["image"], datasets.Image)
+    assert digits["train"].features["label"].names == [str(d) for d in range(10)]
+    image = digits["train"][0]["image"]
+    assert image.mode == "L" and image.size == (8, 8)
+
+    # Each image is sklearn's 0..16 digit scaled to 0..255, and its label is sklearn's label.
+    raw = load_digits()
+    train_indices, _ = digits_split_indices()
+    for position in (0, 1, 500):
+        example = digits["train"][position]
+        expected = np.rint(raw.images[train_indices[position]] * 255 / 16).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(example["image"]), expected)
+        assert example["label"] == raw.target[train_indices[position]]
+    pixels = np.stack([np.asarray(image) for image in digits["validation"]["image"]])
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint(digits):
+    again = load_digits_dataset()
+    for split in ("train", "validation"):
+        assert digits[split]["label"] == again[split]["label"]
+        first = [np.asarray(image) for image in digits[split]["image"][:50]]
+        second = [np.asarray(image) for image in again[split]["image"][:50]]
+        assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    train, validation = digits_split_indices()
+    assert len(np.intersect1d(train, validation)) == 0
+    assert len(np.union1d(train, validation)) == 1797
+    for split in ("train", "validation"):
+        assert set(digits[split]["label"]) == set(range(10))
+    assert np.bincount(digits["validation"]["label"]).tolist() == [18] * 10  # stratified
+
+
+def test_load_image_dataset_defaults_to_digits():
+    dataset = load_image_dataset(label_column="label")
+    assert (len(dataset["train"]), len(dataset["validation"])) == (1617, 180)
+    # The image column is cast to undecoded values so that preprocess_batch can skip unreadable files.
+    assert dataset["train"].features["image"].decode is False
+    assert isinstance(dataset["train"][0]["image"], dict)
+
+
+def test_max_train_samples_and_seeded_subset():
+    dataset = load_image_dataset(max_train_samples=100, seed=3)
+    assert (len(dataset["train"]), len(dataset["validation"])) == (100, 180)
+    again = load_image_dataset(max_train_samples=100, seed=3)
+    assert dataset["train"]["label"] == again["train"]["label"]
+
+
+def test_validation_split_by_name_and_missing_split():
+    dataset = load_image_dataset(validation_split="validation")
+    assert len(dataset["validation"]) == 180
+    with pytest.raises(ValueError, match=r"'test'.*\['train', 'validation'\]"):
+        load_image_dataset(validation_split="test")
+
+
+def test_missing_columns_name_the_column_and_available_ones():
+    with pytest.raises(ValueError, match=r"'pixels'.*\['image', 'label'\]"):
+        load_image_dataset(image_column="pixels")
+    with pytest.raises(ValueError, match=r"'class'.*\['image', 'label'\]"):
+        load_image_dataset(label_column="class")
+    with pytest.raises(ValueError, match=r"'segmentation'"):
+        load_image_dataset(condition_column="segmentation")
+
+
+@pytest.mark.parametrize("validation_split", [0.0, 1.5, 0, True, None])
+def test_bad_validation_split_is_rejected(validation_split):
+    with pytest.raises((ValueError, TypeError)):
+        load_image_dataset(validation_split=validation_split)
+
+
+def test_streaming_digits_take_first_examples():
+    dataset = load_image_dataset(streaming=True, validation_split=5, max_train_samples=7)
+    assert isinstance(dataset, datasets.IterableDatasetDict)
+    assert sum(1 for _ in dataset["validation"]) == 180  # the digits have a validation split: it is used
+    assert sum(1 for _ in dataset["train"]) == 7
+
+
+# ----------------------------------------------------------------------------------------- imagefolder
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Six good RGB images in two class folders, and three unreadable files in the first class."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            (root / label / f"good_{i}.png").write_bytes(_png_bytes(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)))
+    (root / "cat" / "corrupt.png").write_bytes(b"this is not a png file")
+    full = _png_bytes(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    (root / "cat" / "truncated.png").write_bytes(full[: len(full) // 2])
+    (root / "cat" / "empty.png").write_bytes(b"")
+    return root
+
+
+def _iterate(dataset, batch_size: int = 4) -> list[dict]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn)
+    return list(loader)
+
+
+def test_imagefolder_with_bad_files_skips_counts_and_names_them(image_folder, tmp_path, caplog):
+    dataset = load_image_dataset(
+        train_data_dir=image_folder, label_column="label", validation_split=0.3, cache_dir=tmp_path / "cache"
+    )
+    assert len(dataset["train"]) + len(dataset["validation"]) == 9
+    counter = BadImageCounter()
+    transform = ImageTransform(8, channels=3, center_crop=False, random_flip=True)
+    dataset = with_image_transform(dataset, transform, label_column="label", counter=counter)
+    with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
+        batches = _iterate(dataset["train"]) + _iterate(dataset["validation"])
+    assert sum(batch["pixel_values"].shape[0] for batch in batches) == 6
+    assert sum(batch["num_skipped"] for batch in batches) == 3
+    assert counter.skipped == 3 and counter.last_file is not None and counter.last_error is not None
+    for name in BAD_FILES:
+        assert name in caplog.text
+    for batch in batches:
+        assert batch["pixel_values"].shape[1:] == (3, 8, 8)
+        assert batch["labels"].shape == batch["pixel_values"].shape[:1]
+        assert torch.all(batch["pixel_values"].abs() <= 1)
+    labels = torch.cat([batch["labels"] for batch in batches])
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_imagefolder_fraction_split_is_seeded(image_folder, tmp_path):
+    def paths(seed):
+        dataset = load_image_dataset(
+            train_data_dir=image_folder, validation_split=0.3, seed=seed, cache_dir=tmp_path / "cache"
+        )
+        return sorted(example["path"] for example in dataset["validation"]["image"])
+
+    first = paths(0)
+    assert len(first) == 3  # ceil(0.3 * 9)
+    assert first == paths(0)
+
+
+def test_dataset_name_as_local_folder(image_folder, tmp_path):
+    dataset = load_image_dataset(dataset_name=str(image_folder), validation_split=2, cache_dir=tmp_path / "cache")
+    assert (len(dataset["train"]), len(dataset["validation"])) == (7, 2)
+    with pytest.raises(ValueError, match="not both"):
+        load_image_dataset(dataset_name=str(image_folder), train_data_dir=image_folder)
+
+
+def test_streaming_imagefolder(image_folder, tmp_path, caplog):
+    dataset = load_image_dataset(
+        train_data_dir=image_folder, streaming=True, validation_split=2, cache_dir=tmp_path / "cache"
+    )
+    assert isinstance(dataset["train"], datasets.IterableDataset)
+    validation = [example["image"]["path"] for example in dataset["validation"]]
+    train = [example["image"]["path"] for example in dataset["train"]]
+    assert len(validation) == 2 and len(train) == 7 and not set(validation) & set(train)
+
+    counter = BadImageCounter()
+    transformed = with_image_transform(dataset, ImageTransform(8), counter=counter)
+    with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
+        batches = _iterate(transformed["train"], batch_size=3) + _iterate(transformed["validation"], batch_size=3)
+    assert sum(batch["pixel_values"].shape[0] for batch in batches) == 6
+    assert counter.skipped == 3
+
+    # The first examples of a stream of unknown length cannot be a fraction of it.
+    with pytest.raises(ValueError, match="unknown size"):
+        load_image_dataset(
+            train_data_dir=image_folder, streaming=True, validation_split=0.1, cache_dir=tmp_path / "cache"
+        )
+
+
+def test_collate_of_an_all_bad_batch_is_empty_but_well_shaped():
+    counter = BadImageCounter()
+    batch = {"image": [{"bytes": b"junk", "path": "a.png"}, {"bytes": b"", "path": "b.png"}], "label": [1, 2]}
+    outputs = preprocess_batch(batch, ImageTransform(4, channels=1), label_column="label", counter=counter)
+    examples = [{key: values[i] for key, values in outputs.items()} for i in range(2)]
+    collated = collate_fn(examples)
+    assert collated["pixel_values"].shape == (0, 1, 4, 4)
+    assert collated["labels"].shape == (0,)
+    assert collated["num_skipped"] == 2 and counter.skipped == 2 and counter.last_file == "b.png"
+
+
+def test_counter_raises_after_too_many_failures_in_a_row():
+    counter = BadImageCounter(max_consecutive=3)
+    batch = {"image": [{"bytes": b"junk", "path": f"{i}.png"} for i in range(3)]}
+    with pytest.raises(RuntimeError, match="3 images in a row"):
+        preprocess_batch(batch, ImageTransform(4), counter=counter)
+
+
+# -------------------------------------------------------------------------------------------- transforms
+def _image(mode: str) -> Image.Image:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (12, 16), dtype=np.uint16))
+    if mode == "I":
+        return Image.fromarray(rng.integers(0, 65536, (12, 16)).astype(np.int32))
+    if mode == "F":
+        return Image.fromarray(rng.random((12, 16), dtype=np.float32))
+    if mode == "P":
+        return rgb.quantize(colors=8)
+    return rgb.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16", "I", "F", "CMYK", "LA", "1", "YCbCr"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_transform_any_mode_to_model_channels(mode, channels):
+    image = _image(mode)
+    assert image.mode == mode
+    pixel_values = ImageTransform(8, channels=channels)(image)
+    assert pixel_values.shape == (channels, 8, 8) and pixel_values.dtype == torch.float32
+    assert pixel_values.min() >= -1 and pixel_values.max() <= 1
+    assert pixel_values.std() > 0.05  # not a blank image
+
+
+def test_sixteen_bit_images_are_rescaled_not_clipped():
+    values = np.array([[0, 256], [65535, 32768]], dtype=np.uint16)
+    reopened = Image.open(io.BytesIO(_png_bytes(values)))  # how a 16-bit PNG arrives from disk
+    for image in (Image.fromarray(values), reopened):
+        assert np.asarray(convert_image_mode(image, 1)).tolist() == [[0, 1], [255, 128]]
+        pixel_values = ImageTransform(2, channels=1)(image)
+        torch.testing.assert_close(pixel_values[0], torch.tensor([[0, 1], [255, 128]]) / 127.5 - 1)
+
+
+def test_float_images_in_unit_range_are_scaled():
+    image = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    assert np.asarray(convert_image_mode(image, 1)).tolist() == [[0, 128, 255]]
+
+
+def test_transparency_is_composited_on_white():
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red; the rest fully transparent black
+    pixel_values = ImageTransform(2, channels=3)(Image.fromarray(rgba, mode="RGBA"))
+    torch.testing.assert_close(pixel_values[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+    torch.testing.assert_close(pixel_values[:, 1, 1], torch.ones(3))
+    gray = ImageTransform(2, channels=1)(Image.fromarray(rgba, mode="RGBA").convert("LA"))
+    assert gray[0, 1, 1] == 1.0
+
+
+def test_palette_image_keeps_its_colours():
+    palette_image = Image.new("P", (2, 2))
+    palette_image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette_image.putpixel((1, 0), 1)
+    rgb = ImageTransform(2, channels=3)(palette_image)
+    torch.testing.assert_close(rgb[:, 0, 1], torch.tensor([1.0, -1.0, -1.0]))
+    torch.testing.assert_close(rgb[:, 0, 0], torch.tensor([-1.0, -1.0, -1.0]))
+
+
+def test_center_crop_of_a_wide_image_is_its_middle():
+    array = np.arange(4 * 8, dtype=np.uint8).reshape(4, 8) * 7  # height 4, width 8: no resize at resolution 4
+    pixel_values = ImageTransform(4, channels=1)(Image.fromarray(array))
+    expected = torch.from_numpy(array[:, 2:6].astype(np.float32)) / 127.5 - 1
+    torch.testing.assert_close(pixel_values[0], expected)
+
+
+def test_random_crop_and_flip_are_windows_of_the_image():
+    array = np.arange(4 * 8, dtype=np.uint8).reshape(4, 8) * 7
+    transform = ImageTransform(4, channels=1, center_crop=False, random_flip=True)
+    generator = torch.Generator().manual_seed(0)
+    offsets, flips = set(), set()
+    for _ in range(40):
+        pixel_values, geometry = transform.transform(Image.fromarray(array), generator=generator)
+        left = geometry.box[0]
+        window = array[:, left : left + 4]
+        if geometry.flip:
+            window = window[:, ::-1]
+        torch.testing.assert_close(pixel_values[0], torch.from_numpy(window.astype(np.float32)) / 127.5 - 1)
+        offsets.add(left)
+        flips.add(geometry.flip)
+    assert offsets == {0, 1, 2, 3, 4} and flips == {False, True}
+
+
+def test_upsampling_tiny_digits_keeps_range_and_constant_images():
+    transform = ImageTransform(32, channels=1)
+    constant = transform(Image.new("L", (8, 8), 200))
+    torch.testing.assert_close(constant, torch.full((1, 32, 32), 200 / 127.5 - 1))
+    resized = transform(Image.fromarray(np.rint(load_digits().images[0] * 255 / 16).astype(np.uint8)))
+    assert resized.shape == (1, 32, 32) and resized.min() >= -1 and resized.max() <= 1
+
+
+def test_decode_image_rejects_empty_and_zero_sized_images():
+    with pytest.raises(ValueError, match="zero size"):
+        decode_image(Image.new("L", (0, 5)))
+    with pytest.raises(OSError):
+        decode_image({"bytes": b"\x89PNG\r\n\x1a\n", "path": None})  # a PNG signature and nothing else
+
+
+@pytest.mark.parametrize("kwargs", [{"resolution": 0}, {"resolution": 8, "channels": 2}])
+def test_transform_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        ImageTransform(**kwargs)
