@@ -37,8 +37,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
+    # model_cards/ ships inside the package as `hf_vqgan.model_cards`, so installed copies can render cards.
+    package_dir={"": "src", "hf_vqgan.model_cards": "model_cards"},
+    packages=find_packages("src") + ["hf_vqgan.model_cards"],
+    package_data={"hf_vqgan.model_cards": ["*.md"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="Untimed repeats per model before timing.")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     parser.add_argument("--tiny", action="store_true", help="A tiny configuration, to check the script quickly.")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="Weights and input of both models in channels-last layout."
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -115,6 +118,9 @@ def main() -> None:
             "the diffusers configuration does not mirror ours."
         )
     pixels = torch.rand(args.batch_size, 3, resolution, resolution, device=device) * 2 - 1  # (B, 3, H, W)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    ours, theirs = ours.to(memory_format=layout), theirs.to(memory_format=layout)
+    pixels = pixels.contiguous(memory_format=layout)
 
     runs = {"hf_vqgan VQGANModel": (ours_round_trip, ours), "diffusers VQModel": (diffusers_round_trip, theirs)}
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -140,7 +146,10 @@ def main() -> None:
     print(
         f"device: {device} ({platform.processor() or platform.machine()}), dtype: float32, torch {torch.__version__}"
     )
-    print(f"torch threads: {torch.get_num_threads()}, inference_mode, batch {args.batch_size}, {resolution}px")
+    print(
+        f"torch threads: {torch.get_num_threads()}, inference_mode, batch {args.batch_size}, {resolution}px, "
+        f"{'channels-last' if args.channels_last else 'contiguous (NCHW)'} layout"
+    )
     print(f"config: {config}")
     print(f"parameters: {num_parameters(ours):,} each; {args.warmup} warm-up + {args.repeats} timed repeats")
     ips, cpu = {}, {}

@@ -24,10 +24,12 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from hf_vqgan import VQGANModel
+from hf_vqgan.losses import LPIPSWeightsUnavailableError
 from hf_vqgan.training import conditions as cond_lib
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training.checkpointing import CheckpointManager
 from hf_vqgan.training.loop import (
+    NonFiniteLossError,
     TrainingState,
     adam,
     add_data_arguments,
@@ -35,12 +37,24 @@ from hf_vqgan.training.loop import (
     all_finite,
     any_process,
     check_run_arguments,
+    inject_nonfinite_for_tests,
+    kill_for_tests_at_step,
+    log_step_jsonl,
     make_accelerator,
     num_update_steps,
+    position_seed,
     record_nonfinite,
 )
+from hf_vqgan.training.presets import prior_preset, vqgan_preset
 
 logger = logging.getLogger("train")
+
+PAIRED_COLUMN_HELP = (
+    "The column of paired maps, needed by segmentation (integer label maps, palette PNGs read as labels) and depth "
+    "(one-channel float maps). For a local folder, pass --train_data_dir with a metadata.jsonl whose rows name the "
+    'image and its map, e.g. {"file_name": "images/0.png", "segmentation_file_name": "maps/0.png"}: the imagefolder '
+    "loader turns `<column>_file_name` into an image column `<column>`. Maps must have their image's size."
+)
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -73,10 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--disc_base_channels", type=int, default=64)
     g.add_argument("--disc_norm", choices=["batch", "group", "instance", "none"], default="batch")
     g.add_argument("--codebook_weight", type=float, default=1.0)
+    g = v.add_argument_group("speed (results unchanged up to float rounding; see benchmarks/README.md)")
+    g.add_argument("--channels_last", action="store_true", help="NHWC weights and activations (faster bf16 convs).")
+    g.add_argument("--gradient_checkpointing", action="store_true", help="Recompute blocks in backward: less memory.")
+    g.add_argument("--compile", action="store_true", help="torch.compile the encoder, decoder and discriminator.")
     g = v.add_argument_group("condition tokenizers (for image-conditional priors)")
     g.add_argument("--condition_type", choices=cond_lib.CONDITION_TYPES, default=None)
-    g.add_argument("--condition_column", default=None, help="For segmentation and depth conditions.")
-    g.add_argument("--num_labels", type=int, default=None, help="Segmentation classes.")
+    g.add_argument("--condition_column", default=None, help=PAIRED_COLUMN_HELP)
+    g.add_argument("--num_labels", type=int, default=None, help="Segmentation classes (labels 0 .. N-1).")
     g.add_argument("--lowres_factor", type=int, default=8, help="Downsampling factor of lowres conditions.")
     g.add_argument("--image_channels", type=int, default=None, help="Channels the images are read with (condition "
                    "tokenizers derive their input from them); defaults to the model's in_channels.")  # fmt: skip
@@ -97,18 +115,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--num_validation_samples", type=int, default=4, help="Per class (or in all, unconditional).")
     g.add_argument("--cond_vqgan_model_name_or_path", default=None, help="Tokenizer of image-like conditions.")
     g.add_argument("--condition_type", choices=cond_lib.CONDITION_TYPES, default=None)
-    g.add_argument("--condition_column", default=None)
-    g.add_argument("--lowres_factor", type=int, default=8)
+    g.add_argument("--condition_column", default=None, help=PAIRED_COLUMN_HELP)
+    g.add_argument("--lowres_factor", type=int, default=8, help="As given to the condition tokenizer's run.")
 
     args = parser.parse_args(argv)
     check_run_arguments(args)
-    if args.stage == "vqgan" and sum(x is not None for x in (args.preset, args.model_config, args.pretrained_model_name_or_path)) > 1:
-        raise ValueError("Pass at most one of --preset, --model_config and --pretrained_model_name_or_path.")
+    if (
+        args.stage == "vqgan"
+        and sum(x is not None for x in (args.preset, args.model_config, args.pretrained_model_name_or_path)) > 1
+    ):
+        raise ValueError(
+            "Pass at most one of --preset, --model_config and --pretrained_model_name_or_path; got "
+            f"{args.preset!r}, {args.model_config!r} and {args.pretrained_model_name_or_path!r}."
+        )
+    if args.preset is not None:  # an unknown name fails here, not after the data and models are loaded
+        (vqgan_preset if args.stage == "vqgan" else prior_preset)(args.preset)
     if args.stage == "transformer":
         if not 0.0 <= args.pkeep <= 1.0 or not 0.0 <= args.class_dropout_prob < 1.0:
-            raise ValueError(f"--pkeep must be in [0, 1] and --class_dropout_prob in [0, 1); got {args.pkeep}, {args.class_dropout_prob}.")
+            raise ValueError(
+                f"--pkeep must be in [0, 1] and --class_dropout_prob in [0, 1); got {args.pkeep}, {args.class_dropout_prob}."
+            )
         if (args.condition_type is None) != (args.cond_vqgan_model_name_or_path is None):
             raise ValueError("--condition_type and --cond_vqgan_model_name_or_path go together.")
+    if args.condition_type in ("segmentation", "depth") and args.condition_column is None:
+        raise ValueError(f"--condition_type {args.condition_type} reads paired maps: pass --condition_column.")
+    if args.stage == "vqgan" and args.condition_type == "segmentation" and (args.num_labels or 0) < 2:
+        raise ValueError(f"--condition_type segmentation needs --num_labels >= 2, got {args.num_labels}.")
+    if args.condition_type is not None and args.lowres_factor < 1:
+        raise ValueError(f"--lowres_factor must be a positive integer, got {args.lowres_factor}.")
     return args
 
 
@@ -118,6 +152,8 @@ def iterate_batches(accelerator, loader, state: TrainingState, max_steps: int):
     while state.step < max_steps:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(state.epoch)
+        if hasattr(loader.dataset, "set_epoch"):  # a SeededDataset (accelerate skips it when the sampler is seedable)
+            loader.dataset.set_epoch(state.epoch)
         epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
         for batch in epoch_loader:
             state.batch_in_epoch += 1
@@ -130,40 +166,45 @@ def iterate_batches(accelerator, loader, state: TrainingState, max_steps: int):
 def setup_run(args, accelerator, models_and_optimizers, loaders, schedulers, ema, extras_owner):
     """`prepare`, checkpoint registration and resume: the same for both stages."""
     prepared = accelerator.prepare(*models_and_optimizers, *loaders, *schedulers)
-    state = TrainingState()
-    accelerator.register_for_checkpointing(state)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+    state = TrainingState()  # saved by save_checkpoint as JSON + safetensors, not pickled by accelerate
     checkpoints = CheckpointManager(Path(args.output_dir) / "checkpoints", args.checkpoints_total_limit)
     if accelerator.is_main_process:
         checkpoints.clean_incomplete()
     resume = checkpoints.resolve(args.resume_from_checkpoint)
     if resume is not None:
         accelerator.load_state(str(resume))
+        state.load(resume, ema)
         if extras_owner is not None and "quantizer" in state.extras:
             extras_owner.load_statistics_state_dict(state.extras["quantizer"])
-        logger.info("Resumed from %s at step %d (epoch %d, batch %d)", resume, state.step, state.epoch, state.batch_in_epoch)
+        logger.info(
+            "Resumed from %s at step %d (epoch %d, batch %d)", resume, state.step, state.epoch, state.batch_in_epoch
+        )
     return prepared, state, checkpoints
 
 
-def save_checkpoint(accelerator, checkpoints, state, quantizer=None):
+def save_checkpoint(accelerator, checkpoints, state, quantizer=None, ema=None):
     if quantizer is not None:
         state.extras["quantizer"] = quantizer.statistics_state_dict()
-    path = checkpoints.save(accelerator, state.step)
+    path = checkpoints.save(accelerator, state.step, write_extra=lambda folder: state.save(folder, ema))
     logger.info("Saved %s", path)
 
 
 def log_every(accelerator, args, state, progress, logs: dict):
     progress.update(1)
+    if args.log_jsonl:
+        log_step_jsonl(accelerator, args.log_jsonl, state.step, logs)
     if state.step % args.logging_steps == 0 or state.step == 1:
         progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "total", "nll", "d_loss")})
         accelerator.log(logs, step=state.step)
 
 
 def make_loader(dataset, batch_size, shuffle, args, collate_fn):
+    # Each new iterator draws a worker seed from `generator`; from the global RNG instead, a mid-epoch resume (or a
+    # validation pass) would shift the random flips, crops and codebook restarts that follow, and no resume would be
+    # exact. (Exact resumes also need --dataloader_num_workers 0: workers' RNG states are not checkpointed.)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, num_workers=args.dataloader_num_workers,
-        drop_last=shuffle,
+        drop_last=shuffle, generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip
 
 
@@ -174,7 +215,9 @@ def count_classes(dataset, column: str) -> int:
         return feature.num_classes
     labels = dataset.unique(column)
     if any(not isinstance(label, int) or label < 0 for label in labels):
-        raise ValueError(f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels)[:5]}...")
+        raise ValueError(
+            f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels)[:5]}..."
+        )
     return max(labels) + 1
 
 
@@ -199,6 +242,7 @@ def _is_pipeline_repo(repo_id: str) -> bool:
 def train_vqgan(args) -> dict:
     from hf_vqgan.losses import VQGANLoss
     from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
+    from hf_vqgan.training.performance import prepare_vqgan_for_training
     from hf_vqgan.training.presets import vqgan_preset
 
     accelerator = make_accelerator(args)
@@ -217,7 +261,11 @@ def train_vqgan(args) -> dict:
     image_channels = args.image_channels or model.config.in_channels
     resolution = args.resolution or (model.config.sample_size if args.condition_type != "lowres" else None)
     if resolution is None:
-        raise ValueError("A lowres condition tokenizer needs --resolution (the size of the images it is derived from).")
+        raise ValueError(
+            "A lowres condition tokenizer needs --resolution (the size of the images it is derived from)."
+        )
+    if args.condition_type == "lowres" and resolution % args.lowres_factor:
+        raise ValueError(f"--lowres_factor {args.lowres_factor} must divide the resolution {resolution}.")
 
     # Losses first: a missing LPIPS backbone must stop the run here, not an hour in.
     segmentation = args.condition_type == "segmentation"
@@ -240,14 +288,20 @@ def train_vqgan(args) -> dict:
     splits = data_lib.load_image_dataset(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_data_dir=args.train_data_dir,
         image_column=args.image_column, validation_split=args.validation_split, max_train_samples=args.max_train_samples,
-        streaming=args.streaming, seed=args.seed, cache_dir=args.cache_dir,
+        streaming=args.streaming, seed=args.seed, cache_dir=args.cache_dir, condition_column=args.condition_column,
     )  # fmt: skip
+    if args.max_eval_samples:
+        splits["validation"] = splits["validation"].take(args.max_eval_samples)
     condition = None
     if args.condition_type is not None:
-        condition = cond_lib.ConditionTransform(args.condition_type, num_labels=args.num_labels, lowres_factor=args.lowres_factor)
+        condition = cond_lib.ConditionTransform(
+            args.condition_type, num_labels=args.num_labels, lowres_factor=args.lowres_factor
+        )
     bad_images = data_lib.BadImageCounter()
     transforms = {
-        "train": data_lib.ImageTransform(resolution, image_channels, center_crop=not args.random_crop, random_flip=args.random_flip),
+        "train": data_lib.ImageTransform(
+            resolution, image_channels, center_crop=not args.random_crop, random_flip=args.random_flip
+        ),
         "validation": data_lib.ImageTransform(resolution, image_channels, center_crop=True),
     }
     loaders = {
@@ -257,10 +311,16 @@ def train_vqgan(args) -> dict:
         )
         for split in ("train", "validation")
     }  # fmt: skip
+    if not args.streaming:
+        # Flips and crops as a function of (seed, epoch, example): resumes are exact, any process count agrees.
+        seeded = data_lib.SeededDataset(loaders["train"].dataset, transforms["train"], args.seed)
+        loaders["train"] = make_loader(seeded, args.train_batch_size, True, args, data_lib.collate_fn)
     train_loader, val_loader = loaders["train"], loaders["validation"]
     input_key = "pixel_values" if condition is None else "condition_values"
 
     lr = args.learning_rate * (args.train_batch_size * accelerator.num_processes if args.scale_lr else 1)
+    prepare_vqgan_for_training(model, loss_fn, channels_last=args.channels_last,
+                               gradient_checkpointing=args.gradient_checkpointing, compile=args.compile)  # fmt: skip
     opt_g = adam(model.parameters(), args, lr=lr)
     batches = None if args.streaming else len(train_loader) // accelerator.num_processes
     max_steps, _ = num_update_steps(args, batches)
@@ -295,8 +355,16 @@ def train_vqgan(args) -> dict:
     unwrapped = accelerator.unwrap_model(model)
 
     if accelerator.is_main_process:
-        accelerator.init_trackers("hf_vqgan-vqgan", config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)})
-    logger.info("VQGAN: %d parameters, %d steps, %dx%d images", sum(p.numel() for p in unwrapped.parameters()), max_steps, resolution, resolution)
+        accelerator.init_trackers(
+            "hf_vqgan-vqgan", config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)}
+        )
+    logger.info(
+        "VQGAN: %d parameters, %d steps, %dx%d images",
+        sum(p.numel() for p in unwrapped.parameters()),
+        max_steps,
+        resolution,
+        resolution,
+    )
     progress = tqdm(total=max_steps, initial=state.step, desc="vqgan", disable=not accelerator.is_local_main_process)
     metrics: dict = {}
     model.train()
@@ -307,7 +375,10 @@ def train_vqgan(args) -> dict:
         with accelerator.accumulate(*parts):
             out = model(pixel_values)  # one generator forward serves both updates
             with accelerator.autocast():
-                g = loss_fn.generator_loss(pixel_values, out.sample, out.quantizer_loss, state.step, last_layer=unwrapped.last_layer_weight)
+                g = loss_fn.generator_loss(
+                    pixel_values, out.sample, out.quantizer_loss, state.step, last_layer=unwrapped.last_layer_weight
+                )
+            g.total = inject_nonfinite_for_tests(g.total, state.step)
             train_disc = loss_fn.should_update_discriminator(state.step)
             d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step) if train_disc else None
             losses = [g.total] + ([d.loss] if d is not None else [])
@@ -316,7 +387,12 @@ def train_vqgan(args) -> dict:
                 if use_gan:
                     opt_d.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
-                    record_nonfinite(state, args, checkpoints, {"generator": float(g.total), "discriminator": float(d.loss) if d else None})
+                    record_nonfinite(
+                        state,
+                        args,
+                        checkpoints,
+                        {"generator": float(g.total), "discriminator": float(d.loss) if d else None},
+                    )
                 continue
             accelerator.backward(g.total)
             if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -343,10 +419,21 @@ def train_vqgan(args) -> dict:
                 "perplexity": float(out.perplexity), "usage": float(out.usage), "skipped_images": bad_images.skipped}  # fmt: skip
         log_every(accelerator, args, state, progress, logs)
         if state.step % args.checkpointing_steps == 0 or state.step == max_steps:
-            save_checkpoint(accelerator, checkpoints, state, unwrapped.quantizer)
+            save_checkpoint(accelerator, checkpoints, state, unwrapped.quantizer, ema)
         if accelerator.is_main_process and (state.step % args.validation_steps == 0 or state.step == max_steps):
-            metrics = evaluate_tokenizer(unwrapped, val_loader, input_key, accelerator, ema=ema, step=state.step, output_dir=args.output_dir, perceptual=loss_fn.perceptual, condition_type=args.condition_type)
+            metrics = evaluate_tokenizer(
+                unwrapped,
+                val_loader,
+                input_key,
+                accelerator,
+                ema=ema,
+                step=state.step,
+                output_dir=args.output_dir,
+                perceptual=loss_fn.perceptual,
+                condition_type=args.condition_type,
+            )
             model.train()
+        kill_for_tests_at_step(state.step)
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -380,7 +467,10 @@ def train_transformer(args) -> dict:
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_data_dir=args.train_data_dir,
         image_column=args.image_column, label_column=args.class_column, validation_split=args.validation_split,
         max_train_samples=args.max_train_samples, seed=args.seed, cache_dir=args.cache_dir,
+        condition_column=args.condition_column,
     )  # fmt: skip
+    if args.max_eval_samples:
+        splits["validation"] = splits["validation"].take(args.max_eval_samples)
     if args.streaming:
         raise ValueError("The transformer stage tokenises its dataset once; --streaming is not supported for it.")
     num_classes = count_classes(splits["train"], args.class_column) if args.class_column else 0
@@ -388,7 +478,17 @@ def train_transformer(args) -> dict:
     condition = None
     if cond_vqgan is not None:
         num_labels = cond_vqgan.config.in_channels if args.condition_type == "segmentation" else None
-        condition = cond_lib.ConditionTransform(args.condition_type, num_labels=num_labels, lowres_factor=args.lowres_factor)
+        condition = cond_lib.ConditionTransform(
+            args.condition_type, num_labels=num_labels, lowres_factor=args.lowres_factor
+        )
+        if args.condition_type == "lowres" and resolution % args.lowres_factor:
+            raise ValueError(f"--lowres_factor {args.lowres_factor} must divide the resolution {resolution}.")
+        if cond_vqgan.config.in_channels != condition.channels(vqgan.config.in_channels):
+            raise ValueError(
+                f"The condition tokenizer reads {cond_vqgan.config.in_channels}-channel maps, but {args.condition_type} "
+                f"conditions of this tokenizer's {vqgan.config.in_channels}-channel images have "
+                f"{condition.channels(vqgan.config.in_channels)}; was it trained for another condition type?"
+            )
     parts = {
         "tokenizer": model_fingerprint(vqgan), "cond_tokenizer": model_fingerprint(cond_vqgan) if cond_vqgan else None,
         "data": {k: dataset_fingerprint(v) for k, v in splits.items()}, "resolution": resolution,
@@ -400,7 +500,13 @@ def train_transformer(args) -> dict:
         from datasets import DatasetDict
 
         device = accelerator.device
-        kwargs = dict(label_column=args.class_column, condition_transform=condition, condition_column=args.condition_column, cond_vqgan=cond_vqgan, device=device)
+        kwargs = dict(
+            label_column=args.class_column,
+            condition_transform=condition,
+            condition_column=args.condition_column,
+            cond_vqgan=cond_vqgan,
+            device=device,
+        )
         return DatasetDict(
             train=tokenize_split(splits["train"], vqgan, image_transform, args.image_column, flips=args.tokenize_flips, desc="Tokenising train", **kwargs),
             validation=tokenize_split(splits["validation"], vqgan, image_transform, args.image_column, desc="Tokenising validation", **kwargs),
@@ -421,7 +527,9 @@ def train_transformer(args) -> dict:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wte" not in n and "wpe" not in n)]
     lr = args.learning_rate * (args.train_batch_size * accelerator.num_processes if args.scale_lr else 1)
-    optimizer = adam([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], args, lr=lr)
+    optimizer = adam(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], args, lr=lr
+    )
     train_loader = make_loader(tokens["train"], args.train_batch_size, True, args, None)
     val_loader = make_loader(tokens["validation"], args.eval_batch_size, False, args, None)
     max_steps, _ = num_update_steps(args, len(train_loader) // accelerator.num_processes)
@@ -440,24 +548,39 @@ def train_transformer(args) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     vqgan.to(accelerator.device)
     if accelerator.is_main_process:
-        accelerator.init_trackers("hf_vqgan-transformer", config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)})
-    logger.info("Prior: %d parameters, %d tokens per image, %d classes, %d steps", unwrapped.num_parameters(), latent_height * latent_width, num_classes, max_steps)
+        accelerator.init_trackers(
+            "hf_vqgan-transformer",
+            config={k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)},
+        )
+    logger.info(
+        "Prior: %d parameters, %d tokens per image, %d classes, %d steps",
+        unwrapped.num_parameters(),
+        latent_height * latent_width,
+        num_classes,
+        max_steps,
+    )
     generator = torch.Generator(device=accelerator.device).manual_seed(args.seed + accelerator.process_index)
-    progress = tqdm(total=max_steps, initial=state.step, desc="transformer", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=max_steps, initial=state.step, desc="transformer", disable=not accelerator.is_local_main_process
+    )
     pipeline = VQGANTransformerPipeline(vqgan=vqgan, transformer=unwrapped, cond_vqgan=cond_vqgan)
     metrics: dict = {}
     model.train()
     for batch in iterate_batches(accelerator, train_loader, state, max_steps):
+        # Class dropout and pkeep draw from a generator reseeded from the batch's position: resumes replay them.
+        generator.manual_seed(position_seed(args.seed, accelerator.process_index, state.epoch, state.batch_in_epoch))
         labels = batch.get("label")
         if labels is not None and args.class_dropout_prob > 0:
             labels = unwrapped.drop_class_labels(labels, args.class_dropout_prob, generator=generator)
-        input_ids = unwrapped.build_input_ids(indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices"))
+        input_ids = unwrapped.build_input_ids(
+            indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices")
+        )
         targets = input_ids.clone()
         targets[:, : config.prefix_length] = -100  # loss on image tokens only
         if args.pkeep < 1.0:
             input_ids = unwrapped.corrupt_image_tokens(input_ids, args.pkeep, generator=generator)
         with accelerator.accumulate(model):
-            loss = model(input_ids=input_ids, labels=targets).loss
+            loss = inject_nonfinite_for_tests(model(input_ids=input_ids, labels=targets).loss, state.step)
             if not all_finite(accelerator, loss):
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
@@ -477,10 +600,13 @@ def train_transformer(args) -> dict:
             ema.step(model.parameters())
         log_every(accelerator, args, state, progress, {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]})
         if state.step % args.checkpointing_steps == 0 or state.step == max_steps:
-            save_checkpoint(accelerator, checkpoints, state)
+            save_checkpoint(accelerator, checkpoints, state, ema=ema)
         if accelerator.is_main_process and (state.step % args.validation_steps == 0 or state.step == max_steps):
-            metrics = evaluate_prior(pipeline, val_loader, accelerator, args, ema=ema, step=state.step, num_classes=num_classes)
+            metrics = evaluate_prior(
+                pipeline, val_loader, accelerator, args, ema=ema, step=state.step, num_classes=num_classes
+            )
             model.train()
+        kill_for_tests_at_step(state.step)
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -499,7 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # contradictory options: one line, no stack trace
         print(f"error: {error}", file=sys.stderr)
         return 2
-    metrics = train_vqgan(args) if args.stage == "vqgan" else train_transformer(args)
+    try:
+        metrics = train_vqgan(args) if args.stage == "vqgan" else train_transformer(args)
+    except LPIPSWeightsUnavailableError as error:  # raised at start-up; its message says what to pass instead
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except NonFiniteLossError as error:  # its message names the step and the last good checkpoint to resume from
+        logger.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if metrics:
         logger.info("Final metrics: %s", json.dumps(metrics, default=str))
     return 0

@@ -7,6 +7,11 @@ Importing the package registers `VQGANPriorConfig` / `VQGANPriorForCausalLM` wit
 
 __version__ = "0.1.0.dev0"
 
+# diffusers' pipeline loader finds how to load a third-party component by looking its base classes up by name on
+# the component's library module (`getattr(hf_vqgan, "ModelMixin")`), so both bases must be reachable here.
+from diffusers import ModelMixin  # noqa: E402, F401, I001
+from transformers import PreTrainedModel  # noqa: E402, F401
+
 from .losses import (
     LPIPSLoss,
     LPIPSWeightsUnavailableError,
@@ -26,11 +31,6 @@ from .models import (
     VQGANPriorForCausalLM,
 )
 from .pipelines import VQGANTransformerPipeline
-
-# diffusers' pipeline loader finds how to load a third-party component by looking its base classes up by name on
-# the component's library module (`getattr(hf_vqgan, "ModelMixin")`), so both bases must be reachable here.
-from diffusers import ModelMixin  # noqa: E402, F401, I001
-from transformers import PreTrainedModel  # noqa: E402, F401
 
 __all__ = [
     "LPIPSLoss",

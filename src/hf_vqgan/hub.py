@@ -31,8 +31,11 @@ def template_path(name: str) -> Path:
     source_tree = Path(__file__).resolve().parents[2] / "model_cards" / f"{name}.md"
     if source_tree.is_file():
         return source_tree
-    installed = resources.files("hf_vqgan.model_cards") / f"{name}.md"
-    if installed.is_file():
+    try:
+        installed = resources.files("hf_vqgan.model_cards") / f"{name}.md"
+    except ModuleNotFoundError:  # an installation that ships no templates
+        installed = None
+    if installed is not None and installed.is_file():
         return Path(str(installed))
     raise FileNotFoundError(f"No model card template named {name!r} (looked for {source_tree}).")
 
@@ -54,7 +57,9 @@ def render_model_card(
         datasets=datasets or None,
         pipeline_tag=pipeline_tag,
     )
-    formatted = {name: f"{value:.4g}" if isinstance(value, float) else value for name, value in (metrics or {}).items()}
+    formatted = {
+        name: f"{value:.4g}" if isinstance(value, float) else value for name, value in (metrics or {}).items()
+    }
     fields.setdefault("repo_id", "path/to/this/folder")
     fields.setdefault("grid_file", None)
     return ModelCard.from_template(card_data, template_path=str(template_path(template)), metrics=formatted, **fields)

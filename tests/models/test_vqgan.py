@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_vqgan.models.vqgan import AttentionBlock, VQGANModel
+from hf_vqgan.models.vqgan import AttentionBlock, ResnetBlock, VQGANModel
 
 SHAPE_CONFIGS = {
     # f=4, one-channel images, attention at the middle level only.
@@ -96,6 +96,7 @@ def test_shapes_of_every_verb(name, tiny_vqgan_config):
     assert model.decode_indices(indices).sample.shape == (2, out_channels, H, W)
     out = model(x)
     assert out.sample.shape == (2, out_channels, H, W) and out.indices.shape == (2, h, w)
+    assert out.sample.is_contiguous() and latents.is_contiguous()  # plain NCHW in, plain NCHW out
     for scalar in (out.quantizer_loss, out.codebook_loss, out.commitment_loss, out.perplexity, out.usage):
         assert scalar.shape == ()
     assert model.last_layer_weight is model.decoder.conv_out.weight
@@ -138,6 +139,21 @@ def test_attention_is_single_head_softmax_over_positions():
     weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(16), dim=-1)  # (B, query, key)
     attended = (v @ weights.transpose(1, 2)).reshape(2, 16, 3, 5)  # (B, C, H, W)
     torch.testing.assert_close(block(x), x + block.to_out(attended), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_channels", [16, 8])  # identity shortcut, 1x1-conv shortcut
+def test_resnet_block_in_place_ops_match_the_plain_formula(in_channels):
+    # The block writes its activations in place to save memory traffic; values and gradients must not change.
+    torch.manual_seed(0)
+    block = ResnetBlock(in_channels, 16, num_groups=4, dropout=0.0)
+    x = torch.randn(2, in_channels, 6, 6, requires_grad=True)
+    y = block(x)
+    plain = block.shortcut(x) + block.conv2(F.silu(block.norm2(block.conv1(F.silu(block.norm1(x))))))
+    assert torch.equal(y, plain)
+    upstream = torch.randn_like(y)
+    grads = torch.autograd.grad(y, [x, *block.parameters()], upstream)
+    plain_grads = torch.autograd.grad(plain, [x, *block.parameters()], upstream)
+    assert all(torch.equal(a, b) for a, b in zip(grads, plain_grads, strict=True))
 
 
 # ---------------------------------------------------------------------------------------- verbs agree

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 # ------------------------------------------------------------------------------------------- discriminator
@@ -111,5 +112,12 @@ def adaptive_gan_weight(
     """
     rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # Under data parallelism each process holds the gradients of its own shard's losses; the weight for the global
+        # batch (what one process with the whole batch computes) takes the norms of their means. Every process gets
+        # the same weight, so the replicas stay identical.
+        grads = torch.stack([rec_grad, gan_grad])
+        dist.all_reduce(grads, op=dist.ReduceOp.SUM)
+        rec_grad, gan_grad = grads / dist.get_world_size()
     weight = rec_grad.norm() / (gan_grad.norm() + eps)
     return weight.clamp(0.0, max_weight).detach()

@@ -18,15 +18,21 @@ from collections.abc import Callable
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationConfig, GPT2Config
+
+# diffusers' pipeline loader looks a component's base classes up by name on the module it was saved from
+# (`model_index.json` records `hf_vqgan.models.prior`), so `PreTrainedModel` must be importable from here.
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    GPT2Config,
+    PreTrainedModel,  # noqa: E402, F401, I001
+)
 from transformers import initialization as init
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 from transformers.pytorch_utils import Conv1D
-
-# diffusers' pipeline loader looks a component's base classes up by name on the module it was saved from
-# (`model_index.json` records `hf_vqgan.models.prior`), so `PreTrainedModel` must be importable from here.
-from transformers import PreTrainedModel  # noqa: E402, F401, I001
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (torch and transformers default)
 
@@ -120,7 +126,9 @@ class VQGANPriorConfig(GPT2Config):
             )
         condition_types = ("segmentation", "depth", "edges", "lowres")
         if self.condition_type is not None and self.condition_type not in condition_types:
-            raise ValueError(f"`condition_type` must be None or one of {condition_types}, got {self.condition_type!r}.")
+            raise ValueError(
+                f"`condition_type` must be None or one of {condition_types}, got {self.condition_type!r}."
+            )
         if self.condition_type == "segmentation" and (self.cond_num_labels is None or self.cond_num_labels < 2):
             raise ValueError(f"Segmentation conditions need `cond_num_labels` >= 2, got {self.cond_num_labels!r}.")
         if self.lowres_factor < 1:
@@ -198,6 +206,71 @@ def _draw_on_generator_device(draw: Callable[..., torch.Tensor], generator, devi
     return draw(*args, generator=generator, device=source_device, **kwargs).to(device)
 
 
+def image_token_probs(
+    logits: torch.Tensor,
+    image_token_range: tuple[int, int],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """
+    The distribution the next image token is drawn from: the image-code logits, divided by `temperature`, filtered
+    by `top_k` and `top_p`, softmaxed. Tensor operations only (no checks, no host sync), so that a captured decode
+    step (`hf_vqgan.models.fast_sampling`) can run it inside a CUDA graph; [`sample_next_token`] validates first.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch_size, vocab_size)`): next-token logits.
+        image_token_range, temperature, top_k, top_p: see [`sample_next_token`].
+
+    Returns:
+        `torch.Tensor` of shape `(batch_size, K)`, float32 probabilities over the image codes.
+    """
+    start, end = image_token_range
+    logits = logits[:, start:end].float() / temperature  # (B, K)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_largest, -math.inf)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, K)
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        # Drop a code once the codes ranked above it already reach top_p; the most likely code always stays.
+        mass_above = sorted_probs.cumsum(dim=-1) - sorted_probs
+        drop = torch.zeros_like(mass_above, dtype=torch.bool).scatter(1, order, mass_above >= top_p)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits.softmax(dim=-1)  # (B, K)
+
+
+def exponential_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """
+    Exp(1) noise of `shape` for [`draw_image_codes`], drawn on the generator's device (the default generator of
+    `device` when `generator` is None) and moved to `device`, so one CPU generator gives the same samples on any device.
+    """
+    return _draw_on_generator_device(
+        lambda *size, generator, device: torch.empty(size, device=device).exponential_(generator=generator),
+        generator,
+        device,
+        *shape,
+    )
+
+
+def draw_image_codes(probs: torch.Tensor, noise: torch.Tensor) -> torch.LongTensor:
+    """
+    One draw per row from `probs` of shape `(batch_size, K)` given Exp(1) `noise` of the same shape:
+    `argmax(probs / noise)` (the exponential form of the Gumbel-max trick) is distributed as `probs`, and it is
+    the very draw `torch.multinomial(probs, 1, generator)` makes from the same noise. Keeping the noise outside
+    makes a draw a pure tensor function, which a captured decode step can replay.
+
+    Returns:
+        `torch.LongTensor` of shape `(batch_size,)`: code indices in `[0, K)`.
+    """
+    # A filtered code (probability 0) must never win, even against noise that is exactly 0 (0 / 0 is NaN, and
+    # argmax would pick the NaN).
+    scores = torch.where(probs > 0, probs / noise, torch.zeros_like(probs))  # (B, K)
+    return scores.argmax(dim=-1)
+
+
 def sample_next_token(
     logits: torch.Tensor,
     image_token_range: tuple[int, int],
@@ -215,7 +288,8 @@ def sample_next_token(
         temperature (`float`): divides the logits; must be positive.
         top_k (`int`, *optional*): keep only the k most likely image codes (`top_k=1` is greedy decoding).
         top_p (`float`, *optional*): nucleus sampling, keep the smallest set of codes whose probability reaches p.
-        generator (`torch.Generator`, *optional*): the source of randomness, for reproducible samples.
+        generator (`torch.Generator`, *optional*): the source of randomness, for reproducible samples. Each call
+            draws `batch_size * K` Exp(1) numbers from it ([`exponential_noise`]).
 
     Returns:
         `torch.LongTensor` of shape `(batch_size,)`: the drawn token ids, in `[start, end)`.
@@ -223,22 +297,9 @@ def sample_next_token(
     _check_sampling_arguments(temperature, top_k, top_p)
     if logits.ndim != 2:
         raise ValueError(f"`logits` must have shape (batch_size, vocab_size), got {tuple(logits.shape)}.")
-    start, end = image_token_range
-    logits = logits[:, start:end].float() / temperature  # (B, K)
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_largest, -math.inf)
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, K)
-        sorted_probs = sorted_logits.softmax(dim=-1)
-        # Drop a code once the codes ranked above it already reach top_p; the most likely code always stays.
-        mass_above = sorted_probs.cumsum(dim=-1) - sorted_probs
-        drop = torch.zeros_like(mass_above, dtype=torch.bool).scatter(1, order, mass_above >= top_p)
-        logits = logits.masked_fill(drop, -math.inf)
-    probs = logits.softmax(dim=-1)  # (B, K)
-    source_device = generator.device if generator is not None else probs.device
-    codes = torch.multinomial(probs.to(source_device), num_samples=1, generator=generator).to(logits.device)
-    return codes.squeeze(1) + start  # (B,)
+    probs = image_token_probs(logits, image_token_range, temperature, top_k, top_p)  # (B, K)
+    noise = exponential_noise(tuple(probs.shape), generator, probs.device)  # (B, K)
+    return draw_image_codes(probs, noise) + image_token_range[0]  # (B,)
 
 
 class ImageTokenSampler(LogitsProcessor):

@@ -182,10 +182,15 @@ class VectorQuantizer(nn.Module):
         indices = self._nearest(z.detach())  # (N,)
         z_q = self._gather(indices)  # (N, D)
 
-        counts = None
+        counts, update_statistics = None, False
         if self.training:
-            counts = _all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())
-            if self.use_ema:
+            # One reduction carries the code counts and a flag for non-finite latents on any process: such a step is
+            # skipped by the training loop, so it must not write into the codebook or its statistics either.
+            stats = torch.cat([torch.bincount(indices, minlength=self.codebook_size).float(),
+                               (~torch.isfinite(z)).any().float()[None]])  # fmt: skip
+            stats = _all_reduce_sum(stats)
+            counts, update_statistics = stats[:-1], not bool(stats[-1] > 0)
+            if self.use_ema and update_statistics:
                 self._ema_update(z.detach(), indices, counts)
                 z_q = self._gather(indices)
 
@@ -208,7 +213,7 @@ class VectorQuantizer(nn.Module):
                 # Evaluation may run on one process only (validation on the main process): no collective here.
                 counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
             perplexity, usage = _perplexity_and_usage(counts)
-            if self.training:
+            if update_statistics:
                 self._track_usage(counts)
                 if self.dead_code_steps > 0:
                     self._restart_dead_codes(z.detach())

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,17 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _kill_for_tests_during_save(step: int) -> None:
+    # Fault injection for tests/examples/test_faults.py (see hf_vqgan.training.loop): die after the checkpoint's files
+    # are written but before they get their final name.
+    if os.environ.get("HF_VQGAN_TEST_KILL_DURING_SAVE") == str(step):
+        import signal
+
+        logger.warning("HF_VQGAN_TEST_KILL_DURING_SAVE: killing the process while saving step %d.", step)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class CheckpointManager:
@@ -92,8 +104,12 @@ class CheckpointManager:
                 if p.name.startswith(TMP_PREFIX):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
-    def save(self, accelerator, step: int) -> Path:
-        """Write `checkpoint-{step}` through `accelerator.save_state`, atomically, then prune old ones."""
+    def save(self, accelerator, step: int, write_extra: Callable[[Path], None] | None = None) -> Path:
+        """Write `checkpoint-{step}` through `accelerator.save_state`, atomically, then prune old ones.
+
+        `write_extra(folder)`, called on the main process, adds files of its own (e.g. `TrainingState.save`) before
+        the folder gets its final name.
+        """
         name = f"checkpoint-{step:06d}"
         final = self.directory / name
         tmp = self.directory / f"{TMP_PREFIX}{name}"
@@ -105,8 +121,17 @@ class CheckpointManager:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            if final.exists():  # a re-run of the same step after a resume: replace it
-                shutil.rmtree(final)
+            if write_extra is not None:
+                write_extra(tmp)
+            _kill_for_tests_during_save(step)
+            if final.exists():
+                # A re-run of the same step after resuming from an older checkpoint. Move the old folder aside in one
+                # rename rather than deleting it in place: a kill mid-deletion would leave a partial folder under a
+                # final name. (`latest` may then point at a missing folder for a moment; `latest()` falls back.)
+                stale = self.directory / f"{TMP_PREFIX}stale-{name}"
+                shutil.rmtree(stale, ignore_errors=True)
+                os.replace(final, stale)
+                shutil.rmtree(stale, ignore_errors=True)
             os.replace(tmp, final)
             _atomic_write_text(self.directory / LATEST, name)
             self._prune()

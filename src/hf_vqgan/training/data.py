@@ -341,8 +341,9 @@ class ImageTransform:
 
     The image is converted with `convert_image_mode`, its shorter side resized to `resolution` with bicubic
     resampling (antialiased when shrinking, smooth when enlarging tiny images such as the 8x8 digits), then center- or
-    randomly cropped to a square and optionally mirrored. Random choices use torch's global generator (seeded per
-    process and per `DataLoader` worker) unless a `generator` is given to `sample_geometry`.
+    randomly cropped to a square and optionally mirrored. Random choices use the `generator` passed to
+    `transform` / `sample_geometry`, else the `generator` attribute (set by `SeededDataset` to make them a function of
+    the example), else torch's global generator (seeded per process and per `DataLoader` worker).
 
     Args:
         resolution (`int`): Output height and width.
@@ -360,6 +361,7 @@ class ImageTransform:
         self.channels = channels
         self.center_crop = center_crop
         self.random_flip = random_flip
+        self.generator: torch.Generator | None = None
 
     def __repr__(self) -> str:
         return (
@@ -399,6 +401,7 @@ class ImageTransform:
 
     def transform(self, image: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Geometry]:
         """Like calling the transform, but also return the `Geometry` used, to apply it to a paired condition map."""
+        generator = self.generator if generator is None else generator
         image = convert_image_mode(decode_image(image), self.channels)
         geometry = self.sample_geometry(image.width, image.height, generator=generator)
         return self.to_tensor(self.apply_geometry(image, geometry)), geometry
@@ -574,3 +577,39 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
     if "labels" in examples[0]:
         batch["labels"] = torch.tensor([example["labels"] for example in kept], dtype=torch.long)
     return batch
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """
+    A map-style dataset whose random augmentations are a function of `(seed, epoch, index)` only.
+
+    Before example `index` is read, `transform.generator` is reseeded from `(seed, epoch, index)`, so an example is
+    flipped and cropped the same way whichever process, `DataLoader` worker or batch reads it. A resumed run therefore
+    repeats the interrupted one exactly, although accelerate's loaders read one batch ahead (a checkpoint's RNG state
+    already includes the next batch's draws), and runs on 1 or N processes see the same images.
+
+    Args:
+        dataset: a map-style dataset whose transform is `transform` (see `with_image_transform`).
+        transform (`ImageTransform`): the random transform; its `generator` attribute is set here.
+        seed (`int`): the run's seed.
+
+    Call `set_epoch` at the start of every epoch (accelerate's loaders do not when their sampler is seedable).
+    """
+
+    def __init__(self, dataset, transform: ImageTransform, seed: int = 0):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        transform.generator = torch.Generator()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1, np.uint64)[0]
+        self.transform.generator.manual_seed(int(seed))
+        return self.dataset[index]

@@ -64,6 +64,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--random_crop", action="store_true", help="Random instead of center crop.")
     g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
     g.add_argument("--max_train_samples", type=_positive_int, default=None)
+    g.add_argument("--max_eval_samples", type=_positive_int, default=None, help="Validate on the first N only.")
     g.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it.")
     g.add_argument("--cache_dir", default=None)
     g.add_argument("--dataloader_num_workers", type=int, default=0)
@@ -101,6 +102,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, 
     g.add_argument("--validation_steps", type=_positive_int, default=500)
     g.add_argument("--logging_steps", type=_positive_int, default=10)
     g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
+    g.add_argument(
+        "--log_jsonl",
+        default=None,
+        help="Also append every step's losses, averaged over processes, to this JSON-lines file (for tests, plots).",
+    )
     g.add_argument("--push_to_hub", action="store_true")
     g.add_argument("--hub_model_id", default=None)
     g.add_argument("--hub_private_repo", action="store_true")
@@ -109,7 +115,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, 
 def check_run_arguments(args: argparse.Namespace) -> None:
     """Contradictions argparse cannot see, reported before anything is loaded."""
     if args.dataset_name and args.train_data_dir:
-        raise ValueError("Pass either --dataset_name or --train_data_dir, not both.")
+        raise ValueError(
+            f"Pass either --dataset_name ({args.dataset_name!r}) or --train_data_dir ({args.train_data_dir!r}), "
+            "not both."
+        )
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. 'user/vqgan-digits').")
     if not 0.0 < args.ema_decay < 1.0:
@@ -143,30 +152,71 @@ def make_accelerator(args: argparse.Namespace):
     return accelerator
 
 
+STATE_JSON = "training_state.json"
+STATE_TENSORS = "training_state.safetensors"
+
+
 @dataclass
 class TrainingState:
-    """Counters saved in every checkpoint (registered with `accelerator.register_for_checkpointing`)."""
+    """
+    What a checkpoint holds beside accelerate's files: counters, training statistics and the EMA weights.
+
+    `save` writes them as JSON and safetensors into the checkpoint folder. They are deliberately not registered with
+    `accelerator.register_for_checkpointing`, which pickles custom objects and unpickles them with
+    `weights_only=False`: resuming from a checkpoint then runs no code from it (accelerate reads its own files with
+    `weights_only=True`). `extras` maps a group name to a dict of tensors, e.g. the quantizer's usage statistics.
+    """
 
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     consecutive_nonfinite: int = 0
     skipped_nonfinite: int = 0
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
-    def state_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "consecutive_nonfinite": self.consecutive_nonfinite,
-            "skipped_nonfinite": self.skipped_nonfinite,
-            "extras": self.extras,
+    _COUNTERS = ("step", "epoch", "batch_in_epoch", "consecutive_nonfinite", "skipped_nonfinite")
+
+    def save(self, folder: str | os.PathLike, ema=None) -> None:
+        """Write `training_state.json` and `training_state.safetensors` (with `ema`'s weights, if given)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"extras/{group}/{name}": value.detach().cpu().contiguous()
+                   for group, values in self.extras.items() for name, value in values.items()}  # fmt: skip
+        meta = {
+            "counters": {name: getattr(self, name) for name in self._COUNTERS},
+            "extras": {group: sorted(values) for group, values in self.extras.items()},
         }
+        if ema is not None:
+            ema_state = dict(ema.state_dict())
+            shadow = ema_state.pop("shadow_params")
+            tensors.update({f"ema/{i}": p.detach().cpu().contiguous() for i, p in enumerate(shadow)})
+            meta["ema"] = {**ema_state, "num_params": len(shadow)}
+        save_file(tensors, os.path.join(folder, STATE_TENSORS))
+        Path(folder, STATE_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+    def load(self, folder: str | os.PathLike, ema=None) -> None:
+        """Read what `save` wrote; `ema` gets the checkpoint's EMA weights (which must then be there)."""
+        from safetensors.torch import load_file
+
+        json_path, tensor_path = Path(folder, STATE_JSON), Path(folder, STATE_TENSORS)
+        if not json_path.is_file() or not tensor_path.is_file():
+            raise ValueError(
+                f"{folder} is not a complete hf_vqgan checkpoint: {STATE_JSON} or {STATE_TENSORS} is missing."
+            )
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        tensors = load_file(tensor_path)
+        for name in self._COUNTERS:
+            setattr(self, name, int(meta["counters"][name]))
+        self.extras = {group: {name: tensors[f"extras/{group}/{name}"] for name in names}
+                       for group, names in meta["extras"].items()}  # fmt: skip
+        if ema is not None:
+            if "ema" not in meta:
+                raise ValueError(
+                    f"--use_ema is set, but checkpoint {folder} holds no EMA weights (it was trained without)."
+                )
+            ema_state = dict(meta["ema"])
+            count = ema_state.pop("num_params")
+            ema.load_state_dict({**ema_state, "shadow_params": [tensors[f"ema/{i}"] for i in range(count)]})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -220,7 +270,66 @@ def save_json(path: str | os.PathLike, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def log_step_jsonl(accelerator, path: str | os.PathLike, step: int, logs: dict[str, float]) -> None:
+    """Append `{"step": step, **logs}` to a JSON-lines file, every value averaged over processes.
+
+    A collective: every process calls it with the same keys; the main process writes.
+    """
+    names = sorted(logs)
+    values = torch.tensor([float(logs[name]) for name in names], device=accelerator.device)
+    values = accelerator.reduce(values, reduction="mean")
+    if accelerator.is_main_process:
+        with open(path, "a", encoding="utf-8") as f:
+            record = {"step": step, "num_processes": accelerator.num_processes, **dict(zip(names, values.tolist()))}
+            f.write(json.dumps(record) + "\n")
+
+
+def position_seed(*parts: int) -> int:
+    """A well-mixed 64-bit seed from integers such as `(seed, process_index, epoch, batch_in_epoch)`."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1, np.uint64)[0])
+
+
 def any_process(accelerator, flag: bool) -> bool:
     """True when `flag` holds on any process, so that all processes skip a step together."""
     count = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return float(accelerator.reduce(count, reduction="sum")) > 0
+
+
+# ------------------------------------------------------------------------------------- fault injection (tests)
+# Test-only hooks that let tests/examples/test_faults.py reproduce real crashes in a real run of examples/train.py.
+# They read environment variables that no user sets; when unset each costs one dictionary lookup per step.
+#   HF_VQGAN_TEST_KILL_AT_STEP=N          SIGKILL this process right after optimizer step N (and its checkpoint).
+#   HF_VQGAN_TEST_NONFINITE_AT_STEPS=3,3  poison the loss of the next two attempts at step 3 (each entry is one
+#                                         attempt; a skipped step is retried with the next batch).
+#   HF_VQGAN_TEST_NONFINITE_VALUE=inf     the poison: nan (default) or inf.
+#   HF_VQGAN_TEST_KILL_DURING_SAVE=N      (checkpointing.py) SIGKILL once checkpoint N is written, before its rename.
+_nonfinite_attempts: dict[int, int] | None = None
+
+
+def kill_for_tests_at_step(step: int) -> None:
+    """Fault injection for tests: die with SIGKILL, as an OOM killer or a pre-empted node would, after `step`."""
+    if os.environ.get("HF_VQGAN_TEST_KILL_AT_STEP") == str(step):
+        import signal
+
+        logger.warning("HF_VQGAN_TEST_KILL_AT_STEP: killing the process after step %d.", step)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inject_nonfinite_for_tests(loss: torch.Tensor, step: int) -> torch.Tensor:
+    """Fault injection for tests: `loss` times NaN (or Inf) for the attempts `HF_VQGAN_TEST_NONFINITE_AT_STEPS` lists.
+
+    Multiplying keeps the autograd graph, so a guard that failed to skip the step would write NaN into the weights.
+    """
+    global _nonfinite_attempts
+    if _nonfinite_attempts is None:
+        spec = os.environ.get("HF_VQGAN_TEST_NONFINITE_AT_STEPS", "")
+        _nonfinite_attempts = {}
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            _nonfinite_attempts[int(item)] = _nonfinite_attempts.get(int(item), 0) + 1
+    if _nonfinite_attempts.get(step, 0) > 0:
+        _nonfinite_attempts[step] -= 1
+        return loss * float(os.environ.get("HF_VQGAN_TEST_NONFINITE_VALUE", "nan"))
+    return loss

@@ -22,6 +22,23 @@ VQGAN_PRESETS: dict[str, dict] = {
         l2_normalize_codes=True,
         dead_code_steps=50,
     ),
+    # Condition tokenizer for `--condition_type lowres` on the digits: the 4x4 map of a 32x32 digit (factor 8) is
+    # tokenised without downsampling (f1), one code per low-resolution pixel, so the prior sees 16 condition tokens.
+    "digits-lowres-cond": dict(
+        in_channels=1,
+        out_channels=1,
+        base_channels=32,
+        channel_multipliers=(1,),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        sample_size=4,
+        latent_channels=32,
+        code_dim=8,
+        codebook_size=128,
+        norm_num_groups=8,
+        l2_normalize_codes=True,
+        dead_code_steps=50,
+    ),
     "taming-imagenet-f16-1024": dict(
         base_channels=128,
         channel_multipliers=(1, 1, 2, 2, 4),

@@ -24,7 +24,10 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None:
-        digest.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+        # Without the bookkeeping keys (`_name_or_path`, `_diffusers_version`, ...): the same tokenizer read from
+        # another folder, or a copy of it inside a pipeline folder, must find the same cache entry.
+        settings = {key: value for key, value in dict(config).items() if not key.startswith("_")}
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())

@@ -1,0 +1,544 @@
+"""`VQGANTransformerPipeline` with tiny random components: outputs, reproducibility, completion, sliding windows,
+saving and loading (folders, and Hub ids through an offline cache), pushing (intercepted), offload, and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
+CODEBOOK_SIZE = 32
+GRID = 8  # the prior's latent grid is GRID x GRID
+FACTOR = 2  # the tokenizer's downsampling factor: 16x16 pixels <-> 8x8 tokens
+SIZE = GRID * FACTOR
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models spend most of their time in thread hand-offs; on a shared 2-core machine one thread is ~20x faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_pipeline(num_classes: int = 3, in_channels: int = 3, seed: int = 0) -> VQGANTransformerPipeline:
+    torch.manual_seed(seed)
+    vqgan = VQGANModel(
+        in_channels=in_channels, out_channels=in_channels, base_channels=32, channel_multipliers=(1, 2),
+        attention_resolutions=(), sample_size=SIZE, latent_channels=16, code_dim=8, codebook_size=CODEBOOK_SIZE,
+        norm_num_groups=8,
+    )  # fmt: skip
+    config = VQGANPriorConfig(
+        codebook_size=CODEBOOK_SIZE, latent_height=GRID, latent_width=GRID, num_classes=num_classes,
+        n_layer=2, n_embd=32, n_head=2,
+    )  # fmt: skip
+    prior = VQGANPriorForCausalLM(config).eval()
+    with torch.no_grad():
+        # GPT-2's N(0, 0.02) start gives near-uniform logits that ignore the class; larger weights make the class,
+        # the context and guidance change what is sampled.
+        for weight in prior.parameters():
+            if weight.ndim == 2:
+                weight.normal_(std=0.3)
+    pipe = VQGANTransformerPipeline(vqgan=vqgan.eval(), transformer=prior)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def class_pipe() -> VQGANTransformerPipeline:
+    return make_pipeline(num_classes=3)
+
+
+@pytest.fixture(scope="module")
+def uncond_pipe() -> VQGANTransformerPipeline:
+    return make_pipeline(num_classes=0, in_channels=1, seed=1)
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def random_image(seed: int = 0, size: tuple[int, int] = (SIZE, SIZE), mode: str = "RGB") -> PIL.Image.Image:
+    channels = 3 if mode == "RGB" else 1
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, channels), dtype=np.uint8)
+    return PIL.Image.fromarray(pixels if channels == 3 else pixels[..., 0], mode=mode)
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+def test_every_output_type_has_its_shape_and_agrees_with_the_others(class_pipe):
+    kwargs = dict(class_labels=[0, 2], num_images_per_prompt=2)
+    latent = class_pipe(**kwargs, generator=seeded(), output_type="latent").images
+    pt = class_pipe(**kwargs, generator=seeded(), output_type="pt").images
+    array = class_pipe(**kwargs, generator=seeded(), output_type="np").images
+    pil = class_pipe(**kwargs, generator=seeded(), output_type="pil").images
+
+    assert latent.shape == (4, GRID, GRID) and latent.dtype == torch.long
+    assert 0 <= latent.min() and latent.max() < CODEBOOK_SIZE
+    assert pt.shape == (4, 3, SIZE, SIZE) and 0 <= pt.min() and pt.max() <= 1
+    assert isinstance(array, np.ndarray) and array.shape == (4, SIZE, SIZE, 3)
+    assert len(pil) == 4 and all(im.size == (SIZE, SIZE) and im.mode == "RGB" for im in pil)
+    # One seed, one sample: each output type is a view of the same token grid.
+    assert torch.equal(class_pipe.decode_tokens(latent, output_type="pt"), pt)
+    np.testing.assert_array_equal(array, pt.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.stack([np.asarray(im) for im in pil]), (array * 255).round().astype(np.uint8))
+
+
+def test_return_dict_false_gives_a_tuple(uncond_pipe):
+    output = uncond_pipe(batch_size=2, generator=seeded(), output_type="latent", return_dict=False)
+    assert isinstance(output, tuple) and len(output) == 1 and output[0].shape == (2, GRID, GRID)
+
+
+def test_unconditional_batch_and_grayscale_images(uncond_pipe):
+    images = uncond_pipe(batch_size=3, num_images_per_prompt=2, generator=seeded(), output_type="pil").images
+    assert len(images) == 6 and all(im.mode == "L" and im.size == (SIZE, SIZE) for im in images)
+    array = uncond_pipe(batch_size=2, generator=seeded(), output_type="np").images
+    assert array.shape == (2, SIZE, SIZE, 1)
+
+
+def test_class_labels_reach_the_prior_in_order(class_pipe):
+    # top_k=1 is greedy: a sample is a function of its class only, so the pipeline must equal the prior itself.
+    tokens = class_pipe(class_labels=[0, 2], num_images_per_prompt=2, top_k=1, output_type="latent").images
+    expected = class_pipe.transformer.sample(class_labels=torch.tensor([0, 0, 2, 2]), top_k=1)
+    assert torch.equal(tokens, expected)
+    as_tensor = class_pipe(class_labels=torch.tensor([2]), top_k=1, output_type="latent").images
+    as_int = class_pipe(class_labels=2, top_k=1, output_type="latent").images
+    assert torch.equal(as_tensor, expected[2:3]) and torch.equal(as_int, expected[2:3])
+
+
+def test_same_seed_same_images_and_different_seeds_differ(class_pipe):
+    for options in (dict(), dict(temperature=0.7, top_k=10, top_p=0.9, guidance_scale=2.0)):
+        first = class_pipe(class_labels=[1, 1], generator=seeded(0), output_type="pt", **options).images
+        again = class_pipe(class_labels=[1, 1], generator=seeded(0), output_type="pt", **options).images
+        other = class_pipe(class_labels=[1, 1], generator=seeded(1), output_type="pt", **options).images
+        assert torch.equal(first, again)
+        assert not torch.equal(first, other)
+        assert not torch.equal(first[0], first[1])  # one generator, two different draws within the batch
+
+
+def test_guidance_changes_the_samples(class_pipe):
+    plain = class_pipe(class_labels=1, generator=seeded(), output_type="latent").images
+    guided = class_pipe(class_labels=1, guidance_scale=3.0, generator=seeded(), output_type="latent").images
+    assert not torch.equal(plain, guided)
+
+
+def test_callback_and_progress_bar_count_the_tokens(class_pipe):
+    steps = []
+    stream = io.StringIO()
+    class_pipe.set_progress_bar_config(disable=False, file=stream)
+    try:
+        class_pipe(class_labels=[0, 1], generator=seeded(), output_type="latent",
+                   callback=lambda step, tokens: steps.append((step, tuple(tokens.shape))))  # fmt: skip
+    finally:
+        class_pipe.set_progress_bar_config(disable=True)
+    T = GRID * GRID
+    assert steps == [(step, (2, step + 1)) for step in range(T)]
+    assert f"{T}/{T}" in stream.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- token helpers
+def test_encode_images_accepts_pil_arrays_and_tensors(class_pipe):
+    images = [random_image(0), random_image(1)]
+    from_pil = class_pipe.encode_images(images)
+    array = np.stack([np.asarray(im) for im in images])  # (B, H, W, C) uint8
+    from_array = class_pipe.encode_images(array)
+    from_tensor = class_pipe.encode_images(torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    assert from_pil.shape == (2, GRID, GRID) and from_pil.dtype == torch.long
+    assert torch.equal(from_pil, from_array) and torch.equal(from_pil, from_tensor)
+    assert torch.equal(class_pipe.encode_images(images[1]), from_pil[1:])
+
+    decoded = class_pipe.decode_tokens(from_pil, output_type="np")
+    assert decoded.shape == (2, SIZE, SIZE, 3) and 0 <= decoded.min() and decoded.max() <= 1
+    with pytest.raises(ValueError, match="output_type"):
+        class_pipe.decode_tokens(from_pil, output_type="latent")
+    with pytest.raises(ValueError, match=r"shape \(batch, 3, height, width\)"):
+        class_pipe.encode_images(torch.zeros(1, 1, SIZE, SIZE))
+    with pytest.raises(TypeError, match="PIL image"):
+        class_pipe.encode_images("image.png")
+
+
+# -------------------------------------------------------------------------------------------- completion
+@pytest.mark.parametrize("keep_rows", [0, 3, GRID])
+def test_completion_keeps_the_given_rows_exactly(class_pipe, keep_rows):
+    image = random_image(3)
+    given = class_pipe.encode_images(image)  # (1, h, w)
+    steps = []
+    tokens = class_pipe(
+        class_labels=[0, 2], image=image, keep_rows=keep_rows, generator=seeded(), output_type="latent",
+        callback=lambda step, t: steps.append(step),
+    ).images  # fmt: skip
+    assert tokens.shape == (2, GRID, GRID)
+    assert torch.equal(tokens[:, :keep_rows], given[:, :keep_rows].expand(2, -1, -1))
+    assert len(steps) == (GRID - keep_rows) * GRID  # only the missing rows are sampled
+    if keep_rows == 0:
+        assert not torch.equal(tokens[0], given[0])
+
+
+def test_completion_of_a_batch_of_images(uncond_pipe):
+    images = [random_image(4, mode="L"), random_image(5, mode="L")]
+    given = uncond_pipe.encode_images(images)
+    tokens = uncond_pipe(batch_size=2, image=images, keep_rows=5, generator=seeded(), output_type="latent").images
+    assert torch.equal(tokens[:, :5], given[:, :5])
+
+
+# ----------------------------------------------------------------------------------------- sliding window
+def test_sliding_window_samples_the_requested_size(class_pipe):
+    height, width = 12 * FACTOR, 16 * FACTOR
+    images = class_pipe(class_labels=[0, 1], height=height, width=width, generator=seeded(), output_type="np").images
+    assert images.shape == (2, height, width, 3)
+    tokens = class_pipe(class_labels=1, height=height, width=width, generator=seeded(), output_type="latent").images
+    assert tokens.shape == (1, 12, 16) and tokens.max() < CODEBOOK_SIZE
+    again = class_pipe(class_labels=1, height=height, width=width, generator=seeded(), output_type="latent").images
+    assert torch.equal(tokens, again)
+
+
+def test_sliding_window_feeds_the_trained_window_around_each_token(uncond_pipe):
+    """Greedy samples let each token be recomputed from the window the paper prescribes (Esser et al. sec. 3.2): the
+    trained-size window centred on the token, clamped to the grid, read in raster order up to the token."""
+    H, W = 10, 13
+    tokens = uncond_pipe(height=H * FACTOR, width=W * FACTOR, top_k=1, output_type="latent").images[0]  # (h, w)
+    prior = uncond_pipe.transformer
+    half = GRID // 2
+    for i, j in [(0, 0), (2, 11), (5, 6), (9, 12), (9, 0)]:
+        top, left = min(max(i - half, 0), H - GRID), min(max(j - half, 0), W - GRID)
+        window = tokens[top : top + GRID, left : left + GRID].reshape(-1)
+        context = window[: (i - top) * GRID + (j - left)]
+        input_ids = torch.cat([torch.tensor([prior.config.start_token]), context])[None]
+        with torch.no_grad():
+            logits = prior(input_ids=input_ids).logits[0, -1, :CODEBOOK_SIZE]
+        assert tokens[i, j] == logits.argmax(), (i, j)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
+def test_sliding_window_at_the_trained_size_matches_the_plain_sampler(class_pipe, guidance_scale):
+    # Same tokens from the window sampler (full re-computation, null class placed by hand) and from generate().
+    labels = torch.tensor([0, 2])
+    window = class_pipe._sample_sliding_window(
+        labels, None, 2, None, (GRID, GRID), guidance_scale, 1.0, 1, None, None, lambda step, tokens: None
+    )
+    plain = class_pipe.transformer.sample(class_labels=labels, guidance_scale=guidance_scale, top_k=1)
+    assert torch.equal(window, plain)
+
+
+def test_completion_with_a_sliding_window(class_pipe):
+    image = random_image(6, size=(12 * FACTOR, 16 * FACTOR))
+    given = class_pipe.encode_images(image)
+    tokens = class_pipe(class_labels=2, image=image, keep_rows=4, height=12 * FACTOR, width=16 * FACTOR,
+                        generator=seeded(), output_type="latent").images  # fmt: skip
+    assert tokens.shape == (1, 12, 16)
+    assert torch.equal(tokens[:, :4], given[:, :4])
+
+
+# ----------------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(class_labels=3), ValueError, r"\[0, 3\)"),  # 3 is the prior's null class, not a user class
+        (dict(class_labels=[0, -1]), ValueError, r"\[0, 3\)"),
+        (dict(class_labels=[]), ValueError, r"\[0, 3\)"),
+        (dict(class_labels=[1.5]), TypeError, "integers"),
+        (dict(), ValueError, "pass `class_labels`"),
+        (dict(class_labels=0, top_k=0), ValueError, "top_k"),
+        (dict(class_labels=0, top_k=-2), ValueError, "top_k"),
+        (dict(class_labels=0, temperature=0.0), ValueError, "temperature"),
+        (dict(class_labels=0, temperature=-1.0), ValueError, "temperature"),
+        (dict(class_labels=0, top_p=0.0), ValueError, "top_p"),
+        (dict(class_labels=0, top_p=1.5), ValueError, "top_p"),
+        (dict(class_labels=0, output_type="jpeg"), ValueError, "output_type"),
+        (dict(class_labels=0, num_images_per_prompt=0), ValueError, "num_images_per_prompt"),
+        (dict(class_labels=0, height=15), ValueError, "multiple of the tokenizer's factor 2"),
+        (dict(class_labels=0, height=4 * FACTOR), ValueError, "at least 8x8"),
+        (dict(class_labels=0, image=random_image(0)), ValueError, "both `image` and `keep_rows`"),
+        (dict(class_labels=0, image=random_image(0, size=(20, 20)), keep_rows=2), ValueError, "must be 16x16"),
+        (dict(class_labels=0, image=random_image(0), keep_rows=GRID + 1), ValueError, "keep_rows"),
+        (
+            dict(class_labels=[0, 1, 2], image=[random_image(0), random_image(1)], keep_rows=1),
+            ValueError,
+            "batch of 3",
+        ),
+        (dict(class_labels=0, condition_image=random_image(0)), ValueError, "no condition tokenizer"),
+    ],
+)
+def test_bad_arguments_of_a_class_conditional_pipeline(class_pipe, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        class_pipe(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(class_labels=0), "unconditional"),
+        (dict(guidance_scale=2.0), "guidance_scale"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(image=random_image(0, mode="L"), keep_rows=2, height=12 * FACTOR), "must be 24x16"),
+    ],
+)
+def test_bad_arguments_of_an_unconditional_pipeline(uncond_pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        uncond_pipe(**kwargs)
+
+
+def test_errors_come_before_any_sampling(class_pipe):
+    steps = []
+    with pytest.raises(ValueError):
+        class_pipe(class_labels=7, callback=lambda step, tokens: steps.append(step))
+    assert steps == []
+
+
+# ------------------------------------------------------------------------------------- image conditions
+NUM_LABELS = 4
+
+
+@pytest.fixture(scope="module")
+def segmentation_pipe() -> VQGANTransformerPipeline:
+    """A prior conditioned on the 64 codes of a one-hot segmentation map, tokenised by its own VQGAN."""
+    pipe = make_pipeline(num_classes=0)
+    torch.manual_seed(2)
+    cond_vqgan = VQGANModel(
+        in_channels=NUM_LABELS, out_channels=NUM_LABELS, base_channels=32, channel_multipliers=(1, 2),
+        attention_resolutions=(), sample_size=SIZE, latent_channels=16, code_dim=8, codebook_size=16,
+        norm_num_groups=8,
+    ).eval()  # fmt: skip
+    config = VQGANPriorConfig(
+        codebook_size=CODEBOOK_SIZE, latent_height=GRID, latent_width=GRID, cond_codebook_size=16,
+        cond_length=GRID * GRID, condition_type="segmentation", cond_num_labels=NUM_LABELS,
+        n_layer=2, n_embd=32, n_head=2,
+    )  # fmt: skip
+    pipe = VQGANTransformerPipeline(vqgan=pipe.vqgan, transformer=VQGANPriorForCausalLM(config).eval(),
+                                    cond_vqgan=cond_vqgan)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def label_map(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, NUM_LABELS, (SIZE, SIZE))
+
+
+def test_condition_codes_reach_the_prior(segmentation_pipe):
+    labels = label_map()
+    tokens = segmentation_pipe(condition_image=labels, num_images_per_prompt=2, top_k=1, output_type="latent").images
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels), NUM_LABELS).permute(2, 0, 1)[None] * 2.0 - 1
+    cond_codes = segmentation_pipe.cond_vqgan.tokenize(one_hot.float()).flatten(1)  # (1, 64)
+    expected = segmentation_pipe.transformer.sample(cond_indices=cond_codes.expand(2, -1), top_k=1)
+    assert torch.equal(tokens, expected)
+    palette = PIL.Image.fromarray(labels.astype(np.uint8), mode="L")  # a label map saved as an image
+    from_image = segmentation_pipe(condition_image=palette, top_k=1, output_type="latent").images
+    assert torch.equal(from_image, expected[:1])
+
+
+@pytest.mark.parametrize(
+    "condition, match",
+    [
+        (None, "pass `condition_image`"),
+        (np.full((SIZE, SIZE), NUM_LABELS), r"\[0, 4\)"),
+        (np.zeros((SIZE + 2, SIZE), dtype=np.int64), r"shape \(16, 16\)"),
+        (np.full((SIZE, SIZE), 0.5), "integer labels"),
+    ],
+)
+def test_bad_condition_images(segmentation_pipe, condition, match):
+    with pytest.raises(ValueError, match=match):
+        segmentation_pipe(condition_image=condition)
+
+
+def test_pipeline_with_a_condition_tokenizer_round_trips(segmentation_pipe, tmp_path):
+    segmentation_pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["cond_vqgan"][1] == "VQGANModel"
+    loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.cond_vqgan, VQGANModel)
+    kwargs = dict(condition_image=label_map(1), output_type="pt")
+    expected = segmentation_pipe(**kwargs, generator=seeded(4)).images
+    assert torch.equal(loaded(**kwargs, generator=seeded(4)).images, expected)
+    card = str(loaded.model_card(repo_id="user/seg"))
+    assert "`segmentation`" in card and "pipe(condition_image=condition" in card
+
+
+# ---------------------------------------------------------------------------------------- saving and loading
+@pytest.fixture(scope="module")
+def saved_pipe(class_pipe, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pipe")
+    class_pipe.save_pretrained(folder)
+    return folder
+
+
+def test_save_pretrained_writes_model_index_and_safetensors_components(saved_pipe):
+    index = json.loads((saved_pipe / "model_index.json").read_text())
+    assert index["_class_name"] == "VQGANTransformerPipeline"
+    assert index["vqgan"][1] == "VQGANModel" and index["transformer"][1] == "VQGANPriorForCausalLM"
+    assert index["cond_vqgan"] == [None, None]
+    assert (saved_pipe / "vqgan" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (saved_pipe / "transformer" / "model.safetensors").is_file()
+    assert not list(saved_pipe.rglob("*.bin")) and not list(saved_pipe.rglob("*.pt"))
+
+
+def test_save_load_round_trip_gives_identical_samples(class_pipe, saved_pipe):
+    loaded = VQGANTransformerPipeline.from_pretrained(saved_pipe)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.cond_vqgan is None
+    kwargs = dict(class_labels=[0, 2], top_k=20, guidance_scale=1.5, output_type="pt")
+    expected = class_pipe(**kwargs, generator=seeded(5)).images
+    assert torch.equal(loaded(**kwargs, generator=seeded(5)).images, expected)
+
+
+def populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> str:
+    """Lay `folder` out as the Hugging Face cache holds a downloaded repo: snapshots/<commit>/..., refs/main."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)  # no newline: the hub reads the file as the hash
+    return commit
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, saved_pipe, monkeypatch) -> Path:
+    """A Hub cache holding `user/tiny-pipeline`, with the Hub unreachable."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    populate_hub_cache(cache, "user/tiny-pipeline", saved_pipe)
+    # huggingface_hub reads both variables once, at import: the module constants are what its functions consult.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_from_pretrained_with_a_repo_id_reads_the_offline_cache(class_pipe, offline_hub_cache):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    loaded = VQGANTransformerPipeline.from_pretrained("user/tiny-pipeline")
+    loaded.set_progress_bar_config(disable=True)
+    assert Path(loaded.config._name_or_path).is_relative_to(offline_hub_cache)
+    expected = class_pipe(class_labels=1, generator=seeded(2), output_type="latent").images
+    assert torch.equal(loaded(class_labels=1, generator=seeded(2), output_type="latent").images, expected)
+    with pytest.raises(LocalEntryNotFoundError):
+        VQGANTransformerPipeline.from_pretrained("user/not-in-the-cache")
+
+
+def test_converted_taming_pipeline_loads_and_samples(tmp_path):
+    if not (FIXTURES / "transformer_tiny_uncond.ckpt").is_file():
+        pytest.skip(f"taming reference fixtures not found at {FIXTURES}")
+    from hf_vqgan.convert.taming import convert_taming_checkpoint
+
+    folder = convert_taming_checkpoint(
+        FIXTURES / "transformer_tiny_uncond.yaml", FIXTURES / "transformer_tiny_uncond.ckpt", tmp_path / "pipe"
+    )
+    pipe = VQGANTransformerPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.latent_grid[0] * pipe.vqgan.downsample_factor
+    tokens = pipe(batch_size=2, generator=seeded(), output_type="latent").images
+    assert tokens.shape == (2, *pipe.latent_grid) and tokens.max() < pipe.vqgan.config.codebook_size
+    images = pipe(batch_size=2, generator=seeded(), output_type="pt").images
+    assert images.shape == (2, 3, size, size)
+    assert torch.equal(images, pipe.decode_tokens(tokens, output_type="pt"))
+
+
+# ----------------------------------------------------------------------------------------------------- sharing
+@pytest.fixture
+def intercepted_push(monkeypatch):
+    """Replaces the Hub calls of `hf_vqgan.hub` with recorders; the upload records what it would send."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    import hf_vqgan.hub
+
+    calls = {}
+
+    def fake_create_repo(repo_id, **kwargs):
+        calls["create_repo"] = dict(repo_id=repo_id, **kwargs)
+
+    def fake_upload_folder(*, repo_id, folder_path, ignore_patterns=None, **kwargs):
+        # What upload_folder would send: the folder's files less the ignore patterns, read before the folder goes.
+        files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        uploaded = sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns))
+        readme = Path(folder_path, "README.md")
+        calls["upload"] = dict(
+            repo_id=repo_id, files=uploaded, readme=readme.read_text() if readme.is_file() else None
+        )
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(hf_vqgan.hub, "_create_repo", fake_create_repo)
+    monkeypatch.setattr(hf_vqgan.hub, "upload_folder", fake_upload_folder)
+    return calls
+
+
+def test_push_to_hub_uploads_components_and_a_rendered_card(class_pipe, intercepted_push):
+    grid = PIL.Image.new("RGB", (8, 8))
+    url = class_pipe.push_to_hub(
+        "user/tiny-digits", private=True, datasets=["user/digits"], metrics={"val_loss": 1.23456}, sample_grid=grid
+    )
+    assert url == "https://huggingface.co/user/tiny-digits/commit/abc"
+    assert intercepted_push["create_repo"]["repo_id"] == "user/tiny-digits"
+    assert intercepted_push["create_repo"]["private"] is True
+    upload = intercepted_push["upload"]
+    assert {"model_index.json", "README.md", "samples.png"} <= set(upload["files"])
+    assert "vqgan/diffusion_pytorch_model.safetensors" in upload["files"]
+    assert "transformer/model.safetensors" in upload["files"]
+    card = upload["readme"]
+    assert "library_name: hf_vqgan" in card
+    for tag in ("hf_vqgan", "image-generation", "autoregressive", "class-conditional"):
+        assert f"- {tag}\n" in card
+    assert "- user/digits" in card and "| val_loss | 1.235 |" in card
+    assert 'VQGANTransformerPipeline.from_pretrained("user/tiny-digits")' in card
+    assert "pipe(class_labels=" in card and "![samples](samples.png)" in card
+
+
+def test_push_to_hub_reuses_the_card_and_grid_of_a_trained_folder(class_pipe, intercepted_push, tmp_path):
+    folder = tmp_path / "trained"
+    class_pipe.save_pretrained(folder)
+    (folder / "README.md").write_text("---\nlibrary_name: hf_vqgan\n---\n# trained\n![samples](samples.png)\n")
+    PIL.Image.new("RGB", (8, 8)).save(folder / "samples.png")
+    for training_file in ("checkpoints/checkpoint-4/optimizer.bin", "logs/events.out", "checkpoint-2/model.bin"):
+        (folder / training_file).parent.mkdir(parents=True, exist_ok=True)
+        (folder / training_file).write_bytes(b"state")
+
+    VQGANTransformerPipeline.from_pretrained(folder).push_to_hub("user/trained")
+    upload = intercepted_push["upload"]
+    assert upload["readme"].startswith("---\nlibrary_name: hf_vqgan\n---\n# trained")
+    assert "samples.png" in upload["files"]  # the card's image link resolves on the Hub
+    assert not [f for f in upload["files"] if "checkpoint" in f or f.startswith("logs")]
+
+
+def test_unconditional_model_card_shows_a_batch_call(uncond_pipe):
+    card = str(uncond_pipe.model_card(repo_id="user/uncond"))
+    assert "pipe(batch_size=4" in card and "class_labels" not in card
+    assert "pipeline_tag: unconditional-image-generation" in card and "class-conditional" not in card
+
+
+# ----------------------------------------------------------------------------------------------------- offload
+def test_offload_sequence_names_the_components():
+    pipe = make_pipeline()
+    sequence = VQGANTransformerPipeline.model_cpu_offload_seq.split("->")
+    assert set(sequence) == {"vqgan", "transformer", "cond_vqgan"} == set(pipe.components)
+
+
+def test_model_offload_hooks_leave_samples_unchanged():
+    pytest.importorskip("accelerate")
+    pipe = make_pipeline()
+    expected = pipe(class_labels=[0, 1], generator=seeded(), output_type="pt").images
+    # On a CPU-only machine the hooks can still be installed with "cpu" as the execution device.
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert len(pipe._all_hooks) == 2
+    assert torch.equal(pipe(class_labels=[0, 1], generator=seeded(), output_type="pt").images, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_cpu_offload_on_gpu():
+    pytest.importorskip("accelerate")
+    pipe = make_pipeline()
+    pipe.enable_model_cpu_offload()
+    images = pipe(class_labels=[0, 1], generator=seeded(), output_type="pt").images
+    assert images.shape == (2, 3, SIZE, SIZE)
+    # After the call the hooks have moved every model back to the CPU.
+    assert pipe.transformer.device.type == "cpu" and pipe.vqgan.device.type == "cpu"

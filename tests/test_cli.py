@@ -1,0 +1,250 @@
+"""The `hf-vqgan` command line on tiny saved pipelines: `sample` and `reconstruct` from folders and from Hub ids (an
+offline cache), `convert-taming`, and the error exit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan.cli import build_parser, main
+from hf_vqgan.training.metrics import make_image_grid
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "taming"
+SIZE = 16  # pixels; the tokenizer's factor is 2, so the prior's grid is 8x8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models spend most of their time in thread hand-offs; on a shared 2-core machine one thread is ~20x faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_pipeline(num_classes: int, in_channels: int, seed: int = 0) -> VQGANTransformerPipeline:
+    torch.manual_seed(seed)
+    vqgan = VQGANModel(
+        in_channels=in_channels, out_channels=in_channels, base_channels=32, channel_multipliers=(1, 2),
+        attention_resolutions=(), sample_size=SIZE, latent_channels=16, code_dim=8, codebook_size=32,
+        norm_num_groups=8,
+    )  # fmt: skip
+    config = VQGANPriorConfig(
+        codebook_size=32, latent_height=8, latent_width=8, num_classes=num_classes, n_layer=2, n_embd=32, n_head=2
+    )
+    prior = VQGANPriorForCausalLM(config).eval()
+    with torch.no_grad():
+        for weight in prior.parameters():  # larger than GPT-2's init, so the sampling options visibly matter
+            if weight.ndim == 2:
+                weight.normal_(std=0.3)
+    pipe = VQGANTransformerPipeline(vqgan=vqgan.eval(), transformer=prior)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict[str, Path]:
+    """Folders: a class-conditional RGB pipeline, an unconditional grayscale one, and a bare grayscale tokenizer."""
+    root = tmp_path_factory.mktemp("cli")
+    make_pipeline(num_classes=3, in_channels=3).save_pretrained(root / "class")
+    uncond = make_pipeline(num_classes=0, in_channels=1, seed=1)
+    uncond.save_pretrained(root / "uncond")
+    uncond.vqgan.save_pretrained(root / "vqgan")
+    return {name: root / name for name in ("class", "uncond", "vqgan")}
+
+
+def load(folder: Path) -> VQGANTransformerPipeline:
+    pipe = VQGANTransformerPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def read(path: Path) -> np.ndarray:
+    with PIL.Image.open(path) as image:
+        return np.asarray(image).copy()
+
+
+def input_image(path: Path, size: int = 20, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    PIL.Image.fromarray(pixels).convert(mode).save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ sample
+@pytest.mark.parametrize(
+    "options, call",
+    [
+        ([], dict()),
+        (
+            ["--temperature", "0.8", "--top-k", "5", "--top-p", "0.9", "--guidance-scale", "2.0"],
+            dict(temperature=0.8, top_k=5, top_p=0.9, guidance_scale=2.0),
+        ),
+    ],
+)
+def test_sample_writes_the_pipelines_samples_as_a_grid(saved, tmp_path, options, call):
+    output = tmp_path / "out" / "grid.png"
+    argv = ["sample", "--model", str(saved["class"]), "--class-label", "2", "--num-images", "4", "--seed", "3",
+            "--quiet", "--device", "cpu", "--output", str(output), *options]  # fmt: skip
+    assert main(argv) == 0
+    images = load(saved["class"])(
+        class_labels=2, num_images_per_prompt=4, generator=torch.Generator().manual_seed(3), output_type="pt", **call
+    ).images
+    expected = make_image_grid(images * 2 - 1, nrow=2)  # 4 images: a 2x2 grid
+    np.testing.assert_array_equal(read(output), np.asarray(expected))
+
+
+def test_sample_seed_and_unconditional_batch(saved, tmp_path):
+    def run(seed: int, name: str, *extra: str) -> np.ndarray:
+        argv = ["sample", "--model", str(saved["uncond"]), "--num-images", "3", "--seed", str(seed), "--quiet",
+                "--output", str(tmp_path / name), *extra]  # fmt: skip
+        assert main(argv) == 0
+        return read(tmp_path / name)
+
+    first, again, other = run(0, "a.png"), run(0, "b.png"), run(1, "c.png")
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    images = load(saved["uncond"])(batch_size=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    np.testing.assert_array_equal(first, np.asarray(make_image_grid(images * 2 - 1, nrow=2)))
+    one_row = run(0, "row.png", "--nrow", "3")
+    assert one_row.shape == (SIZE + 4, 3 * (SIZE + 2) + 2)  # grayscale, padding 2 around and between
+
+
+@pytest.mark.parametrize(
+    "model, options, message",
+    [
+        ("class", ["--class-label", "3"], r"[0, 3)"),  # 3 is the prior's internal null class
+        ("class", [], "pass `class_labels`"),
+        ("class", ["--class-label", "0", "--top-k", "0"], "top_k"),
+        ("class", ["--class-label", "0", "--temperature", "0"], "temperature"),
+        ("class", ["--class-label", "0", "--top-p", "1.5"], "top_p"),
+        ("uncond", ["--class-label", "0"], "unconditional"),
+        ("uncond", ["--guidance-scale", "2"], "guidance_scale"),
+        ("uncond", ["--condition-image", "missing.png"], "No image file"),
+    ],
+)
+def test_sample_errors_exit_with_a_message(saved, tmp_path, capsys, model, options, message):
+    output = tmp_path / "grid.png"
+    argv = ["sample", "--model", str(saved[model]), "--quiet", "--output", str(output), *options]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # after the loaders' progress bars
+    assert error.startswith("hf-vqgan sample: error:") and message in error
+    assert not output.exists()
+
+
+# ------------------------------------------------------------------------------------------------- reconstruct
+@pytest.mark.parametrize("model, mode", [("class", "RGB"), ("vqgan", "L")])
+def test_reconstruct_from_a_pipeline_or_a_tokenizer_folder(saved, tmp_path, capsys, model, mode):
+    source = input_image(tmp_path / "input.png", size=20)
+    output = tmp_path / "recon.png"
+    assert main(["reconstruct", "--model", str(saved[model]), "--input", str(source), "--output", str(output)]) == 0
+    assert f"{SIZE}x{SIZE} pixels -> 8x8 tokens -> {output}" in capsys.readouterr().out
+    vqgan = VQGANModel.from_pretrained(saved[model] / "vqgan" if model == "class" else saved[model])
+    resized = PIL.Image.open(source).convert(mode).resize((SIZE, SIZE))  # the model's sample_size
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1)
+    pixels = pixels[None, None] if mode == "L" else pixels.permute(2, 0, 1)[None]
+    with torch.no_grad():
+        reconstruction = vqgan.decode_indices(vqgan.tokenize(pixels)).sample.clamp(-1, 1)
+    np.testing.assert_array_equal(read(output), np.asarray(make_image_grid(reconstruction, nrow=1)))
+
+
+def test_reconstruct_side_by_side_and_resolution(saved, tmp_path, capsys):
+    source = input_image(tmp_path / "input.png", size=20)
+    output = tmp_path / "pair.png"
+    argv = ["reconstruct", "--model", str(saved["class"]), "--input", str(source), "--output", str(output),
+            "--side-by-side", "--resolution", "8"]  # fmt: skip
+    assert main(argv) == 0
+    assert read(output).shape == (8 + 4, 2 * (8 + 2) + 2, 3)  # input and reconstruction, 8x8 each
+    assert "8x8 pixels -> 4x4 tokens" in capsys.readouterr().out
+
+
+def test_reconstruct_of_a_missing_file_exits_with_a_message(saved, tmp_path, capsys):
+    argv = ["reconstruct", "--model", str(saved["vqgan"]), "--input", str(tmp_path / "nope.png"),
+            "--output", str(tmp_path / "out.png")]  # fmt: skip
+    assert main(argv) == 2
+    assert "No image file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- Hub ids (offline cache)
+@pytest.fixture
+def offline_hub_cache(tmp_path, saved, monkeypatch) -> Path:
+    """A Hub cache holding `user/tiny-pipeline` and `user/tiny-vqgan`, with the Hub unreachable."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    for repo_id, folder in (("user/tiny-pipeline", saved["class"]), ("user/tiny-vqgan", saved["vqgan"])):
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / commit)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+    # huggingface_hub reads both variables once, at import: the module constants are what its functions consult.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_sample_and_reconstruct_with_a_repo_id(saved, tmp_path, offline_hub_cache):
+    for model, name in ((str(saved["class"]), "folder"), ("user/tiny-pipeline", "hub")):
+        assert main(["sample", "--model", model, "--class-label", "1", "--num-images", "2", "--quiet",
+                     "--output", str(tmp_path / f"sample-{name}.png")]) == 0  # fmt: skip
+    np.testing.assert_array_equal(read(tmp_path / "sample-folder.png"), read(tmp_path / "sample-hub.png"))
+
+    source = input_image(tmp_path / "input.png")
+    for model, name in ((str(saved["class"]), "folder"), ("user/tiny-pipeline", "hub-pipe")):
+        argv = ["reconstruct", "--model", model, "--input", str(source), "--output", str(tmp_path / f"{name}.png")]
+        assert main(argv) == 0
+    np.testing.assert_array_equal(read(tmp_path / "folder.png"), read(tmp_path / "hub-pipe.png"))
+
+    gray = input_image(tmp_path / "gray.png", mode="L")
+    for model, name in ((str(saved["vqgan"]), "vq-folder"), ("user/tiny-vqgan", "vq-hub")):
+        argv = ["reconstruct", "--model", model, "--input", str(gray), "--output", str(tmp_path / f"{name}.png")]
+        assert main(argv) == 0
+    np.testing.assert_array_equal(read(tmp_path / "vq-folder.png"), read(tmp_path / "vq-hub.png"))
+
+
+def test_a_repo_id_missing_from_the_offline_cache_exits_with_a_message(tmp_path, capsys, offline_hub_cache):
+    assert main(["sample", "--model", "user/absent", "--quiet", "--output", str(tmp_path / "x.png")]) == 2
+    assert "hf-vqgan sample: error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- conversion
+def test_convert_taming_then_sample(tmp_path):
+    if not (FIXTURES / "transformer_tiny_uncond.ckpt").is_file():
+        pytest.skip(f"taming reference fixtures not found at {FIXTURES}")
+    folder = tmp_path / "converted"
+    argv = ["convert-taming", "--config", str(FIXTURES / "transformer_tiny_uncond.yaml"),
+            "--checkpoint", str(FIXTURES / "transformer_tiny_uncond.ckpt"), "--output", str(folder)]  # fmt: skip
+    assert main(argv) == 0
+    assert (folder / "model_index.json").is_file()
+    output = tmp_path / "grid.png"
+    assert main(["sample", "--model", str(folder), "--num-images", "2", "--quiet", "--output", str(output)]) == 0
+    assert read(output).shape == (32 + 4, 2 * (32 + 2) + 2, 3)  # two 32x32 RGB samples side by side
+
+
+# ------------------------------------------------------------------------------------------------- the parser
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "hf-vqgan sample --model PATH_OR_ID" in capsys.readouterr().out
+
+
+def test_parser_requires_model_and_output():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sample", "--model", "x"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["reconstruct", "--input", "a.png", "--output", "b.png"])
+
+
+def test_console_script_points_at_main():
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "hf-vqgan"]
+    assert script.value == "hf_vqgan.cli:main"
