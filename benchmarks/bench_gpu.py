@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import gc
 import math
 import platform
 import statistics
@@ -64,8 +65,17 @@ FULL = {
 TINY = {
     "prior": dict(codebook_size=64, latent_height=4, latent_width=4, n_embd=64, n_layer=2, n_head=4),
     "sampling_batch": 2,
-    "vqgan": dict(base_channels=32, channel_multipliers=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
-                  sample_size=32, latent_channels=16, code_dim=8, codebook_size=64, norm_num_groups=8),  # fmt: skip
+    "vqgan": dict(
+        base_channels=32,
+        channel_multipliers=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(16,),
+        sample_size=32,
+        latent_channels=16,
+        code_dim=8,
+        codebook_size=64,
+        norm_num_groups=8,
+    ),  # fmt: skip
     "resolution": 32,
     "batch": 2,
     "disc": dict(disc_num_layers=2, disc_base_channels=16),
@@ -172,7 +182,9 @@ def bench_sampling(report: Report, args, sizes: dict, device: torch.device, dtyp
         report(f"re-run the prefix every step (taming, sample(use_cache=False)): {seconds:8.3f} s")
 
     def dynamic_cache():
-        runs = [timed(lambda: model.sample(batch_size=batch, generator=generator()), device) for _ in range(args.repeats)]
+        runs = [
+            timed(lambda: model.sample(batch_size=batch, generator=generator()), device) for _ in range(args.repeats)
+        ]
         seconds = statistics.median(s for s, _ in runs)
         results["dynamic"] = (seconds, runs[0][1])
         spread = ", ".join(f"{s:.3f}" for s, _ in runs)
@@ -183,12 +195,14 @@ def bench_sampling(report: Report, args, sizes: dict, device: torch.device, dtyp
                                               cache_implementation="static"), device)  # fmt: skip
         seconds, _ = timed(lambda: model.sample(batch_size=batch, generator=generator(),
                                                 cache_implementation="static"), device)  # fmt: skip
-        report(f"generate() static cache (transformers' own compile):        {seconds:8.3f} s  (first call {first:.1f} s)")
+        report(
+            f"generate() static cache (transformers' own compile):        {seconds:8.3f} s  (first call {first:.1f} s)"
+        )
 
     def captured(mode: str):
         compile_kwargs = None
         if mode == "compile" and device.type != "cuda":
-            compile_kwargs = {"backend": "eager", "fullgraph": True}  # --tiny on CPU: trace only, no code generation
+            compile_kwargs = {"backend": "eager", "fullgraph": True}  # on CPU: trace only, no code generation
         sampler = FastImageSampler(model, mode=mode, compile_kwargs=compile_kwargs)
         first, tokens = timed(lambda: sampler.sample(batch_size=batch, generator=generator()), device)
         setup = sum(sampler.setup_seconds.values())
@@ -196,10 +210,11 @@ def bench_sampling(report: Report, args, sizes: dict, device: torch.device, dtyp
                 for _ in range(args.repeats)]  # fmt: skip
         seconds = statistics.median(runs)
         results[mode] = (seconds, tokens)
-        backend = "" if compile_kwargs is None else " [dynamo trace only, backend='eager': CPU --tiny]"
+        backend = "" if compile_kwargs is None else " [CPU: dynamo trace only, backend='eager']"
+        what = {"compile": "compile + warm-up", "cuda_graph": "capture + warm-up", "eager": "setup"}[mode]
         report(f"captured decode step, FastImageSampler(mode={mode!r}):{' ' * (13 - len(mode))}{seconds:8.3f} s  "
-               f"(runs {', '.join(f'{r:.3f}' for r in runs)}; {'compile' if mode == 'compile' else 'capture'} "
-               f"+ warm-up {setup:.1f} s, first call {first:.1f} s){backend}")  # fmt: skip
+               f"(runs {', '.join(f'{r:.3f}' for r in runs)}; {what} {setup:.1f} s, first call {first:.1f} s)"
+               f"{backend}")  # fmt: skip
 
     report.guarded("sampling: re-run the prefix", rerun_prefix)
     report.guarded("sampling: generate() dynamic cache", dynamic_cache)
@@ -210,30 +225,31 @@ def bench_sampling(report: Report, args, sizes: dict, device: torch.device, dtyp
         report.guarded("sampling: captured decode (cuda_graph)", lambda: captured("cuda_graph"))
     else:
         report("captured decode step, FastImageSampler(mode='cuda_graph'): skipped (needs CUDA)")
+        report.guarded("sampling: static-cache decode loop (eager)", lambda: captured("eager"))
 
     if "dynamic" in results:
         base_seconds, base_tokens = results["dynamic"]
-        for name in ("rerun", "compile", "cuda_graph"):
+        for name in ("rerun", "compile", "cuda_graph", "eager"):
             if name in results:
                 seconds, tokens = results[name]
                 same = (tokens == base_tokens).flatten(1).all(1).sum().item()
-                report(f"  {name:>10}: {base_seconds / seconds:6.2f}x the dynamic-cache time; "
+                report(f"  {name:>10}: speed {base_seconds / seconds:6.2f}x the dynamic cache's; "
                        f"{same}/{batch} samples token-identical to sample() from the same seed")  # fmt: skip
         best = min((results[n][0] for n in ("compile", "cuda_graph") if n in results), default=None)
-        if best is not None and "rerun" in results:
+        if best is not None and "rerun" in results and device.type == "cuda" and not args.tiny:
             report(f"  captured vs re-run the prefix: {results['rerun'][0] / best:.1f}x; "
                    f"target <= 0.15 s: {'MET' if best <= 0.15 else 'NOT MET'} ({best:.3f} s)")  # fmt: skip
-    del model
 
 
 # --------------------------------------------------------------------------------------------- training step
-def build_tokenizer_and_loss(sizes: dict, device: torch.device, args) -> tuple[VQGANModel, VQGANLoss, str]:
+def build_tokenizer_and_loss(sizes: dict, args) -> tuple[VQGANModel, VQGANLoss, str]:
+    """The initial weights, on the CPU: each variant trains its own copy on the device."""
     torch.manual_seed(args.seed)
-    model = VQGANModel(**sizes["vqgan"]).to(device).train()
-    real_lpips = lpips_weights_available()
+    model = VQGANModel(**sizes["vqgan"]).train()
+    real_lpips = not args.random_lpips and lpips_weights_available()
     loss_fn = VQGANLoss(
         perceptual_weight=1.0, lpips_random_backbone=not real_lpips, disc_weight=0.8, disc_start=0, **sizes["disc"]
-    ).to(device)
+    )
     note = "LPIPS with torchvision's pretrained VGG16" if real_lpips else (
         "LPIPS with a RANDOM VGG16 backbone (pretrained weights unavailable here; the cost is identical)")  # fmt: skip
     return model, loss_fn, note
@@ -255,7 +271,7 @@ def reference_step(model, loss_fn, opt_g, opt_d, pixels, step, dtype):
     d.loss.backward()
     opt_d.step()
     opt_d.zero_grad(set_to_none=True)
-    return float(g.total), float(d.loss)
+    return float(g.total.detach()), float(d.loss.detach())
 
 
 def optimised_step(model, loss_fn, opt_g, opt_d, pixels, step, dtype):
@@ -271,11 +287,11 @@ def optimised_step(model, loss_fn, opt_g, opt_d, pixels, step, dtype):
     d.loss.backward()
     opt_d.step()
     opt_d.zero_grad(set_to_none=True)
-    return float(g.total), float(d.loss)
+    return float(g.total), float(d.loss.detach())
 
 
 def bench_training(report: Report, args, sizes: dict, device: torch.device, dtype: torch.dtype, clock) -> None:
-    base_model, base_loss, note = build_tokenizer_and_loss(sizes, device, args)
+    base_model, base_loss, note = build_tokenizer_and_loss(sizes, args)
     batch, resolution = sizes["batch"], sizes["resolution"]
     params = sum(p.numel() for p in base_model.parameters()) / 1e6
     report(f"== VQGAN training step: {params:.1f}M-parameter tokenizer {sizes['vqgan']}, {resolution} px, batch "
@@ -286,7 +302,7 @@ def bench_training(report: Report, args, sizes: dict, device: torch.device, dtyp
     results = {}
 
     def run(name: str, step_fn, channels_last: bool, compile: bool, checkpointing: bool, fused: bool):
-        model, loss_fn = copy.deepcopy(base_model), copy.deepcopy(base_loss)
+        model, loss_fn = copy.deepcopy(base_model).to(device), copy.deepcopy(base_loss).to(device)
         prepare_vqgan_for_training(model, loss_fn, channels_last=channels_last, gradient_checkpointing=checkpointing,
                                    compile=compile and device.type == "cuda")  # fmt: skip
         if compile and device.type != "cuda":
@@ -308,7 +324,6 @@ def bench_training(report: Report, args, sizes: dict, device: torch.device, dtyp
         results[name] = (images_per_second, peak)
         report(f"{name:<34} {images_per_second:8.2f} images/s  peak {peak_memory(device)}  first step {first:.1f} s "
                f"(compile included); first losses g={losses[0]:.4f} d={losses[1]:.4f}")  # fmt: skip
-        del model, loss_fn, opt_g, opt_d
 
     report.guarded("training: reference step", lambda: run("reference (taming-style, eager)", reference_step,
                                                            False, False, False, False))  # fmt: skip
@@ -325,11 +340,10 @@ def bench_training(report: Report, args, sizes: dict, device: torch.device, dtyp
     for name, (ips, peak) in results.items():
         if reference is not None and name != "reference (taming-style, eager)":
             verdict = ""
-            if device.type == "cuda":
+            if device.type == "cuda" and not args.tiny:
                 ok = ips >= 2 * reference[0] and peak <= MEMORY_TARGET_GIB
                 verdict = f"; target >= 2x and <= {MEMORY_TARGET_GIB:.0f} GiB: {'MET' if ok else 'NOT MET'}"
             report(f"  {name}: {ips / reference[0]:.2f}x the reference's images/s{verdict}")
-    del base_model, base_loss
 
 
 # ------------------------------------------------------------------------------------------------ encode+decode
@@ -359,7 +373,9 @@ def bench_codec(report: Report, args, sizes: dict, device: torch.device, dtype: 
             return plain(pixels).sample
 
     outputs = {}
-    report.guarded("encode+decode: plain", lambda: outputs.setdefault("plain", measure("plain (float32, NCHW)", plain_path)))
+    report.guarded(
+        "encode+decode: plain", lambda: outputs.setdefault("plain", measure("plain (float32, NCHW)", plain_path))
+    )
     fast = prepare_vqgan_for_inference(copy.deepcopy(plain))
     autocast = dtype if dtype != torch.float32 else None
     report.guarded("encode+decode: optimised", lambda: outputs.setdefault("fast", measure(
@@ -369,7 +385,9 @@ def bench_codec(report: Report, args, sizes: dict, device: torch.device, dtype: 
         def compiled():
             fast.encoder.compile()
             fast.decoder.compile()
-            measure(f"optimised + torch.compile (NHWC, {dtype})", lambda: reconstruct_images(fast, pixels, batch, autocast))
+            measure(
+                f"optimised + torch.compile (NHWC, {dtype})", lambda: reconstruct_images(fast, pixels, batch, autocast)
+            )
 
         if device.type == "cuda":
             report.guarded("encode+decode: optimised + compile", compiled)
@@ -395,12 +413,21 @@ class Clock:
         return self.budget - self.elapsed()
 
 
+def release_compiled_state() -> None:
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=None, help="Write the raw output here as well (appended as it goes).")
     parser.add_argument("--tiny", action="store_true", help="Tiny sizes and few steps, to test the script on a CPU.")
     parser.add_argument("--sections", default="sampling,training,codec", help="Comma-separated subset to run.")
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    parser.add_argument("--sampling-sizes", default=None, metavar="L,D,H,K,S,B", help="Override the prior: layers, "
+                        "width, heads, codebook size, latent side, batch (e.g. 8,512,8,1024,16,4 for a CPU run).")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="Timed sampling runs per method (median).")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps after the first, per variant.")
     parser.add_argument("--static-generate", action="store_true", help="Also time generate()'s static cache (slow "
@@ -408,8 +435,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--all-variants", action="store_true", help="Run optional variants whatever the budget.")
     parser.add_argument("--time-budget", type=float, default=420.0, help="Seconds; optional variants are skipped "
                         "when they would not fit.")  # fmt: skip
+    parser.add_argument("--random-lpips", action="store_true", help="LPIPS with a random VGG16 backbone without "
+                        "looking for the pretrained weights (same cost; implied by --tiny).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.repeats, args.warmup, args.random_lpips = 1, 1, True
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,10 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(args.output)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-    sizes = TINY if args.tiny else FULL
+    sizes = dict(TINY if args.tiny else FULL)
+    if args.sampling_sizes:
+        layers, width, heads, codes, side, batch = (int(v) for v in args.sampling_sizes.split(","))
+        sizes["prior"] = dict(codebook_size=codes, latent_height=side, latent_width=side, n_embd=width,
+                              n_layer=layers, n_head=heads)  # fmt: skip
+        sizes["sampling_batch"] = batch
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # float32 paths as PyTorch users run them on this card
-        torch.backends.cudnn.allow_tf32 = True
+        # PyTorch's defaults otherwise (TF32 convolutions, full-float32 matmuls: the code search needs them).
         torch.backends.cudnn.benchmark = True
         card = f"{torch.cuda.get_device_name(device)} ({gib(torch.cuda.get_device_properties(device).total_memory):.0f} GiB)"
     else:
@@ -438,9 +474,11 @@ def main(argv: list[str] | None = None) -> int:
         report.guarded("sampling", lambda: bench_sampling(report, args, sizes, device, dtype))
         report(f"(elapsed {clock.elapsed():.0f} s)")
     if "training" in sections:
+        release_compiled_state()  # compiled samplers keep the prior and CUDA-graph pools alive otherwise
         report.guarded("training", lambda: bench_training(report, args, sizes, device, dtype, clock))
         report(f"(elapsed {clock.elapsed():.0f} s)")
     if "codec" in sections:
+        release_compiled_state()
         report.guarded("codec", lambda: bench_codec(report, args, sizes, device, dtype, clock))
     report(f"# done in {clock.elapsed():.0f} s, {report.errors} error(s)")
     return 1 if report.errors else 0

@@ -15,6 +15,13 @@ condition and prints:
 
     python benchmarks/bench_lowres_conditioning.py --output_dir /tmp/lowres_bench
     python benchmarks/bench_lowres_conditioning.py --vqgan outputs/vqgan --output_dir /tmp/lowres_bench
+
+Recorded (2-core shared CPU, one thread per process, seed 0, 100 held-out digits): a digits-tiny tokenizer from
+`train.py vqgan --preset digits-tiny --max_train_steps 300 --train_batch_size 32 --learning_rate 4e-4
+--lr_scheduler cosine --lr_warmup_steps 50 --disc_start 150 --disc_weight 0.1 --disc_num_layers 2
+--disc_base_channels 32 --perceptual_weight 0` (PSNR 31.2 dB, SSIM 0.935), then `--vqgan` that folder with
+`--cond_vqgan_steps 300 --transformer_steps 600 --batch_size 64` (condition tokenizer PSNR 28.3 dB; prior 10 min):
+condition MSE 0.026 against 0.210 shuffled (tokenizer floor 0.001); sample accuracy 0.86 (real digits 1.00).
 """
 
 from __future__ import annotations

@@ -131,6 +131,8 @@ def main() -> None:
         value = figures[key]
         print(f"{key:>40}: {value:.4f}" if isinstance(value, float) else f"{key:>40}: {value}")
     print(f"\nPipeline folder: {out / 'pipeline'}\nSample grid (one row per digit): {out / 'samples.png'}")
+    if args.conditional:
+        print(f"Lowres pipeline: {out / 'pipeline_lowres'}; conditions, samples, digits: {out / 'samples_lowres.png'}")
 
 
 if __name__ == "__main__":

@@ -378,21 +378,13 @@ def train_vqgan(args) -> dict:
                 g = loss_fn.generator_loss(
                     pixel_values, out.sample, out.quantizer_loss, state.step, last_layer=unwrapped.last_layer_weight
                 )
-            g.total = inject_nonfinite_for_tests(g.total, state.step)
-            train_disc = loss_fn.should_update_discriminator(state.step)
-            d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step) if train_disc else None
-            losses = [g.total] + ([d.loss] if d is not None else [])
-            if not all_finite(accelerator, *losses):
+            g.total = inject_nonfinite_for_tests(g.total, state.step, state.consecutive_nonfinite)
+            if not all_finite(accelerator, g.total):
                 opt_g.zero_grad(set_to_none=True)
                 if use_gan:
                     opt_d.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
-                    record_nonfinite(
-                        state,
-                        args,
-                        checkpoints,
-                        {"generator": float(g.total), "discriminator": float(d.loss) if d else None},
-                    )
+                    record_nonfinite(state, args, checkpoints, {"generator": float(g.total.detach())})
                 continue
             accelerator.backward(g.total)
             if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -400,8 +392,16 @@ def train_vqgan(args) -> dict:
             opt_g.step()
             sched_g.step()
             opt_g.zero_grad(set_to_none=True)
+            d = None
             if use_gan:
                 opt_d.zero_grad(set_to_none=True)  # drop what the generator's GAN term left in the discriminator
+                # The discriminator's forward comes after the generator's backward: DDP synchronises only the backward
+                # that follows a module's latest forward, so computed earlier its gradients would stay per-process.
+                if loss_fn.should_update_discriminator(state.step):
+                    d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step)
+                    if not all_finite(accelerator, d.loss):
+                        logger.warning("Step %d: non-finite discriminator loss; its update skipped.", state.step)
+                        d = None
                 if d is not None:
                     accelerator.backward(d.loss)
                     if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -438,6 +438,10 @@ def train_vqgan(args) -> dict:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if not metrics:  # resumed at max_train_steps, so no step ran: validate what is saved, as a full run does
+            metrics = evaluate_tokenizer(unwrapped, val_loader, input_key, accelerator, ema=ema, step=state.step,
+                                         output_dir=args.output_dir, perceptual=loss_fn.perceptual,
+                                         condition_type=args.condition_type)  # fmt: skip
         if ema is not None:
             ema.copy_to(unwrapped.parameters())
         metrics["train_quantizer_usage"] = unwrapped.quantizer.usage_statistics()["usage"]
@@ -580,11 +584,12 @@ def train_transformer(args) -> dict:
         if args.pkeep < 1.0:
             input_ids = unwrapped.corrupt_image_tokens(input_ids, args.pkeep, generator=generator)
         with accelerator.accumulate(model):
-            loss = inject_nonfinite_for_tests(model(input_ids=input_ids, labels=targets).loss, state.step)
+            loss = model(input_ids=input_ids, labels=targets).loss
+            loss = inject_nonfinite_for_tests(loss, state.step, state.consecutive_nonfinite)
             if not all_finite(accelerator, loss):
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
-                    record_nonfinite(state, args, checkpoints, {"loss": float(loss)})
+                    record_nonfinite(state, args, checkpoints, {"loss": float(loss.detach())})
                 continue
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -611,6 +616,10 @@ def train_transformer(args) -> dict:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if not metrics:  # resumed at max_train_steps, so no step ran: validate what is saved, as a full run does
+            metrics = evaluate_prior(
+                pipeline, val_loader, accelerator, args, ema=ema, step=state.step, num_classes=num_classes
+            )
         if ema is not None:
             ema.copy_to(unwrapped.parameters())
         metrics["skipped_nonfinite_steps"] = state.skipped_nonfinite

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hf_vqgan import VQGANModel
 from hf_vqgan.losses import VQGANLoss
-from hf_vqgan.models.fast_sampling import FastImageSampler
+from hf_vqgan.models.fast_sampling import FastImageSampler, _Decoder
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
 from hf_vqgan.pipelines.pipeline_vqgan_transformer import VQGANTransformerPipeline
 from hf_vqgan.training.performance import (
@@ -107,10 +108,40 @@ def test_decode_step_traces_as_one_graph_and_is_reused():
     labels = torch.tensor([0, 3])
     for seed in (5, 6):
         kwargs = {"class_labels": labels, "guidance_scale": 2.0, "top_p": 0.9}
-        assert torch.equal(sampler.sample(**kwargs, generator=seeded(seed)), model.sample(**kwargs, generator=seeded(seed)))
+        assert torch.equal(
+            sampler.sample(**kwargs, generator=seeded(seed)), model.sample(**kwargs, generator=seeded(seed))
+        )
     assert len(sampler.setup_seconds) == 1  # one step per configuration, prepared once
     sampler.sample(class_labels=labels, top_k=1)
     assert len(sampler.setup_seconds) == 2
+
+
+class _RefuseHostSyncs(TorchDispatchMode):
+    # A device-to-host read (`.item()`, `if tensor:`) breaks CUDA-graph capture; on CPU every such read goes through
+    # one of these ops, so refusing them here finds what capture would refuse on a GPU.
+    SYNCS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.SYNCS:
+            raise RuntimeError(f"host sync in the decode step: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_decode_step_reads_nothing_back_to_the_host(monkeypatch):
+    model = tiny_prior(num_classes=NUM_CLASSES)
+    steps = []
+    eager_step = _Decoder._eager_step
+
+    def refusing_syncs(self, token_ids, noise):
+        with _RefuseHostSyncs():
+            steps.append(eager_step(self, token_ids, noise))
+        return steps[-1]
+
+    monkeypatch.setattr(_Decoder, "_eager_step", refusing_syncs)
+    kwargs = {"class_labels": torch.tensor([1, 2]), "guidance_scale": 2.0, "top_k": 6, "top_p": 0.9}
+    fast = FastImageSampler(model, mode="eager").sample(**kwargs, generator=seeded(0))
+    assert len(steps) == T - 1  # every token after the prefill's
+    assert torch.equal(fast, model.sample(**kwargs, generator=seeded(0)))
 
 
 @pytest.mark.slow

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:  # OSError: missing or unreadable files, e.g. not an image
         print(f"hf-vqgan {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

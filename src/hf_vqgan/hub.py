@@ -9,20 +9,40 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData, upload_folder
 from huggingface_hub import create_repo as _create_repo
 
-# What never leaves the machine unless a user asks: training state, logs, credentials.
+# What never leaves the machine unless a user asks: training state, logs, credentials. Patterns are fnmatch-style
+# on paths relative to the folder, where `*` also matches `/`: "*.pkl" excludes pickles at any depth.
 PUSH_IGNORE_PATTERNS = [
+    # Training state: checkpoints and what an interrupted save leaves behind. A model folder is safetensors + JSON,
+    # so pickles of any kind (optimizer, scheduler, sampler and RNG states, old-style checkpoints) never go.
     "checkpoints/*",
     "checkpoint-*",
-    "**/checkpoint-*/**",
-    "logs/*",
-    "**/optimizer*.bin",
-    "**/scheduler*.bin",
-    "**/random_states_*.pkl",
-    "tokenized/*",
-    "*.token",
-    ".env",
-    "**/.cache/**",
+    "*/checkpoint-*",
+    "*training_state.json",
+    "*training_state.safetensors",
+    "*.bin",
+    "*.pkl",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
     ".tmp-*",
+    "*/.tmp-*",
+    "*.tmp",
+    # Logs, caches and tokenised data.
+    "logs/*",
+    "runs/*",
+    "wandb/*",
+    "tokenized/*",
+    ".cache/*",
+    "*/.cache/*",
+    # Credentials and environment.
+    "*token",
+    "*.token",
+    "*.env",
+    "*.netrc",
+    ".huggingface/*",
+    "*/.huggingface/*",
+    "*.pem",
+    "*.key",
 ]
 
 

@@ -72,7 +72,11 @@ def test_class_conditional_run_writes_a_complete_pipeline(tmp_path, run_train, t
     assert sorted(logs) == [1, 2, 3] and all(math.isfinite(values["loss"]) for values in logs.values())
 
     assert PIPELINE_FILES <= _files(out)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-000002", "checkpoint-000003", "latest"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-000002",
+        "checkpoint-000003",
+        "latest",
+    ]
     metrics = json.loads((out / "metrics.json").read_text())
     # a 16-code vocabulary: an untrained prior's held-out loss is near log(16)
     assert metrics["step"] == 3 and 0.5 * math.log(16) < metrics["val_loss"] < 2 * math.log(16)
@@ -119,7 +123,9 @@ def test_tokenised_dataset_is_reused_not_recomputed(tmp_path, run_train, tokeniz
 
     # Different settings need different codes: a new entry, tokenised again (which fails loudly here).
     with pytest.raises(AssertionError, match="tokenised again"):
-        run_train(_argv(first, prior_json, tmp_path / "third", cache, 1, "--class_column", "label", "--tokenize_flips"))
+        run_train(
+            _argv(first, prior_json, tmp_path / "third", cache, 1, "--class_column", "label", "--tokenize_flips")
+        )
 
 
 def test_resume_continues_at_the_right_step_and_matches_an_uninterrupted_run(tmp_path, run_train, tokenizer_dir,
@@ -138,6 +144,15 @@ def test_resume_continues_at_the_right_step_and_matches_an_uninterrupted_run(tmp
     a = load_file(straight / "transformer" / "model.safetensors")
     b = load_file(resumed / "transformer" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    final_metrics = json.loads((straight / "metrics.json").read_text())
+    assert json.loads((resumed / "metrics.json").read_text()) == final_metrics
+
+    # The same command again (a re-queued job): nothing left to train; the outputs keep their validation figures.
+    again = run_train(
+        _argv(tokenizer_dir, prior_json, resumed, cache, 5, *common, "--resume_from_checkpoint", "latest")
+    )
+    assert again.returncode == 0 and again.train_logs() == {}
+    assert json.loads((resumed / "metrics.json").read_text()) == final_metrics
 
 
 def test_push_to_hub_uploads_the_pipeline_without_training_state(tmp_path, run_train, tokenizer_dir, prior_json,
@@ -151,7 +166,9 @@ def test_push_to_hub_uploads_the_pipeline_without_training_state(tmp_path, run_t
 
     def fake_upload_folder(*, repo_id, folder_path, ignore_patterns, **kwargs):
         files = sorted(_files(out))
-        uploads.append((repo_id, sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS))))
+        uploads.append(
+            (repo_id, sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS)))
+        )
         return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
 
     monkeypatch.setattr(hf_vqgan.hub, "_create_repo", lambda repo_id, **kwargs: None)

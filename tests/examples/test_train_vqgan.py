@@ -158,7 +158,13 @@ def test_resume_continues_at_the_right_step_and_matches_an_uninterrupted_run(tmp
     a = load_file(straight / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((resumed / "metrics.json").read_text()) == json.loads((straight / "metrics.json").read_text())
+    final_metrics = json.loads((straight / "metrics.json").read_text())
+    assert json.loads((resumed / "metrics.json").read_text()) == final_metrics
+
+    # The same command again (a re-queued job): nothing left to train; the outputs keep their validation figures.
+    again = run_train(_vqgan_argv(tiny_vqgan_json, resumed, 6, *common, "--resume_from_checkpoint", "latest"))
+    assert again.returncode == 0 and again.train_logs() == {}
+    assert json.loads((resumed / "metrics.json").read_text()) == final_metrics
 
     # An explicit checkpoint folder works too, into a new output folder.
     branch = tmp_path / "branch"
@@ -269,7 +275,10 @@ def test_push_to_hub_uploads_the_model_folder_only(tmp_path, run_train, tiny_vqg
 @pytest.mark.parametrize(
     "argv, named",
     [
-        (["vqgan", "--dataset_name", "some/dataset", "--train_data_dir", "/some/folder"], ["some/dataset", "/some/folder"]),
+        (
+            ["vqgan", "--dataset_name", "some/dataset", "--train_data_dir", "/some/folder"],
+            ["some/dataset", "/some/folder"],
+        ),
         (["vqgan", "--push_to_hub"], ["--hub_model_id"]),
         (["vqgan", "--preset", "digits-tiny", "--model_config", "my_config.json"], ["digits-tiny", "my_config.json"]),
         (["vqgan", "--preset", "no-such-preset"], ["no-such-preset", "digits-tiny"]),

@@ -110,6 +110,27 @@ def test_saving_a_step_again_replaces_that_checkpoint(tmp_path):
     assert sorted(p.name for p in final.iterdir()) == ["model.safetensors", "optimizer.bin"]
 
 
+def test_extra_files_are_written_before_the_checkpoint_gets_its_name(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    seen = []
+
+    def write_extra(folder: Path) -> None:
+        seen.append(folder.name)
+        (folder / "training_state.json").write_text("{}")
+
+    final = manager.save(FakeAccelerator(), 5, write_extra=write_extra)
+    assert seen == [f"{TMP_PREFIX}checkpoint-000005"]
+    assert (final / "training_state.json").is_file()
+
+    def failing_extra(folder: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        manager.save(FakeAccelerator(), 6, write_extra=failing_extra)
+    assert manager.resolve("latest") == final  # the step-6 save never became a checkpoint
+    assert _names(manager.complete_checkpoints()) == ["checkpoint-000005"]
+
+
 def test_latest_falls_back_to_the_newest_complete_folder(tmp_path):
     manager = CheckpointManager(tmp_path)
     assert manager.latest() is None

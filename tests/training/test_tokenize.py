@@ -148,7 +148,9 @@ def test_load_or_tokenize_builds_once_then_reuses_the_saved_dataset(tmp_path, tr
     second, same_path = load_or_tokenize(tmp_path, parts, build)
     assert len(calls) == 1  # reused, not recomputed
     assert same_path == path
-    assert second["train"]["indices"] == first["train"]["indices"] == _expected_codes(vqgan, transform, dataset["image"])
+    assert (
+        second["train"]["indices"] == first["train"]["indices"] == _expected_codes(vqgan, transform, dataset["image"])
+    )
 
     # anything that changes the codes gets its own entry
     load_or_tokenize(tmp_path, {**parts, "resolution": 32}, build)

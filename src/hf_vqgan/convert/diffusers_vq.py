@@ -247,6 +247,8 @@ def convert_diffusers_folder(input_dir: str | PathLike, output_dir: str | PathLi
     Convert a saved model folder: `to="vqmodel"` reads a `VQGANModel` folder and writes a diffusers `VQModel`;
     `to="hf_vqgan"` does the reverse. Returns the output folder. (`hf-vqgan convert-diffusers --to ...`.)
     """
+    if not (Path(input_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"No model folder at {str(input_dir)!r}: expected a directory holding config.json.")
     if to == "vqmodel":
         converted = to_diffusers_vqmodel(VQGANModel.from_pretrained(input_dir))
     elif to == "hf_vqgan":

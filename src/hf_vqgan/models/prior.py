@@ -114,11 +114,13 @@ class VQGANPriorConfig(GPT2Config):
 
     def __post_init__(self, **kwargs):
         for name in ("codebook_size", "latent_height", "latent_width", "n_embd", "n_layer", "n_head"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         for name in ("num_classes", "cond_codebook_size", "cond_length"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be a non-negative integer, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
         if (self.cond_codebook_size > 0) != (self.cond_length > 0):
             raise ValueError(
                 f"`cond_codebook_size` ({self.cond_codebook_size}) and `cond_length` ({self.cond_length}) must be "
@@ -403,6 +405,24 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
+    def forward(self, input_ids: torch.LongTensor | None = None, *args, **kwargs):
+        """transformers' GPT-2 forward, after checking that `input_ids` are in the vocabulary.
+
+        Out-of-vocabulary ids would otherwise fail inside the embedding (an IndexError on the CPU, a device-side
+        assert on CUDA). One-token steps skip the check: in `generate()` they only append sampled ids, and its prompt
+        is checked once, in `generate`.
+        """
+        if isinstance(input_ids, torch.Tensor) and input_ids.shape[-1] > 1 and not torch.compiler.is_compiling():
+            self._check_codes(input_ids, "input_ids", self.config.vocab_size)
+        return super().forward(input_ids, *args, **kwargs)
+
+    def generate(self, inputs: torch.LongTensor | None = None, *args, **kwargs):
+        """transformers' `generate()`, after checking that the prompt's ids are in the vocabulary."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if isinstance(prompt, torch.Tensor):
+            self._check_codes(prompt, "input_ids", self.config.vocab_size)
+        return super().generate(inputs, *args, **kwargs)
+
     # ----- token layout -------------------------------------------------------------------------------------------
 
     def _batch_size(self, **sizes: int | None) -> int:
@@ -634,6 +654,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         """
         config = self.config
         _check_sampling_arguments(temperature, top_k, top_p)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
         if not (isinstance(guidance_scale, (int, float)) and math.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"`guidance_scale` must be a non-negative finite number, got {guidance_scale!r}.")
         use_guidance = guidance_scale != 1.0

@@ -10,7 +10,7 @@ It offers the options that lift codebook usage from a few percent to near 100%:
 
 Distances are always computed in float32, also under bf16 autocast, and every statistic that depends on the batch
 (EMA sums, usage counts, restarts) is reduced across processes when `torch.distributed` is initialised, so every
-rank keeps the same codebook.
+rank keeps the same codebook, the one a single process with the whole batch would keep.
 """
 
 from __future__ import annotations
@@ -166,14 +166,31 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
         """Codes for `indices` of shape `(batch_size, h, w)`, returned as `(batch_size, code_dim, h, w)` float32."""
+        if not isinstance(indices, torch.Tensor):
+            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
+        if indices.ndim != 3:
+            raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(
+                f"`indices` must lie in [0, {self.codebook_size}), got values in "
+                f"[{int(indices.min())}, {int(indices.max())}]."
+            )
         return self._gather(indices).permute(0, 3, 1, 2).contiguous()
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        if not isinstance(latents, torch.Tensor):
+            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
         if latents.ndim != 4 or latents.shape[1] != self.code_dim:
             raise ValueError(
                 f"Expected latents of shape (batch_size, {self.code_dim}, h, w), got {tuple(latents.shape)}."
             )
+        if not latents.is_floating_point():
+            raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
+        if latents.numel() == 0:  # its losses and statistics would be NaN
+            raise ValueError(f"`latents` is empty (shape {tuple(latents.shape)}); pass at least one latent vector.")
         input_dtype = latents.dtype
         B, D, h, w = latents.shape
         z = latents.float().permute(0, 2, 3, 1).reshape(-1, D)  # (B*h*w, D)
@@ -253,11 +270,23 @@ class VectorQuantizer(nn.Module):
         dead = (self.steps_since_used >= self.dead_code_steps).nonzero().flatten()
         if dead.numel() == 0:
             return
-        # Draw replacements on rank 0 and broadcast them, so every rank writes the same codebook.
-        picks = torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)
-        new_codes = z[picks]
-        if _distributed():
-            dist.broadcast(new_codes, src=0)
+        if not _distributed():
+            new_codes = z[torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)]
+        else:
+            # Replacements come from the global batch, as for one process holding all of it: rank 0's draw of row
+            # numbers in the concatenation of every rank's rows is broadcast, each rank fills in the rows it holds,
+            # and a sum assembles them. Every rank writes the same codebook, whatever the per-rank batch sizes.
+            rank, world = dist.get_rank(), dist.get_world_size()
+            sizes = torch.zeros(world, dtype=torch.long, device=z.device)
+            sizes[rank] = z.shape[0]
+            dist.all_reduce(sizes, op=dist.ReduceOp.SUM)
+            offset = int(sizes[:rank].sum())
+            picks = torch.randint(0, int(sizes.sum()), (dead.numel(),), device=z.device)
+            dist.broadcast(picks, src=0)
+            mine = (picks >= offset) & (picks < offset + z.shape[0])
+            new_codes = torch.zeros(dead.numel(), z.shape[1], device=z.device, dtype=z.dtype)
+            new_codes[mine] = z[picks[mine] - offset]
+            dist.all_reduce(new_codes, op=dist.ReduceOp.SUM)
         self.embedding.weight[dead] = new_codes.to(self.embedding.weight.dtype)
         if self.use_ema:
             self.ema_cluster_size[dead] = 1.0
@@ -282,5 +311,17 @@ class VectorQuantizer(nn.Module):
         }
 
     def load_statistics_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name in ("steps_since_used", "usage_history", "usage_step"):
+        """Restore what `statistics_state_dict` returned (from a training checkpoint)."""
+        names = ("steps_since_used", "usage_history", "usage_step")
+        missing = [name for name in names if name not in state]
+        if missing:
+            raise ValueError(f"Quantizer statistics are missing {missing}; expected the keys {list(names)}.")
+        for name in names:
+            expected = tuple(getattr(self, name).shape)
+            if tuple(state[name].shape) != expected:
+                raise ValueError(
+                    f"`{name}` has shape {tuple(state[name].shape)}, expected {expected} (codebook_size and "
+                    "usage_window must match the checkpoint's)."
+                )
+        for name in names:
             getattr(self, name).copy_(state[name])

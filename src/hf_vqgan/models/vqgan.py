@@ -341,7 +341,12 @@ class VQGANModel(ModelMixin, ConfigMixin):
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         """The token grid `(h, w)` for images of `height` x `width` pixels."""
-        return height // self.downsample_factor, width // self.downsample_factor
+        f = self.downsample_factor
+        if height % f or width % f or height < 1 or width < 1:
+            raise ValueError(
+                f"Image height and width must be positive multiples of the downsampling factor {f}, got {height}x{width}."
+            )
+        return height // f, width // f
 
     # ------------------------------------------------------------------------------------------ validation
     def _check_pixels(self, pixel_values: torch.Tensor, channels: int, name: str = "pixel_values") -> None:
@@ -364,6 +369,10 @@ class VQGANModel(ModelMixin, ConfigMixin):
         if H % f or W % f or H == 0 or W == 0:
             raise ValueError(
                 f"`{name}` height and width must be positive multiples of the downsampling factor {f}, got {H}x{W}."
+            )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(
+                f"`{name}` is an empty batch (shape {tuple(pixel_values.shape)}); pass at least one image."
             )
 
     def _check_indices(self, indices: torch.Tensor) -> None:

@@ -83,6 +83,11 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         resulting folder is loaded like any local one.
         """
         path = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith((".", "~")) or os.path.exists(path)):
+            raise FileNotFoundError(
+                f"No pipeline folder at {path!r}: expected a directory holding model_index.json, or a Hub repo id "
+                "such as 'user/vqgan-digits'."
+            )
         if not os.path.isdir(path):
             from huggingface_hub import snapshot_download
 
@@ -112,6 +117,8 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`output_type` must be one of 'pil', 'np', 'pt' for decoded images, got {output_type!r}."
             )
+        if not isinstance(indices, torch.Tensor):
+            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
         pixels = self.vqgan.decode_indices(indices.to(self.vqgan.device)).sample
         images = (pixels.float() / 2 + 0.5).clamp(0, 1)  # (B, C, H, W) in [0, 1]
         if output_type == "pt":
@@ -370,6 +377,8 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
         _check_sampling_arguments(temperature, top_k, top_p)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
         if guidance_scale != 1.0 and not config.num_classes:
             raise ValueError(
                 f"`guidance_scale`={guidance_scale} needs a class-conditional prior with a null class; this one has none "

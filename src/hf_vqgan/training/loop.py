@@ -299,13 +299,12 @@ def any_process(accelerator, flag: bool) -> bool:
 
 # ------------------------------------------------------------------------------------- fault injection (tests)
 # Test-only hooks that let tests/examples/test_faults.py reproduce real crashes in a real run of examples/train.py.
-# They read environment variables that no user sets; when unset each costs one dictionary lookup per step.
+# They read environment variables that no user sets; unset, each costs a dictionary lookup per step.
 #   HF_VQGAN_TEST_KILL_AT_STEP=N          SIGKILL this process right after optimizer step N (and its checkpoint).
-#   HF_VQGAN_TEST_NONFINITE_AT_STEPS=3,3  poison the loss of the next two attempts at step 3 (each entry is one
+#   HF_VQGAN_TEST_NONFINITE_AT_STEPS=3,3  poison the loss of the first two attempts at step 3 (each entry is one
 #                                         attempt; a skipped step is retried with the next batch).
 #   HF_VQGAN_TEST_NONFINITE_VALUE=inf     the poison: nan (default) or inf.
 #   HF_VQGAN_TEST_KILL_DURING_SAVE=N      (checkpointing.py) SIGKILL once checkpoint N is written, before its rename.
-_nonfinite_attempts: dict[int, int] | None = None
 
 
 def kill_for_tests_at_step(step: int) -> None:
@@ -318,18 +317,14 @@ def kill_for_tests_at_step(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def inject_nonfinite_for_tests(loss: torch.Tensor, step: int) -> torch.Tensor:
+def inject_nonfinite_for_tests(loss: torch.Tensor, step: int, attempt: int) -> torch.Tensor:
     """Fault injection for tests: `loss` times NaN (or Inf) for the attempts `HF_VQGAN_TEST_NONFINITE_AT_STEPS` lists.
 
-    Multiplying keeps the autograd graph, so a guard that failed to skip the step would write NaN into the weights.
+    `attempt` counts the failed attempts at `step` so far (`TrainingState.consecutive_nonfinite`), which keeps the
+    hook stateless. Multiplying keeps the autograd graph: a guard that failed to skip the step would write NaN into
+    the weights.
     """
-    global _nonfinite_attempts
-    if _nonfinite_attempts is None:
-        spec = os.environ.get("HF_VQGAN_TEST_NONFINITE_AT_STEPS", "")
-        _nonfinite_attempts = {}
-        for item in filter(None, (s.strip() for s in spec.split(","))):
-            _nonfinite_attempts[int(item)] = _nonfinite_attempts.get(int(item), 0) + 1
-    if _nonfinite_attempts.get(step, 0) > 0:
-        _nonfinite_attempts[step] -= 1
+    spec = os.environ.get("HF_VQGAN_TEST_NONFINITE_AT_STEPS")
+    if spec and [s.strip() for s in spec.split(",")].count(str(step)) > attempt:
         return loss * float(os.environ.get("HF_VQGAN_TEST_NONFINITE_VALUE", "nan"))
     return loss

@@ -1,0 +1,200 @@
+"""Security (issue 9): what is saved is safetensors + JSON, nothing loaded by default unpickles, loading needs no
+remote code, and uploads leave training state, logs and credentials behind.
+
+Also covered elsewhere: reading an original taming checkpoint that needs pickle is refused unless `allow_pickle` /
+`--allow-pickle` is given (tests/convert/test_taming.py), and upload calls themselves (tests/test_hub.py).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub.utils import filter_repo_objects
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import hf_vqgan.hub
+from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan.hub import PUSH_IGNORE_PATTERNS
+
+TINY_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
+                  attention_resolutions=(), sample_size=8, latent_channels=8, code_dim=4, codebook_size=16,
+                  norm_num_groups=4)  # fmt: skip
+SAFE_SUFFIXES = {".safetensors", ".json", ".md"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tokenizer, a prior and a pipeline, each saved to its own folder."""
+    torch.manual_seed(0)
+    vqgan = VQGANModel(**TINY_VQGAN)
+    prior = VQGANPriorForCausalLM(
+        VQGANPriorConfig(codebook_size=16, latent_height=4, latent_width=4, num_classes=2, n_embd=16, n_layer=1, n_head=2)
+    )
+    root = tmp_path_factory.mktemp("saved")
+    vqgan.save_pretrained(root / "vqgan")
+    prior.save_pretrained(root / "prior")
+    VQGANTransformerPipeline(vqgan=vqgan, transformer=prior).save_pretrained(root / "pipeline")
+    return root, vqgan, prior
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("name", ["vqgan", "prior", "pipeline"])
+def test_saved_folders_hold_only_safetensors_and_json(saved, name):
+    root, _, _ = saved
+    files = _files(root / name)
+    assert files and {p.suffix for p in files} <= SAFE_SUFFIXES, [p.name for p in files]
+    assert any(p.suffix == ".safetensors" for p in files)
+    for path in files:  # no config asks for code: no auto_map, no custom pipeline, no .py file to trust
+        if path.suffix == ".json":
+            text = path.read_text()
+            assert "auto_map" not in text and "custom_pipeline" not in text, path
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Make every way of unpickling fail loudly for the duration of a test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something unpickled while loading")
+
+    class RefusingUnpickler:
+        def __init__(self, *args, **kwargs):
+            refuse()
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_loading_a_model_or_pipeline_never_unpickles_nor_needs_remote_code(saved, no_unpickling):
+    root, vqgan, prior = saved
+    loaded_vqgan = VQGANModel.from_pretrained(root / "vqgan")
+    loaded_prior = VQGANPriorForCausalLM.from_pretrained(root / "prior")
+    # The Auto classes resolve "vqgan_prior" from the installed library: no trust_remote_code.
+    auto_config = AutoConfig.from_pretrained(root / "prior")
+    auto_prior = AutoModelForCausalLM.from_pretrained(root / "prior")
+    pipe = VQGANTransformerPipeline.from_pretrained(root / "pipeline")
+    assert type(auto_config) is VQGANPriorConfig and type(auto_prior) is VQGANPriorForCausalLM
+    for model, reference in [(loaded_vqgan, vqgan), (pipe.vqgan, vqgan), (loaded_prior, prior), (auto_prior, prior),
+                             (pipe.transformer, prior)]:  # fmt: skip
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in reference.state_dict().items())
+
+
+def test_resuming_a_training_checkpoint_reads_pickles_only_with_weights_only(tmp_path, monkeypatch):
+    """accelerate's optimizer, scheduler and RNG files are `torch.save` pickles; the resume must read them with
+    `weights_only=True` (no code runs), and the run's own state (counters, EMA, codebook statistics) is
+    safetensors + JSON rather than an accelerate custom object, which accelerate would unpickle with
+    `weights_only=False`."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from diffusers.training_utils import EMAModel
+
+    from hf_vqgan.training.checkpointing import CheckpointManager
+    from hf_vqgan.training.loop import TrainingState
+
+    def build():
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        accelerator = Accelerator(cpu=True)
+        torch.manual_seed(0)
+        model = VQGANModel(**TINY_VQGAN, dead_code_steps=1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        ema = EMAModel(model.parameters())
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        return accelerator, model, optimizer, scheduler, ema
+
+    try:
+        accelerator, model, optimizer, scheduler, ema = build()
+        out = model(torch.rand(2, 1, 8, 8) * 2 - 1)
+        accelerator.backward((out.sample.abs().mean() + out.quantizer_loss))
+        optimizer.step()
+        scheduler.step()
+        ema.step(model.parameters())
+        state = TrainingState(step=1, extras={"quantizer": model.quantizer.statistics_state_dict()})
+        folder = CheckpointManager(tmp_path).save(accelerator, 1, write_extra=lambda f: state.save(f, ema))
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix not in SAFE_SUFFIXES)
+        assert pickles and not [name for name in pickles if name.startswith("custom_checkpoint")], pickles
+
+        accelerator, model, optimizer, scheduler, ema = build()
+        real_load = torch.load
+
+        def weights_only_load(*args, **kwargs):
+            assert kwargs.get("weights_only") is True, f"torch.load({args[0]}) without weights_only=True"
+            return real_load(*args, **kwargs)
+
+        monkeypatch.setattr(torch, "load", weights_only_load)
+        accelerator.load_state(str(folder))
+        restored = TrainingState()
+        restored.load(folder, ema)
+        assert restored.step == 1 and int(ema.optimization_step) == 1
+        assert torch.equal(restored.extras["quantizer"]["usage_step"], state.extras["quantizer"]["usage_step"])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+MODEL_FOLDER = [
+    "README.md", "model_index.json", "metrics.json", "training_args.json", "samples.png", "reconstructions.png",
+    "config.json", "diffusion_pytorch_model.safetensors", "vqgan/config.json",
+    "vqgan/diffusion_pytorch_model.safetensors", "transformer/config.json", "transformer/generation_config.json",
+    "transformer/model.safetensors",
+]  # fmt: skip
+NEVER_UPLOADED = [
+    # checkpoints, wherever they are, and what an interrupted save leaves
+    "checkpoints/latest", "checkpoints/checkpoint-000002/model.safetensors", "checkpoints/checkpoint-000002/optimizer.bin",
+    "checkpoints/checkpoint-000002/training_state.json", "checkpoints/.tmp-checkpoint-000004/model.safetensors",
+    "checkpoint-000006/model.safetensors", "vqgan/checkpoint-1/model.safetensors",
+    # accelerate's and our training state files, if they sit in the folder itself
+    "optimizer.bin", "optimizer_1.bin", "scheduler.bin", "sampler.bin", "random_states_0.pkl",
+    "custom_checkpoint_0.pkl", "training_state.json", "training_state.safetensors", "vqgan/optimizer.bin",
+    "transformer/random_states_1.pkl", "pytorch_model.bin", "last.ckpt", "model.pt", "metrics.json.tmp",
+    ".tmp-latest.123",
+    # logs, caches, tokenised data
+    "logs/hf_vqgan-vqgan/events.out.tfevents.1", "runs/x/events", "wandb/run-1/files/config.yaml",
+    "tokenized/abc/data.arrow", ".cache/huggingface/upload.lock", "vqgan/.cache/lock",
+    # credentials and environment
+    "hf.token", "token", ".env", "vqgan/.env", "prod.env", ".netrc", ".huggingface/token", "id.pem", "server.key",
+]  # fmt: skip
+
+
+def test_push_ignore_patterns_keep_only_the_model_folder():
+    uploaded = list(filter_repo_objects(MODEL_FOLDER + NEVER_UPLOADED, ignore_patterns=PUSH_IGNORE_PATTERNS))
+    assert sorted(uploaded) == sorted(MODEL_FOLDER)
+
+
+def test_pipeline_push_to_hub_uploads_only_the_saved_pipeline(saved, tmp_path, monkeypatch):
+    import shutil
+
+    root, _, _ = saved
+    folder = tmp_path / "pipeline"
+    shutil.copytree(root / "pipeline", folder)
+    pipe = VQGANTransformerPipeline.from_pretrained(folder)
+    for name in NEVER_UPLOADED:  # training leftovers next to the files the pipeline was loaded from
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    uploads = {}
+
+    def fake_push(upload_folder, repo_id, **kwargs):
+        files = {p.relative_to(upload_folder).as_posix(): p.read_bytes() for p in Path(upload_folder).rglob("*")
+                 if p.is_file()}  # fmt: skip
+        uploads[repo_id] = (files, kwargs)
+        return f"https://huggingface.co/{repo_id}/commit/1"
+
+    monkeypatch.setattr(hf_vqgan.hub, "push_folder_to_hub", fake_push)
+    pipe.push_to_hub("user/pipe", token="hf_secret")
+    files, kwargs = uploads["user/pipe"]
+    saved_files = {p.relative_to(root / "pipeline").as_posix() for p in _files(root / "pipeline")}
+    assert set(files) == saved_files | {"README.md"}  # what save_pretrained writes, and a model card
+    assert kwargs["token"] == "hf_secret"  # the token authenticates the upload, and is in no uploaded file
+    assert not any(b"hf_secret" in content for content in files.values())
