@@ -7,7 +7,6 @@ Also covered elsewhere: reading an original taming checkpoint that needs pickle 
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -32,7 +31,9 @@ def saved(tmp_path_factory):
     torch.manual_seed(0)
     vqgan = VQGANModel(**TINY_VQGAN)
     prior = VQGANPriorForCausalLM(
-        VQGANPriorConfig(codebook_size=16, latent_height=4, latent_width=4, num_classes=2, n_embd=16, n_layer=1, n_head=2)
+        VQGANPriorConfig(
+            codebook_size=16, latent_height=4, latent_width=4, num_classes=2, n_embd=16, n_layer=1, n_head=2
+        )
     )
     root = tmp_path_factory.mktemp("saved")
     vqgan.save_pretrained(root / "vqgan")
@@ -116,7 +117,7 @@ def test_resuming_a_training_checkpoint_reads_pickles_only_with_weights_only(tmp
     try:
         accelerator, model, optimizer, scheduler, ema = build()
         out = model(torch.rand(2, 1, 8, 8) * 2 - 1)
-        accelerator.backward((out.sample.abs().mean() + out.quantizer_loss))
+        accelerator.backward(out.sample.abs().mean() + out.quantizer_loss)
         optimizer.step()
         scheduler.step()
         ema.step(model.parameters())

@@ -66,7 +66,9 @@ class Training:
     def wait(self, expected_returncode: int = 0, timeout: float = 300) -> str:
         returncode = self.process.wait(timeout=timeout)
         text = self.log.read_text()
-        assert returncode == expected_returncode, f"exit code {returncode}, expected {expected_returncode}:\n{text[-4000:]}"
+        assert returncode == expected_returncode, (
+            f"exit code {returncode}, expected {expected_returncode}:\n{text[-4000:]}"
+        )
         return text
 
 
@@ -150,11 +152,15 @@ def test_vqgan_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path, fault
     assert (killed / "checkpoints" / "latest").read_text() == "checkpoint-000004"
     assert not (killed / "diffusion_pytorch_model.safetensors").exists()
 
-    log = Training([*argv, "--output_dir", killed, "--resume_from_checkpoint", "latest"], tmp_path / "resume.log").wait()
+    log = Training(
+        [*argv, "--output_dir", killed, "--resume_from_checkpoint", "latest"], tmp_path / "resume.log"
+    ).wait()
     assert "at step 4 (epoch 0, batch 4)" in log  # mid-epoch: 4 of the 6 batches of epoch 0 are skipped
     reference.wait()
 
-    assert_same_safetensors(straight / "diffusion_pytorch_model.safetensors", killed / "diffusion_pytorch_model.safetensors")
+    assert_same_safetensors(
+        straight / "diffusion_pytorch_model.safetensors", killed / "diffusion_pytorch_model.safetensors"
+    )
     for step in (6, 8):  # everything a checkpoint holds: weights, optimizers, schedulers, RNG, EMA, codebook stats
         name = f"checkpoint-{step:06d}"
         assert_same_checkpoint(straight / "checkpoints" / name, killed / "checkpoints" / name)
@@ -281,7 +287,10 @@ def test_consecutive_nonfinite_losses_stop_the_run_naming_step_and_checkpoint(
     assert run_train(argv).returncode == 1
     error = capsys.readouterr().err
     checkpoint = output / "checkpoints" / "checkpoint-000002"
-    assert f"error: 2 consecutive non-finite losses, the last at step 3 ({{'loss': inf}}). Last good checkpoint: {checkpoint}." in error
+    assert (
+        f"error: 2 consecutive non-finite losses, the last at step 3 ({{'loss': inf}}). Last good checkpoint: {checkpoint}."
+        in error
+    )
     assert "Traceback" not in error
     assert not (output / "transformer").exists()  # nothing half-trained was saved as the model
 
@@ -300,7 +309,8 @@ def test_quantizer_statistics_ignore_nonfinite_latents():
     latents[1, :, 0, 0] = float("nan")
     quantizer(latents)
     after = quantizer.state_dict() | quantizer.statistics_state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert not changed, changed
     quantizer(torch.randn(2, 4, 3, 3))  # and the next good step updates them again
     assert not torch.equal(before["embedding.weight"], quantizer.embedding.weight)
 

@@ -149,3 +149,31 @@ def test_transformer_on_two_processes_follows_the_one_process_trajectory(tmp_pat
 def test_sharding_quantizer_statistics_and_replicas_on_two_processes(tmp_path):
     log = _wait(_start(CHECKS_SCRIPT, [tmp_path], tmp_path / "checks.log", num_processes=2))
     assert {"OK sharding", "OK quantizer", "OK model replicas"} <= set(log.splitlines())
+
+
+def test_seeded_dataset_augments_each_example_the_same_whoever_reads_it():
+    """Flips and crops depend on (seed, epoch, index) only: not on the order, the process or the batch reading them."""
+    from PIL import Image
+
+    from hf_vqgan.training.data import ImageTransform, SeededDataset
+
+    images = [
+        Image.fromarray((torch.arange(12 * 10).reshape(12, 10) * (i + 1) % 256).byte().numpy()) for i in range(6)
+    ]
+    transform = ImageTransform(8, channels=1, center_crop=False, random_flip=True)
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, index):
+            return transform(images[index])
+
+    dataset = SeededDataset(Images(), transform, seed=3)
+    forward = [dataset[i] for i in range(6)]
+    torch.manual_seed(123)  # the global RNG plays no part
+    backward = [dataset[i] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    dataset.set_epoch(1)
+    next_epoch = [dataset[i] for i in range(6)]
+    assert not all(torch.equal(a, b) for a, b in zip(forward, next_epoch))  # a new epoch draws new augmentations

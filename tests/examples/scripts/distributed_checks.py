@@ -67,7 +67,10 @@ def check_sharding(accelerator, train) -> None:
         flat = [i for rank_batches in everyone for batch in rank_batches for i in batch]
         if len(flat) != len(set(flat)):
             raise AssertionError(f"epoch {epoch}: processes share examples: {everyone}")
-        if len(flat) != (num_examples // (batch_size * accelerator.num_processes)) * batch_size * accelerator.num_processes:
+        if (
+            len(flat)
+            != (num_examples // (batch_size * accelerator.num_processes)) * batch_size * accelerator.num_processes
+        ):
             raise AssertionError(f"epoch {epoch}: {len(flat)} examples read, expected whole global batches")
         global_batches = [sorted(sum((everyone[r][k] for r in range(len(everyone))), [])) for k in range(len(mine))]
         orders.append(global_batches)
