@@ -55,7 +55,7 @@ def perceptual_arguments() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs")
-    parser.add_argument("--vqgan_steps", type=int, default=1500)
+    parser.add_argument("--vqgan_steps", type=int, default=700)
     parser.add_argument("--transformer_steps", type=int, default=1500)
     parser.add_argument("--guidance_scale", type=float, default=2.0)
     parser.add_argument("--samples_per_class", type=int, default=10)

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
 import subprocess
 import sys
@@ -47,6 +49,15 @@ def tiny_prior(**overrides) -> VQGANPriorForCausalLM:
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def one_torch_thread():
+    # Tiny models gain nothing from intra-op threads, which only spin on a shared CPU.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 CONDITIONINGS = {
@@ -164,6 +175,12 @@ def test_fast_sampler_validates_its_arguments():
         FastImageSampler(model, mode="eager").sample(batch_size=2, guidance_scale=2.0)
     with pytest.raises(ValueError, match="top_k"):
         FastImageSampler(model, mode="eager").sample(batch_size=2, top_k=0)
+    from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+
+    add_hook_to_module(model, ModelHook())  # what model CPU offload attaches
+    with pytest.raises(ValueError, match="offload"):
+        FastImageSampler(model, mode="eager").sample(batch_size=2)
+    remove_hook_from_module(model)
 
 
 def test_fast_sampler_keeps_training_mode_and_full_prefix():
@@ -199,6 +216,16 @@ def test_pipeline_fast_decode_gives_the_same_images():
 
 
 # --------------------------------------------------------------------------------------------------- training
+def assert_gradients_match(grads: dict, reference: dict, rtol: float = 1e-5) -> None:
+    """Per tensor, in norm: fused or reordered float sums move gradients by ~1e-6 relative. The absolute floor covers
+    attention key biases, whose exact gradient is 0 (softmax ignores a shift shared by all keys) and whose computed
+    one is ~1e-9 of noise on either path."""
+    assert grads.keys() == reference.keys()
+    for name, grad in grads.items():
+        error = (grad - reference[name]).norm()
+        assert error <= rtol * reference[name].norm() + 1e-8, (name, float(error))
+
+
 def loss_and_grads(model: VQGANModel, pixels: torch.Tensor, seed: int = 1):
     torch.manual_seed(seed)  # the same dropout masks in both runs
     out = model(pixels)
@@ -247,6 +274,20 @@ def loss_with_lpips_and_gan() -> VQGANLoss:
     return VQGANLoss(lpips_random_backbone=True, disc_start=1, disc_num_layers=2, disc_base_channels=16)
 
 
+@pytest.mark.slow
+def test_compiled_encoder_and_decoder_train_like_eager(one_torch_thread):
+    # Inductor generates CPU code for the forward and backward graphs: ~40 s on a shared 2-core CPU.
+    torch.manual_seed(0)
+    eager = VQGANModel(**tiny_vqgan_config(base_channels=16, norm_num_groups=4)).train()
+    compiled = copy.deepcopy(eager)
+    prepare_vqgan_for_training(compiled, compile=True)
+    pixels = torch.rand(2, 3, 32, 32, generator=seeded(0)) * 2 - 1
+    loss_a, grads_a = loss_and_grads(eager, pixels)
+    loss_b, grads_b = loss_and_grads(compiled, pixels)
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
+    assert_gradients_match(grads_b, grads_a)
+
+
 @pytest.mark.parametrize("gan_on", [False, True], ids=["before_disc_start", "with_gan"])
 def test_single_backward_generator_step_equals_the_plain_step(gan_on, loss_with_lpips_and_gan):
     torch.manual_seed(0)
@@ -271,12 +312,8 @@ def test_single_backward_generator_step_equals_the_plain_step(gan_on, loss_with_
         torch.testing.assert_close(getattr(fast, term), getattr(plain, term).detach(), rtol=1e-5, atol=1e-7)
     if gan_on:
         assert plain.adaptive_weight > 0
-    for name, p in model.named_parameters():
-        # Per tensor, in norm: summing the gradient at the reconstruction before the decoder's backward reorders
-        # float additions (relative error ~1e-6). The floor covers attention key biases, whose exact gradient is 0
-        # (softmax ignores a shift shared by all keys) and whose computed one is ~1e-9 noise on both paths.
-        error = (p.grad - plain_grads[name]).norm()
-        assert error <= 1e-5 * plain_grads[name].norm() + 1e-8, (name, float(error))
+    # Summing the gradient at the reconstruction before the decoder's backward reorders float additions.
+    assert_gradients_match({name: p.grad for name, p in model.named_parameters()}, plain_grads)
     assert all(p.grad is None for p in loss_fn.discriminator.parameters())
 
 
@@ -297,6 +334,55 @@ def test_generator_backward_scales_gradients_and_validates():
         generator_backward(loss_fn, pixels, out.sample.detach(), out.quantizer_loss, 0, model.last_layer_weight)
 
 
+def run_train_script(argv: list[str], monkeypatch) -> dict[int, dict]:
+    """`examples/train.py main(argv)` in this process; returns the per-step training logs."""
+    import importlib.util
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    spec = importlib.util.spec_from_file_location("hf_vqgan_train_for_speed_flags", REPO / "examples" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    logs, original_log = {}, Accelerator.log
+
+    def recording_log(self, values, step=None, log_kwargs=None):
+        logs.setdefault(step, {}).update(values)
+        return original_log(self, values, step=step, log_kwargs=log_kwargs or {})
+
+    monkeypatch.setattr(Accelerator, "log", recording_log)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    try:
+        assert script.main([str(a) for a in argv]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return logs
+
+
+def test_train_script_speed_flags_train_the_same_model(tmp_path, monkeypatch, one_torch_thread):
+    config = tmp_path / "vqgan.json"
+    config.write_text(json.dumps(dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2],
+                                      num_res_blocks=1, attention_resolutions=[8], sample_size=16, latent_channels=8,
+                                      code_dim=4, codebook_size=16, norm_num_groups=4, dropout=0.1)))  # fmt: skip
+    common = ["vqgan", "--model_config", config, "--max_train_steps", 3, "--train_batch_size", 8,
+              "--max_train_samples", 24, "--perceptual_weight", 0, "--disc_start", 1, "--disc_num_layers", 2,
+              "--disc_base_channels", 8, "--validation_steps", 3, "--checkpointing_steps", 3, "--logging_steps", 1,
+              "--learning_rate", 1e-3, "--report_to", "none"]  # fmt: skip
+    plain = run_train_script([*common, "--output_dir", tmp_path / "plain"], monkeypatch)
+    fast = run_train_script(
+        [*common, "--output_dir", tmp_path / "fast", "--channels_last", "--gradient_checkpointing"], monkeypatch
+    )
+    assert sorted(plain) == sorted(fast) == [1, 2, 3]
+    for step in (1, 2, 3):  # the GAN (and its adaptive weight) is on from the second step
+        for key in ("total", "pixel", "quantizer", "gan", "adaptive_weight"):
+            assert math.isclose(fast[step][key], plain[step][key], rel_tol=1e-4, abs_tol=1e-6), (step, key)
+    assert plain[3]["total"] != plain[1]["total"]  # the runs did train
+    reloaded = VQGANModel.from_pretrained(tmp_path / "fast")  # channels-last weights save and load
+    assert reloaded.encoder.conv_in.weight.is_contiguous()
+
+
 # -------------------------------------------------------------------------------------------------- inference
 def test_fast_tokenize_and_reconstruct_match_the_plain_verbs():
     torch.manual_seed(0)
@@ -313,10 +399,9 @@ def test_fast_tokenize_and_reconstruct_match_the_plain_verbs():
 
 
 # ------------------------------------------------------------------------------------------------- benchmarks
-@pytest.mark.slow
 def test_gpu_benchmark_script_runs_tiny_on_cpu(tmp_path):
     output = tmp_path / "raw.txt"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}  # tiny sizes: threads only spin
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--tiny", "--output", str(output)],
         capture_output=True, text=True, timeout=600, env=env,

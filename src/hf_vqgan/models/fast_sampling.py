@@ -218,6 +218,13 @@ class FastImageSampler:
             `torch.LongTensor` of shape `(batch_size, latent_height, latent_width)`: codes in `[0, codebook_size)`.
         """
         model, config = self.model, self.model.config
+        if getattr(model, "_hf_hook", None) is not None:
+            # An accelerate hook (model CPU offload) moves the weights at the first forward, after the cache, the
+            # noise and the captured step were placed on the device the weights had before.
+            raise ValueError(
+                "Fast decoding does not work with model CPU offload: the prior carries an accelerate hook. Keep the "
+                "prior on its device (or use the plain sampler: `pipe.disable_fast_decode()`)."
+            )
         _check_sampling_arguments(temperature, top_k, top_p)
         if not (isinstance(guidance_scale, (int, float)) and math.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"`guidance_scale` must be a non-negative finite number, got {guidance_scale!r}.")

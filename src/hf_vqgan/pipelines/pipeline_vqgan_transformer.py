@@ -311,7 +311,8 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         ([`~models.fast_sampling.FastImageSampler`]): on a GPU a large factor faster than `generate()`, with the
         same tokens from the same generator (up to the rounding of fused kernels). The first call for each batch
         size and sampling setting compiles or captures its step; later calls reuse it. Move the pipeline to its
-        device and dtype first.
+        device and dtype first (model CPU offload is not supported with it). Sliding-window sampling (`height` /
+        `width` beyond the trained grid) keeps the plain path.
 
         Args:
             mode (`str`, defaults to `"auto"`): `"compile"` (torch.compile with CUDA graphs), `"cuda_graph"` (plain
