@@ -84,7 +84,7 @@ def main() -> None:
         "transformer", "--vqgan_model_name_or_path", str(out / "vqgan"), "--class_column", "label",
         "--preset", "digits-tiny", "--output_dir", str(out / "pipeline"), "--max_train_steps", str(args.transformer_steps),
         "--train_batch_size", "64", "--learning_rate", "1e-3", "--lr_scheduler", "cosine", "--lr_warmup_steps", "100",
-        "--class_dropout_prob", "0.1", "--tokenize_flips", "--guidance_scale", str(args.guidance_scale),
+        "--class_dropout_prob", "0.1", "--guidance_scale", str(args.guidance_scale),
         "--validation_steps", str(args.transformer_steps), "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
         "--tokenized_cache_dir", str(out / "tokenized"), *common,
     ])  # fmt: skip

@@ -243,7 +243,6 @@ def train_vqgan(args) -> dict:
     from hf_vqgan.losses import VQGANLoss
     from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
     from hf_vqgan.training.performance import prepare_vqgan_for_training
-    from hf_vqgan.training.presets import vqgan_preset
 
     accelerator = make_accelerator(args)
     if args.pretrained_model_name_or_path:
@@ -456,7 +455,6 @@ def train_vqgan(args) -> dict:
 def train_transformer(args) -> dict:
     from hf_vqgan import VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
     from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
-    from hf_vqgan.training.presets import prior_preset
     from hf_vqgan.training.tokenize import dataset_fingerprint, load_or_tokenize, model_fingerprint, tokenize_split
 
     accelerator = make_accelerator(args)
