@@ -189,6 +189,15 @@ def save_checkpoint(accelerator, checkpoints, state, quantizer=None, ema=None):
     logger.info("Saved %s", path)
 
 
+def step_optimizer(accelerator, args, optimizer, scheduler, parameters) -> None:
+    """Clip (on the micro-step that synchronises gradients), step, schedule and clear one optimizer."""
+    if accelerator.sync_gradients and args.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def log_every(accelerator, args, state, progress, logs: dict):
     progress.update(1)
     if args.log_jsonl:
@@ -386,11 +395,7 @@ def train_vqgan(args) -> dict:
                     record_nonfinite(state, args, checkpoints, {"generator": float(g.total.detach())})
                 continue
             accelerator.backward(g.total)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            opt_g.step()
-            sched_g.step()
-            opt_g.zero_grad(set_to_none=True)
+            step_optimizer(accelerator, args, opt_g, sched_g, model.parameters())
             d = None
             if use_gan:
                 opt_d.zero_grad(set_to_none=True)  # drop what the generator's GAN term left in the discriminator
@@ -403,11 +408,7 @@ def train_vqgan(args) -> dict:
                         d = None
                 if d is not None:
                     accelerator.backward(d.loss)
-                    if accelerator.sync_gradients and args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(disc.parameters(), args.max_grad_norm)
-                    opt_d.step()
-                    sched_d.step()
-                    opt_d.zero_grad(set_to_none=True)
+                    step_optimizer(accelerator, args, opt_d, sched_d, disc.parameters())
         if not accelerator.sync_gradients:
             continue
         state.step += 1
@@ -590,11 +591,7 @@ def train_transformer(args) -> dict:
                     record_nonfinite(state, args, checkpoints, {"loss": float(loss.detach())})
                 continue
             accelerator.backward(loss)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            step_optimizer(accelerator, args, optimizer, scheduler, model.parameters())
         if not accelerator.sync_gradients:
             continue
         state.step += 1
