@@ -22,18 +22,9 @@ import torch
 from diffusers import VQModel
 
 from hf_vqgan import VQGANModel
+from hf_vqgan.training.presets import vqgan_preset
 
-TAMING_F16 = dict(
-    base_channels=128,
-    channel_multipliers=(1, 1, 2, 2, 4),
-    num_res_blocks=2,
-    attention_resolutions=(16,),
-    sample_size=256,
-    latent_channels=256,
-    code_dim=256,
-    codebook_size=1024,
-    norm_num_groups=32,
-)
+TAMING_F16 = {**vqgan_preset("taming-imagenet-f16-1024"), "norm_num_groups": 32}
 TINY = dict(
     base_channels=32,
     channel_multipliers=(1, 2, 2),
