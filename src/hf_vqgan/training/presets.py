@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import copy
 
+# The encoder/decoder of taming-transformers' f16 ImageNet tokenizers (configs/imagenet_vqgan.yaml).
+_TAMING_F16 = dict(
+    base_channels=128,
+    channel_multipliers=(1, 1, 2, 2, 4),
+    num_res_blocks=2,
+    attention_resolutions=(16,),
+    sample_size=256,
+    latent_channels=256,
+)
+
 # VQGANModel kwargs. "digits-tiny" is sized for the built-in 8x8 digits shown at 32x32 on a 2-core CPU;
 # the taming ones reproduce the paper's ImageNet f16 tokenizers (taming-transformers configs/imagenet_vqgan.yaml).
 VQGAN_PRESETS: dict[str, dict] = {
@@ -39,38 +49,10 @@ VQGAN_PRESETS: dict[str, dict] = {
         l2_normalize_codes=True,
         dead_code_steps=50,
     ),
-    "taming-imagenet-f16-1024": dict(
-        base_channels=128,
-        channel_multipliers=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        attention_resolutions=(16,),
-        sample_size=256,
-        latent_channels=256,
-        code_dim=256,
-        codebook_size=1024,
-    ),
-    "taming-imagenet-f16-16384": dict(
-        base_channels=128,
-        channel_multipliers=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        attention_resolutions=(16,),
-        sample_size=256,
-        latent_channels=256,
-        code_dim=256,
-        codebook_size=16384,
-    ),
+    "taming-imagenet-f16-1024": {**_TAMING_F16, "code_dim": 256, "codebook_size": 1024},
+    "taming-imagenet-f16-16384": {**_TAMING_F16, "code_dim": 256, "codebook_size": 16384},
     # LlamaGen's recipe on the taming f16 backbone: 16,384 l2-normalised 8-dim codes.
-    "llamagen-f16-16384": dict(
-        base_channels=128,
-        channel_multipliers=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        attention_resolutions=(16,),
-        sample_size=256,
-        latent_channels=256,
-        code_dim=8,
-        codebook_size=16384,
-        l2_normalize_codes=True,
-    ),
+    "llamagen-f16-16384": {**_TAMING_F16, "code_dim": 8, "codebook_size": 16384, "l2_normalize_codes": True},
 }
 
 # VQGANPriorConfig size kwargs (the token layout comes from the tokenizer and the data).
