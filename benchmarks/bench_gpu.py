@@ -9,7 +9,7 @@
    weight, bf16 autocast): a reference step built from the same modules without the optimisations (NCHW, eager, two
    generator forwards per step as taming's Lightning module runs, the adaptive weight's extra LPIPS/discriminator
    backward, unfused Adam) against the optimised step (channels-last, torch.compile of encoder/decoder/discriminator,
-   one generator forward, `generator_backward`, fused Adam; gradient checkpointing if the peak is over 24 GiB).
+   one generator forward, the single-backward generator loss, fused Adam; gradient checkpointing if the peak is over 24 GiB).
 3. Encode + quantize + decode, same configuration, batch 16: plain (float32, NCHW, `no_grad`) against the optimised
    path (`prepare_vqgan_for_inference` + `reconstruct_images`: channels-last, bf16 autocast, `inference_mode`).
 
@@ -45,7 +45,6 @@ from hf_vqgan.losses.perceptual import lpips_weights_available
 from hf_vqgan.models.fast_sampling import FastImageSampler
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
 from hf_vqgan.training.performance import (
-    generator_backward,
     prepare_vqgan_for_inference,
     prepare_vqgan_for_training,
     reconstruct_images,
@@ -279,7 +278,9 @@ def optimised_step(model, loss_fn, opt_g, opt_d, pixels, step, dtype):
     pixels = pixels.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type, dtype=dtype):
         out = model(pixels)  # one generator forward serves both updates
-        g = generator_backward(loss_fn, pixels, out.sample, out.quantizer_loss, step, model.last_layer_weight)
+        g = loss_fn.generator_loss(pixels, out.sample, out.quantizer_loss, step, last_layer=model.last_layer_weight,
+                                   single_backward=True)  # fmt: skip
+    g.total.backward()  # through the autoencoder only: LPIPS and the discriminator were differentiated once, above
     opt_g.step()
     opt_g.zero_grad(set_to_none=True)
     with torch.autocast(device_type, dtype=dtype):
@@ -287,7 +288,7 @@ def optimised_step(model, loss_fn, opt_g, opt_d, pixels, step, dtype):
     d.loss.backward()
     opt_d.step()
     opt_d.zero_grad(set_to_none=True)
-    return float(g.total), float(d.loss.detach())
+    return float(g.total.detach()), float(d.loss.detach())
 
 
 def bench_training(report: Report, args, sizes: dict, device: torch.device, dtype: torch.dtype, clock) -> None:

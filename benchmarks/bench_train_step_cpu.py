@@ -9,7 +9,7 @@ generator forward, generator loss with the adaptive weight, backward, Adam step,
 
 variants:
   plain          examples/train.py's step: `VQGANLoss.generator_loss` then `backward()` of its total
-  optimised      channels-last weights + `generator_backward` (one backward through LPIPS and the discriminator)
+  optimised      channels-last weights + the single-backward generator loss (one backward through LPIPS and the discriminator)
   checkpointing  optimised + `VQGANModel.enable_gradient_checkpointing()`
 
 Each variant runs in its own process, because peak RSS (`ru_maxrss`) is a per-process high-water mark; the printed
@@ -45,7 +45,7 @@ def run_variant(variant: str, args) -> dict:
     from hf_vqgan import VQGANModel
     from hf_vqgan.losses import VQGANLoss
     from hf_vqgan.training.data import ImageTransform, load_digits_dataset
-    from hf_vqgan.training.performance import generator_backward, prepare_vqgan_for_training
+    from hf_vqgan.training.performance import prepare_vqgan_for_training
     from hf_vqgan.training.presets import vqgan_preset
 
     if args.threads is not None:
@@ -76,9 +76,9 @@ def run_variant(variant: str, args) -> dict:
             g = loss_fn.generator_loss(pixels, out.sample, out.quantizer_loss, global_step, model.last_layer_weight)
             g.total.backward()
         else:
-            g = generator_backward(
-                loss_fn, pixels, out.sample, out.quantizer_loss, global_step, model.last_layer_weight
-            )
+            g = loss_fn.generator_loss(pixels, out.sample, out.quantizer_loss, global_step, model.last_layer_weight,
+                                       single_backward=True)  # fmt: skip
+            g.total.backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)

@@ -12,6 +12,7 @@ The script orchestrates; losses, data, metrics, checkpointing and tokenisation l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -91,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--channels_last", action="store_true", help="NHWC weights and activations (faster bf16 convs).")
     g.add_argument("--gradient_checkpointing", action="store_true", help="Recompute blocks in backward: less memory.")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder, decoder and discriminator.")
+    g.add_argument("--generator_backward", choices=["single", "plain"], default="single",
+                   help="single: one backward pass through LPIPS and the discriminator per step (same gradients); "
+                        "plain: taming's two. fp16, FSDP and DeepSpeed runs use plain.")  # fmt: skip
     g = v.add_argument_group("condition tokenizers (for image-conditional priors)")
     g.add_argument("--condition_type", choices=cond_lib.CONDITION_TYPES, default=None)
     g.add_argument("--condition_column", default=None, help=PAIRED_COLUMN_HELP)
@@ -187,6 +191,28 @@ def save_checkpoint(accelerator, checkpoints, state, quantizer=None, ema=None):
         state.extras["quantizer"] = quantizer.statistics_state_dict()
     path = checkpoints.save(accelerator, state.step, write_extra=lambda folder: state.save(folder, ema))
     logger.info("Saved %s", path)
+
+
+def sharded_training(accelerator) -> bool:
+    """FSDP and DeepSpeed shard parameters: their modules only run, and backpropagate, through the wrapper."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module | None):
+    """No parameter gradients for `module` from what runs inside (its inputs' gradients still flow)."""
+    if module is None:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 def step_optimizer(accelerator, args, optimizer, scheduler, parameters) -> None:
@@ -355,8 +381,24 @@ def train_vqgan(args) -> dict:
     opt_g, opt_d = prepared[n], (prepared[n + 1] if use_gan else None)
     train_loader = prepared[2 * n]
     sched_g, sched_d = prepared[2 * n + 1], (prepared[2 * n + 2] if use_gan else None)
-    if use_gan:
+    sharded = sharded_training(accelerator)
+    single_backward = args.generator_backward == "single"
+    if single_backward and (accelerator.mixed_precision == "fp16" or sharded):
+        logger.info("--generator_backward single needs bf16/fp32 and DDP (or one process); using plain.")
+        single_backward = False
+    if use_gan and sharded:
+        # Sharded networks only run through their wrapper, so the generator's GAN term leaves gradients on the
+        # discriminator; they are dropped before its update, which is only right when every micro-step updates.
+        if args.gradient_accumulation_steps > 1:
+            raise ValueError(
+                f"--gradient_accumulation_steps {args.gradient_accumulation_steps} with a discriminator is not supported "
+                f"under {accelerator.distributed_type}; use 1 (and a larger --train_batch_size), or DDP."
+            )
         loss_fn.discriminator = disc
+    # Otherwise the generator's GAN term runs the bare discriminator, whose gradients it does not need (DDP must not
+    # wait for them, and accumulated micro-steps must not mix them into the discriminator's), and the discriminator's
+    # update runs the prepared one.
+    freeze_discriminator = use_gan and not sharded and not single_backward
     loss_fn.to(accelerator.device)
     if ema is not None:
         ema.to(accelerator.device)
@@ -382,10 +424,9 @@ def train_vqgan(args) -> dict:
             continue
         with accelerator.accumulate(*parts):
             out = model(pixel_values)  # one generator forward serves both updates
-            with accelerator.autocast():
-                g = loss_fn.generator_loss(
-                    pixel_values, out.sample, out.quantizer_loss, state.step, last_layer=unwrapped.last_layer_weight
-                )
+            with accelerator.autocast(), frozen(loss_fn.discriminator if freeze_discriminator else None):
+                g = loss_fn.generator_loss(pixel_values, out.sample, out.quantizer_loss, state.step,
+                                           last_layer=unwrapped.last_layer_weight, single_backward=single_backward)  # fmt: skip
             g.total = inject_nonfinite_for_tests(g.total, state.step, state.consecutive_nonfinite)
             if not all_finite(accelerator, g.total):
                 opt_g.zero_grad(set_to_none=True)
@@ -398,11 +439,12 @@ def train_vqgan(args) -> dict:
             step_optimizer(accelerator, args, opt_g, sched_g, model.parameters())
             d = None
             if use_gan:
-                opt_d.zero_grad(set_to_none=True)  # drop what the generator's GAN term left in the discriminator
+                if sharded:
+                    opt_d.zero_grad(set_to_none=True)  # drop what the generator's GAN term left in the discriminator
                 # The discriminator's forward comes after the generator's backward: DDP synchronises only the backward
                 # that follows a module's latest forward, so computed earlier its gradients would stay per-process.
                 if loss_fn.should_update_discriminator(state.step):
-                    d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step)
+                    d = loss_fn.discriminator_loss(pixel_values, out.sample, state.step, discriminator=disc)
                     if not all_finite(accelerator, d.loss):
                         logger.warning("Step %d: non-finite discriminator loss; its update skipped.", state.step)
                         d = None

@@ -2,6 +2,7 @@
 
 from .adversarial import (
     adaptive_gan_weight,
+    adaptive_weight_from_grads,
     get_discriminator_loss,
     get_generator_loss,
     hinge_discriminator_loss,
@@ -20,6 +21,7 @@ __all__ = [
     "VQGANGeneratorLossOutput",
     "VQGANLoss",
     "adaptive_gan_weight",
+    "adaptive_weight_from_grads",
     "get_discriminator_loss",
     "get_generator_loss",
     "hinge_discriminator_loss",

@@ -112,6 +112,16 @@ def adaptive_gan_weight(
     """
     rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    return adaptive_weight_from_grads(rec_grad, gan_grad, max_weight=max_weight, eps=eps)
+
+
+def adaptive_weight_from_grads(
+    rec_grad: torch.Tensor, gan_grad: torch.Tensor, max_weight: float = 1e4, eps: float = 1e-4
+) -> torch.Tensor:
+    """
+    `adaptive_gan_weight` from the two gradients at the decoder's last layer, already computed: the ratio of their
+    norms (of their means over processes under data parallelism), clamped to `[0, max_weight]`, detached.
+    """
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         # Under data parallelism each process holds the gradients of its own shard's losses; the weight for the global
         # batch (what one process with the whole batch computes) takes the norms of their means. Every process gets

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.discriminator import PatchGANDiscriminator
-from .adversarial import adaptive_gan_weight, get_discriminator_loss, get_generator_loss
+from .adversarial import adaptive_gan_weight, adaptive_weight_from_grads, get_discriminator_loss, get_generator_loss
 from .perceptual import LPIPSLoss
 
 PIXEL_LOSSES = ("l1", "l2", "cross_entropy")
@@ -185,6 +185,7 @@ class VQGANLoss(nn.Module):
         quantizer_loss: torch.Tensor,
         global_step: int,
         last_layer: torch.Tensor | None = None,
+        single_backward: bool = False,
     ) -> VQGANGeneratorLossOutput:
         """
         The autoencoder's loss.
@@ -196,36 +197,58 @@ class VQGANLoss(nn.Module):
             global_step (`int`): The current optimizer step, for the discriminator warm-up.
             last_layer (`torch.Tensor`, *optional*): `model.last_layer_weight`; required once the GAN term is on and
                 gradients are enabled. With gradients disabled (evaluation) the adaptive weight is 0, as in taming.
+            single_backward (`bool`, defaults to `False`): Run the backward pass of LPIPS and the discriminator once
+                instead of twice. The plain loss differentiates the reconstruction and GAN terms at the last layer
+                for the adaptive weight, and `total.backward()` then runs the VGG and discriminator backward again.
+                Here both terms are differentiated once, with respect to the reconstruction, inside this call; the
+                chain rule gives their gradients at the last layer and the gradient of the total at the
+                reconstruction. `total` has the same value, and backpropagating it gives the autoencoder the same
+                gradients up to floating-point reordering, through the autoencoder only: the discriminator's
+                parameters get none, and `total` cannot be differentiated a second time. Ignored with gradients
+                disabled. Under fp16 mixed precision prefer the plain loss: the gradients taken here are not loss
+                scaled.
 
         Returns:
-            `VQGANGeneratorLossOutput`. Backpropagating `total` also leaves gradients on the discriminator's
-            parameters; zero them before the discriminator's own step.
+            `VQGANGeneratorLossOutput`. Backpropagating `total` of the plain loss also leaves gradients on the
+            discriminator's parameters; zero them before the discriminator's own step.
         """
         if inputs.shape != reconstructions.shape:
             raise ValueError(
                 f"`inputs` and `reconstructions` must have the same shape, got {tuple(inputs.shape)} and "
                 f"{tuple(reconstructions.shape)}."
             )
-        zero = reconstructions.new_zeros(())
-        pixel = self._pixel_loss(inputs, reconstructions)
+        gan_on = self.should_update_discriminator(global_step)
+        if gan_on and torch.is_grad_enabled() and last_layer is None:
+            raise ValueError(
+                "`last_layer` (model.last_layer_weight) is required for the adaptive GAN weight once "
+                f"global_step >= disc_start ({global_step} >= {self.disc_start})."
+            )
+        single_backward = single_backward and torch.is_grad_enabled() and reconstructions.requires_grad
+        # The single-backward loss cuts the graph at the reconstruction, so that its terms are differentiated down to
+        # there only, once each.
+        outputs = reconstructions.detach().requires_grad_(True) if single_backward else reconstructions
+        zero = outputs.new_zeros(())
+        pixel = self._pixel_loss(inputs, outputs)
         # One LPIPS call per step: its graph serves both the adaptive weight's autograd.grad and the final backward.
-        perceptual = self.perceptual(inputs, reconstructions).mean() if self.perceptual is not None else zero
+        perceptual = self.perceptual(inputs, outputs).mean() if self.perceptual is not None else zero
         reconstruction = self.pixel_weight * pixel + self.perceptual_weight * perceptual
         quantizer = quantizer_loss.mean()
+        gan = self.gen_loss_fn(self.discriminator(outputs)) if gan_on else zero
+        disc_factor = 1.0 if gan_on else 0.0
 
-        gan, adaptive_weight, disc_factor = zero, zero, 0.0
-        if self.should_update_discriminator(global_step):
-            disc_factor = 1.0
-            gan = self.gen_loss_fn(self.discriminator(reconstructions))
-            if torch.is_grad_enabled():
-                if last_layer is None:
-                    raise ValueError(
-                        "`last_layer` (model.last_layer_weight) is required for the adaptive GAN weight once "
-                        f"global_step >= disc_start ({global_step} >= {self.disc_start})."
-                    )
-                adaptive_weight = self.disc_weight * adaptive_gan_weight(reconstruction, gan, last_layer)
+        adaptive_weight = zero
+        if single_backward:
+            adaptive_weight, output_grad = self._single_backward_grads(
+                reconstructions, outputs, reconstruction, gan if gan_on else None, last_layer
+            )
+        elif gan_on and torch.is_grad_enabled():
+            adaptive_weight = self.disc_weight * adaptive_gan_weight(reconstruction, gan, last_layer)
 
         total = reconstruction + adaptive_weight * disc_factor * gan + self.codebook_weight * quantizer
+        if single_backward:
+            # The same value; its gradient is `output_grad` pulled back through the autoencoder, plus the quantizer's.
+            surrogate = (reconstructions * output_grad).sum() + self.codebook_weight * quantizer
+            total = total.detach() + (surrogate - surrogate.detach())
         return VQGANGeneratorLossOutput(
             total=total,
             pixel=pixel.detach(),
@@ -237,21 +260,51 @@ class VQGANLoss(nn.Module):
             quantizer=quantizer.detach(),
         )
 
+    def _single_backward_grads(
+        self,
+        reconstructions: torch.Tensor,
+        outputs: torch.Tensor,
+        reconstruction: torch.Tensor,
+        gan: torch.Tensor | None,
+        last_layer: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adaptive weight and the gradient of the total loss at `outputs` (the detached reconstructions)."""
+        rec_grad = torch.autograd.grad(reconstruction, outputs)[0]  # (B, C, H, W)
+        if gan is None:
+            return outputs.new_zeros(()), rec_grad
+        gan_grad = torch.autograd.grad(gan, outputs)[0]  # (B, C, H, W)
+        # d loss / d last_layer = (d loss / d reconstructions) pulled back through the decoder's last layer only.
+        rec_weight_grad, gan_weight_grad = (
+            torch.autograd.grad(reconstructions, last_layer, grad.to(reconstructions.dtype), retain_graph=True)[0]
+            for grad in (rec_grad, gan_grad)
+        )
+        adaptive_weight = self.disc_weight * adaptive_weight_from_grads(rec_weight_grad, gan_weight_grad)
+        return adaptive_weight, rec_grad + adaptive_weight * gan_grad
+
     def discriminator_loss(
-        self, inputs: torch.Tensor, reconstructions: torch.Tensor, global_step: int
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        global_step: int,
+        discriminator: nn.Module | None = None,
     ) -> VQGANDiscriminatorLossOutput:
         """
         The discriminator's loss on real `inputs` and `reconstructions`, both of shape
         `(batch_size, channels, height, width)` in [-1, 1]. Both are detached here, so no gradient reaches the
         autoencoder. Before `disc_start` the loss is multiplied by 0; skip the step altogether there
         (`should_update_discriminator`), since weight decay would still move the weights.
+
+        `discriminator` runs in place of `self.discriminator` when given: the same network as wrapped for data
+        parallelism (`accelerator.prepare`), so that its gradients are synchronised, while the generator's GAN term
+        runs the bare `self.discriminator`, whose gradients are not needed.
         """
         if self.discriminator is None:
             raise ValueError("This VQGANLoss has no discriminator (disc_weight=0); there is no discriminator loss.")
         # Two calls rather than one concatenated batch, so that BatchNorm sees real and fake statistics apart, as in
         # the reference.
-        logits_real = self.discriminator(inputs.detach())  # (B, 1, h, w)
-        logits_fake = self.discriminator(reconstructions.detach())  # (B, 1, h, w)
+        discriminator = self.discriminator if discriminator is None else discriminator
+        logits_real = discriminator(inputs.detach())  # (B, 1, h, w)
+        logits_fake = discriminator(reconstructions.detach())  # (B, 1, h, w)
         disc_factor = 1.0 if global_step >= self.disc_start else 0.0
         loss = disc_factor * self.disc_loss_fn(logits_real, logits_fake)
         return VQGANDiscriminatorLossOutput(
