@@ -140,6 +140,26 @@ def test_gan_terms_are_off_until_disc_start(tmp_path, run_train, tiny_vqgan_json
     assert not all(torch.equal(second[k], third[k]) for k in second)
 
 
+@pytest.mark.parametrize("generator_backward", ["single", "plain"])
+def test_discriminator_update_accumulates_every_micro_batch(generator_backward, tmp_path, run_train, tiny_vqgan_json):
+    # One update of 2 accumulated micro-batches of 4 and one of a batch of 8 (the same 8 images) must move the
+    # discriminator alike: the generator's GAN term must leave no gradients in it, and the first micro-batch's
+    # discriminator gradients must not be dropped before the update.
+    common = ("--perceptual_weight", 0, "--disc_start", 0, "--disc_norm", "none", "--checkpointing_steps", 1,
+              "--validation_steps", 1, "--generator_backward", generator_backward)  # fmt: skip
+    runs = {
+        "accumulated": ("--train_batch_size", 4, "--gradient_accumulation_steps", 2),
+        "one_batch": ("--train_batch_size", 8),
+    }
+    weights = {}
+    for name, batch in runs.items():
+        out = tmp_path / name
+        assert run_train([*_vqgan_argv(tiny_vqgan_json, out, 1, *common), *batch]).returncode == 0
+        weights[name] = load_file(out / "checkpoints" / "checkpoint-000001" / "model_1.safetensors")
+    for key, value in weights["one_batch"].items():
+        torch.testing.assert_close(weights["accumulated"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
 def test_resume_continues_at_the_right_step_and_matches_an_uninterrupted_run(tmp_path, run_train, tiny_vqgan_json):
     # 24 examples in batches of 8: three batches an epoch, so both runs cross epoch boundaries.
     common = ("--perceptual_weight", 0, "--disc_start", 1, "--checkpointing_steps", 2, "--max_train_samples", 24)
