@@ -8,7 +8,9 @@ backbone, which costs the same as the real one). The step measured is one with t
 generator forward, generator loss with the adaptive weight, backward, Adam step, then the discriminator's step.
 
 variants:
-  plain          examples/train.py's step: `VQGANLoss.generator_loss` then `backward()` of its total
+  plain          taming's generator step: `VQGANLoss.generator_loss` then `backward()` of its total
+                 (`examples/train.py --generator_backward plain`)
+  single_backward  the single-backward generator loss alone (`single_backward=True`, examples/train.py's default)
   optimised      channels-last weights + the single-backward generator loss (one backward through LPIPS and the discriminator)
   checkpointing  optimised + `VQGANModel.enable_gradient_checkpointing()`
 
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("plain", "optimised", "checkpointing")
+VARIANTS = ("plain", "single_backward", "optimised", "checkpointing")
 
 
 def max_rss_mib() -> float:
@@ -57,7 +59,8 @@ def run_variant(variant: str, args) -> dict:
         disc_weight=0.1, disc_start=0, disc_num_layers=2, disc_base_channels=32,
         disc_in_channels=model.config.out_channels,
     )  # fmt: skip
-    if variant != "plain":
+    channels_last = variant in ("optimised", "checkpointing")
+    if channels_last:
         prepare_vqgan_for_training(
             model, loss_fn, channels_last=True, gradient_checkpointing=variant == "checkpointing"
         )
@@ -66,19 +69,15 @@ def run_variant(variant: str, args) -> dict:
     transform = ImageTransform(32, channels=1)
     images = load_digits_dataset()["train"][: args.batch_size]["image"]
     pixels = torch.stack([transform(image) for image in images])  # (B, 1, 32, 32)
-    if variant != "plain":
+    if channels_last:
         pixels = pixels.contiguous(memory_format=torch.channels_last)
     before = max_rss_mib()
 
     def step(global_step: int) -> float:
         out = model(pixels)
-        if variant == "plain":
-            g = loss_fn.generator_loss(pixels, out.sample, out.quantizer_loss, global_step, model.last_layer_weight)
-            g.total.backward()
-        else:
-            g = loss_fn.generator_loss(pixels, out.sample, out.quantizer_loss, global_step, model.last_layer_weight,
-                                       single_backward=True)  # fmt: skip
-            g.total.backward()
+        g = loss_fn.generator_loss(pixels, out.sample, out.quantizer_loss, global_step, model.last_layer_weight,
+                                   single_backward=variant != "plain")  # fmt: skip
+        g.total.backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)
@@ -144,7 +143,7 @@ def main() -> None:
         peak = max(run["peak_mib"] for run in runs)
         plain_seconds = seconds if variant == "plain" else plain_seconds
         ratio = f", {plain_seconds / seconds:.2f}x plain's speed" if plain_seconds and variant != "plain" else ""
-        print(f"  {variant:>13}: peak RSS {peak:7.0f} MiB (before the first step {before:6.0f} MiB, step adds "
+        print(f"  {variant:>15}: peak RSS {peak:7.0f} MiB (before the first step {before:6.0f} MiB, step adds "
               f"{peak - before:5.0f} MiB); {seconds:.3f} s/step = {args.batch_size / seconds:6.1f} images/s{ratio}; "
               f"first loss {runs[0]['first_loss']:.5f}")  # fmt: skip
 
