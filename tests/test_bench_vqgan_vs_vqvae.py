@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from hf_vqgan.training.data import ImageTransform
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -38,16 +40,10 @@ def test_photo_patches_hold_out_whole_photos(bench, channels, tmp_path):
     first = Image.open(files[0])
     assert first.size == (32, 32) and first.mode == ("L" if channels == 1 else "RGB")
     # No held-out patch appears among the training patches.
-    transform = bench_transform(channels)
+    transform = ImageTransform(32, channels=channels)
     train = torch.stack([transform(Image.open(f)) for f in files])
     distances = torch.cdist(held_out.flatten(1), train.flatten(1))
     assert distances.min() > 0
-
-
-def bench_transform(channels: int):
-    from hf_vqgan.training.data import ImageTransform
-
-    return ImageTransform(32, channels=channels)
 
 
 def test_grid_has_a_row_per_model(bench, tmp_path):

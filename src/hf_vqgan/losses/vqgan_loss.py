@@ -229,7 +229,7 @@ class VQGANLoss(nn.Module):
         outputs = reconstructions.detach().requires_grad_(True) if single_backward else reconstructions
         zero = outputs.new_zeros(())
         pixel = self._pixel_loss(inputs, outputs)
-        # One LPIPS call per step: its graph serves both the adaptive weight's autograd.grad and the final backward.
+        # One LPIPS call per step; in the plain loss its graph serves both the adaptive weight and the final backward.
         perceptual = self.perceptual(inputs, outputs).mean() if self.perceptual is not None else zero
         reconstruction = self.pixel_weight * pixel + self.perceptual_weight * perceptual
         quantizer = quantizer_loss.mean()
