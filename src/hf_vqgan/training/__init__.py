@@ -1,4 +1,11 @@
-"""Training utilities: datasets and transforms, condition maps, evaluation metrics."""
+"""What only training needs, used by the stage scripts in `examples/`; nothing outside `training/` imports it.
+
+- `arguments`: the flags both stages share; `loop`: set-up helpers and `TrainingRun` (the code around each step);
+- `state`: resumable counters, the non-finite guard, seeds, JSON-lines logs; `checkpointing`: kill-safe checkpoints;
+- `data`: datasets, image transforms, bad-image handling; `conditions`: condition maps; `tokenize`: cached codes;
+- `evaluation`: validation and saved outputs; `metrics`: the image grid; `presets`: model configurations;
+- `speedups`: result-preserving training speed-ups.
+"""
 
 from .conditions import (
     CONDITION_TYPES,
@@ -23,16 +30,14 @@ from .data import (
     preprocess_batch,
     with_image_transform,
 )
-from .metrics import CodebookUsage, DigitsClassifier, make_image_grid, psnr, relative_sharpness, sharpness, ssim
+from .metrics import make_image_grid
 
 __all__ = [
     "CONDITION_TYPES",
     "DERIVED_CONDITION_TYPES",
     "DIGITS_NUM_VALIDATION",
     "BadImageCounter",
-    "CodebookUsage",
     "ConditionTransform",
-    "DigitsClassifier",
     "Geometry",
     "ImageTransform",
     "collate_fn",
@@ -47,9 +52,5 @@ __all__ = [
     "make_image_grid",
     "one_hot_labels",
     "preprocess_batch",
-    "psnr",
-    "relative_sharpness",
-    "sharpness",
-    "ssim",
     "with_image_transform",
 ]

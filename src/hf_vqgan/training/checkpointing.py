@@ -36,17 +36,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _kill_for_tests_during_save(step: int) -> None:
-    # Fault injection for tests/examples/test_faults.py (see hf_vqgan.training.loop): die after the checkpoint's files
-    # are written but before they get their final name.
-    if os.environ.get("HF_VQGAN_TEST_KILL_DURING_SAVE") == str(step):
-        import signal
-
-        logger.warning("HF_VQGAN_TEST_KILL_DURING_SAVE: killing the process while saving step %d.", step)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class CheckpointManager:
     """Saves, lists, prunes and resolves training checkpoints for one run.
 
@@ -123,7 +112,6 @@ class CheckpointManager:
         if accelerator.is_main_process:
             if write_extra is not None:
                 write_extra(tmp)
-            _kill_for_tests_during_save(step)
             if final.exists():
                 # A re-run of the same step after resuming from an older checkpoint. Move the old folder aside in one
                 # rename rather than deleting it in place: a kill mid-deletion would leave a partial folder under a

@@ -195,46 +195,18 @@ def load_image_dataset(
     if max_train_samples is not None and max_train_samples < 1:
         raise ValueError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
 
-    if dataset_name is not None:
-        raw = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
-    elif train_data_dir is not None:
-        raw = datasets.load_dataset(
-            "imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir, streaming=streaming
-        )
-    else:
-        raw = load_digits_dataset()
-        if streaming:
-            raw = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in raw.items()})
-
-    available = list(raw.keys())
-    if "train" not in available:
-        raise ValueError(f"The dataset has no 'train' split; available splits: {available}.")
-    if isinstance(validation_split, str):
-        if validation_split not in available:
-            raise ValueError(f"Validation split {validation_split!r} not found; available splits: {available}.")
-        train, validation = raw["train"], raw[validation_split]
-    elif "validation" in available:
-        train, validation = raw["train"], raw["validation"]
-    elif streaming:
-        train, validation = _split_streaming(raw["train"], validation_split, "train")
-    else:
-        held_out = raw["train"].train_test_split(test_size=validation_split, seed=seed)
-        train, validation = held_out["train"], held_out["test"]
-
-    for split_name, split in (("train", train), ("validation", validation)):
-        _check_column(split, image_column, "Image", split_name)
-        if label_column is not None:
-            _check_column(split, label_column, "Label", split_name)
-        if condition_column is not None:
-            _check_column(split, condition_column, "Condition", split_name)
-
+    raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
+    splits = _train_and_validation(raw, validation_split, streaming, seed)
+    for split_name, split in splits.items():
+        for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
+            if column is not None:
+                _check_column(split, column, role, split_name)
     if max_train_samples is not None:
+        train = splits["train"]
         if streaming:
-            train = train.take(max_train_samples)
+            splits["train"] = train.take(max_train_samples)
         else:
-            train = train.shuffle(seed=seed).select(range(min(max_train_samples, len(train))))
-
-    splits = {"train": train, "validation": validation}
+            splits["train"] = train.shuffle(seed=seed).select(range(min(max_train_samples, len(train))))
     if not decode:
         for name, split in splits.items():
             for column in (image_column, condition_column):
@@ -242,6 +214,53 @@ def load_image_dataset(
                     split = split.cast_column(column, datasets.Image(decode=False))
             splits[name] = split
     return datasets.IterableDatasetDict(splits) if streaming else datasets.DatasetDict(splits)
+
+
+def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: bool, cache_dir):
+    """The raw dataset dict: a named dataset, an image folder, or the built-in digits."""
+    import datasets
+
+    if dataset_name is not None:
+        return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
+    if train_data_dir is not None:
+        return datasets.load_dataset(
+            "imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir, streaming=streaming
+        )
+    raw = load_digits_dataset()
+    if streaming:
+        raw = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in raw.items()})
+    return raw
+
+
+def _train_and_validation(raw, validation_split: float | int | str, streaming: bool, seed: int) -> dict:
+    """`{"train": ..., "validation": ...}`: a named split, the dataset's own validation split, or a held-out part."""
+    available = list(raw.keys())
+    if "train" not in available:
+        raise ValueError(f"The dataset has no 'train' split; available splits: {available}.")
+    if isinstance(validation_split, str):
+        if validation_split not in available:
+            raise ValueError(f"Validation split {validation_split!r} not found; available splits: {available}.")
+        return {"train": raw["train"], "validation": raw[validation_split]}
+    if "validation" in available:
+        return {"train": raw["train"], "validation": raw["validation"]}
+    if streaming:
+        train, validation = _split_streaming(raw["train"], validation_split, "train")
+        return {"train": train, "validation": validation}
+    held_out = raw["train"].train_test_split(test_size=validation_split, seed=seed)
+    return {"train": held_out["train"], "validation": held_out["test"]}
+
+
+def count_classes(dataset, column: str) -> int:
+    """Number of classes of a label column: its ClassLabel size, or max + 1 for plain integers."""
+    feature = dataset.features[column]
+    if hasattr(feature, "num_classes"):
+        return feature.num_classes
+    labels = dataset.unique(column)
+    if any(not isinstance(label, int) or label < 0 for label in labels):
+        raise ValueError(
+            f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels)[:5]}..."
+        )
+    return max(labels) + 1
 
 
 # ----------------------------------------------------------------------------------------- decoding and modes
@@ -452,7 +471,10 @@ class BadImageCounter:
             ) from error
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(skipped={self.skipped}, last_file={self.last_file!r}, last_error={self.last_error!r})"
+        return (
+            f"{type(self).__name__}(skipped={self.skipped}, last_file={self.last_file!r}, "
+            f"last_error={self.last_error!r})"
+        )
 
 
 default_bad_image_counter = BadImageCounter()

@@ -1,4 +1,6 @@
-"""Validation and final outputs of both training stages, and the demo's quality figures."""
+"""Validation and final outputs of both training stages: held-out figures, image grids, saved folders, cards.
+
+It takes the pipeline it validates as an argument and imports nothing from `hf_vqgan.pipelines`."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .loop import save_json
-from .metrics import CodebookUsage, DigitsClassifier, make_image_grid, psnr, ssim
+from ..metrics import CodebookUsage, psnr, ssim
+from .metrics import make_image_grid
+from .state import save_json
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,19 @@ def _to_grid_pixels(x: torch.Tensor, condition_type: str | None) -> torch.Tensor
 
 # --------------------------------------------------------------------------------------------------- stage 1
 @torch.no_grad()
-def evaluate_tokenizer(model, loader, input_key, accelerator, *, ema=None, step=0, output_dir=".", perceptual=None,
-                       condition_type=None, max_grid=8) -> dict:  # fmt: skip
+def evaluate_tokenizer(
+    model,
+    loader,
+    input_key,
+    accelerator,
+    *,
+    ema=None,
+    step=0,
+    output_dir=".",
+    perceptual=None,
+    condition_type=None,
+    max_grid=8,
+) -> dict:
     """Held-out PSNR, SSIM, LPIPS (when the perceptual net exists) and codebook usage; saves a reconstruction grid.
 
     Segmentation tokenizers report label accuracy instead of image metrics.
@@ -150,14 +164,22 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
         "vqgan",
         model_name=Path(args.hub_model_id or folder.resolve().name).name,
         repo_id=args.hub_model_id or str(folder),
-        resolution=resolution, latent_height=h, latent_width=w, codebook_size=model.config.codebook_size,
-        in_channels=model.config.in_channels, dataset_description=description, datasets=datasets,
+        resolution=resolution,
+        latent_height=h,
+        latent_width=w,
+        codebook_size=model.config.codebook_size,
+        in_channels=model.config.in_channels,
+        dataset_description=description,
+        datasets=datasets,
         loss_description=", ".join(losses),
-        training_description=f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, learning rate {args.learning_rate}.",
+        training_description=(
+            f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, "
+            f"learning rate {args.learning_rate}."
+        ),
         model_config=json.dumps({k: v for k, v in model.config.items() if not k.startswith("_")}, indent=2),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         grid_file=GRID_FILE if (folder / GRID_FILE).is_file() else None,
-    )  # fmt: skip
+    )
     card.save(folder / "README.md")
     _push(args, folder)
 
@@ -198,8 +220,9 @@ def evaluate_prior(pipeline, loader, accelerator, args, *, ema=None, step=0, num
         cond_tokens = None
         if cond_example is not None:
             cond_tokens = cond_example[:per_row].repeat(math.ceil(n / min(per_row, cond_example.shape[0])), 1)[:n]
-        indices = prior.sample(class_labels=labels, cond_indices=cond_tokens, batch_size=n,
-                               guidance_scale=guidance, generator=generator)  # fmt: skip
+        indices = prior.sample(
+            class_labels=labels, cond_indices=cond_tokens, batch_size=n, guidance_scale=guidance, generator=generator
+        )
         images = pipeline.decode_tokens(indices, output_type="pt") * 2 - 1  # (N, C, H, W) in [-1, 1]
     metrics = {"val_loss": total / max(tokens, 1), "step": step}
     grid = make_image_grid(images, nrow=per_row, scale=max(1, 64 // images.shape[-1]))
@@ -218,94 +241,14 @@ def save_pipeline_outputs(pipeline, args, metrics: dict, resolution: int) -> Non
     _write_run_files(folder, args, metrics)
     description, datasets = _dataset_description(args)
     card = pipeline.model_card(
-        repo_id=args.hub_model_id or str(folder), metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
-        dataset_description=description, datasets=datasets,
+        repo_id=args.hub_model_id or str(folder),
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        dataset_description=description,
+        datasets=datasets,
         grid_file=SAMPLES_FILE if (folder / SAMPLES_FILE).is_file() else None,
         model_name=Path(args.hub_model_id or folder.resolve().name).name,
         training_description=f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, "
         f"learning rate {args.learning_rate}, class dropout {args.class_dropout_prob}, pkeep {args.pkeep}.",
-    )  # fmt: skip
+    )
     card.save(folder / "README.md")
     _push(args, folder)
-
-
-# ------------------------------------------------------------------------------------------- demo figures
-@torch.no_grad()
-def evaluate_class_samples(pipeline_dir, grid_path, *, samples_per_class=10, guidance_scale=2.0, seed=0,
-                           top_k=None) -> dict:  # fmt: skip
-    """Sample every digit class, save a grid (one row per class), and score the samples with a classifier trained
-    on the real digits' training split: the fraction classified as the class asked for, per class and overall."""
-    from ..pipelines import VQGANTransformerPipeline
-
-    pipe = VQGANTransformerPipeline.from_pretrained(str(pipeline_dir))
-    pipe.set_progress_bar_config(disable=True)
-    num_classes = pipe.transformer.config.num_classes
-    labels = torch.arange(num_classes).repeat_interleave(samples_per_class)
-    images = pipe(class_labels=labels.tolist(), guidance_scale=guidance_scale, top_k=top_k,
-                  generator=torch.Generator().manual_seed(seed), output_type="pt").images * 2 - 1  # fmt: skip
-    make_image_grid(images, nrow=samples_per_class, scale=max(1, 64 // images.shape[-1])).save(grid_path)
-    classifier = DigitsClassifier()
-    predicted = classifier.predict(images)
-    correct = (predicted == labels).float()
-    figures = {
-        "sample_accuracy": float(correct.mean()),
-        "real_validation_accuracy": float(classifier.accuracy_on_real_validation()),
-        "guidance_scale": guidance_scale,
-        "samples_per_class": samples_per_class,
-    }
-    for c in range(num_classes):
-        figures[f"sample_accuracy_class_{c}"] = float(correct[labels == c].mean())
-    return figures
-
-
-@torch.no_grad()
-def evaluate_lowres_conditioning(pipeline_dir, grid_path, *, num_samples=100, seed=0) -> dict:
-    """How well samples of a `lowres`-conditional pipeline respect their conditions, taken from real held-out digits.
-
-    Each of `num_samples` validation digits gives one condition (its `lowres_factor` box average) and one sample.
-    Figures: `lowres_condition_mse`, the MSE between each sample's own box average and its condition;
-    `lowres_condition_mse_shuffled`, the same with every sample paired with another digit's condition (what ignoring
-    the condition would score); `lowres_condition_mse_tokenizer`, the MSE of the real digits' tokenizer
-    reconstructions (the floor a sampler can reach through this tokenizer); and the classifier accuracy of the samples
-    against the label of the digit their condition came from (`lowres_sample_accuracy`; 0.1 is chance), next to the
-    classifier's accuracy on those real digits (`lowres_real_accuracy`). The grid shows conditions, samples, digits.
-    """
-    from ..pipelines import VQGANTransformerPipeline
-    from .conditions import condition_to_pixels, lowres_condition
-    from .data import ImageTransform, load_digits_dataset
-
-    pipe = VQGANTransformerPipeline.from_pretrained(str(pipeline_dir))
-    pipe.set_progress_bar_config(disable=True)
-    if pipe.transformer.config.condition_type != "lowres":
-        raise ValueError(f"{pipeline_dir} is not a lowres-conditional pipeline.")
-    factor = pipe.transformer.config.lowres_factor
-    resolution = pipe.latent_grid[0] * pipe.vqgan.downsample_factor
-    validation = load_digits_dataset()["validation"]
-    if not 1 <= num_samples <= len(validation):
-        raise ValueError(f"`num_samples` must be in [1, {len(validation)}] (held-out digits), got {num_samples}.")
-    validation = validation.shuffle(seed=seed).select(range(num_samples))
-    transform = ImageTransform(resolution, pipe.vqgan.config.in_channels, center_crop=True)
-    real = torch.stack([transform(image) for image in validation["image"]])  # (N, C, H, W) in [-1, 1]
-    labels = torch.tensor(validation["label"])
-    images = pipe(condition_image=real, batch_size=num_samples, generator=torch.Generator().manual_seed(seed),
-                  output_type="pt").images * 2 - 1  # fmt: skip
-    conditions = lowres_condition(real, factor)  # (N, C, H/f, W/f)
-    sampled = lowres_condition(images, factor)
-    reconstructed = lowres_condition(pipe.decode_tokens(pipe.encode_images(real), output_type="pt") * 2 - 1, factor)
-    # The digits are already in random order, so rolling by one pairs every sample with another digit's condition.
-    shuffled = conditions.roll(1, dims=0)
-    classifier = DigitsClassifier()
-    figures = {
-        "lowres_condition_mse": float(((sampled - conditions) ** 2).mean()),
-        "lowres_condition_mse_shuffled": float(((sampled - shuffled) ** 2).mean()),
-        "lowres_condition_mse_tokenizer": float(((reconstructed - conditions) ** 2).mean()),
-        "lowres_sample_accuracy": classifier.accuracy(images, labels),
-        "lowres_real_accuracy": classifier.accuracy(real, labels),
-        "lowres_num_samples": num_samples,
-        "lowres_factor": factor,
-    }
-    shown = min(10, num_samples)
-    upsampled = condition_to_pixels(conditions[:shown], "lowres", size=resolution)
-    rows = torch.cat([upsampled, images[:shown], real[:shown]])
-    make_image_grid(rows, nrow=shown, scale=max(1, 64 // images.shape[-1])).save(grid_path)
-    return figures

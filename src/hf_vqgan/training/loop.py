@@ -1,136 +1,34 @@
-"""What both training stages share: arguments, the accelerator, resumable state, the non-finite guard, saving.
+"""The parts of the training loop both stages share: set-up helpers and `TrainingRun`, the code around each step.
 
-`examples/train.py` orchestrates; the pieces that are the same for the tokenizer and the prior live here so the
-script reads top to bottom and the two stages cannot drift apart.
+A stage script owns its step (forward, loss, backward); `TrainingRun` owns what surrounds it, written once: resuming,
+the batches of each epoch, skipping non-finite steps, and the post-step sequence (step counter, EMA, logging,
+checkpoint, validation), then the final validation.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from .checkpointing import CheckpointManager
+from .state import TrainingState, all_finite, log_step_jsonl, record_nonfinite
+
 logger = logging.getLogger(__name__)
 
-
-# --------------------------------------------------------------------------------------------------- arguments
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
+# Keys of the per-step logs shown on the progress bar.
+_PROGRESS_KEYS = ("loss", "total", "nll", "d_loss")
 
 
-def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
-    return number
-
-
-def _probability(value: str) -> float:
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {value}")
-    return number
-
-
-def _split(value: str) -> float | str:
-    """`--validation_split`: a held-out fraction in (0, 1) or the name of a split."""
-    try:
-        fraction = float(value)
-    except ValueError:
-        return value
-    if not 0.0 < fraction < 1.0:
-        raise argparse.ArgumentTypeError(f"a held-out fraction must be in (0, 1), got {value}")
-    return fraction
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("data (defaults to the built-in scikit-learn digits)")
-    g.add_argument("--dataset_name", help="A Hub dataset id or anything `datasets.load_dataset` takes.")
-    g.add_argument("--dataset_config_name")
-    g.add_argument("--train_data_dir", help="A folder of images (loaded with the `imagefolder` builder).")
-    g.add_argument("--image_column", default="image")
-    g.add_argument("--class_column", default=None, help="Integer class labels (class-conditional priors).")
-    g.add_argument("--validation_split", type=_split, default=0.1, help="Held-out fraction or a split name.")
-    g.add_argument("--resolution", type=_positive_int, default=None, help="Defaults to the model's sample_size.")
-    g.add_argument("--random_crop", action="store_true", help="Random instead of center crop.")
-    g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
-    g.add_argument("--max_train_samples", type=_positive_int, default=None)
-    g.add_argument("--max_eval_samples", type=_positive_int, default=None, help="Validate on the first N only.")
-    g.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it.")
-    g.add_argument("--cache_dir", default=None)
-    g.add_argument("--dataloader_num_workers", type=int, default=0)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, betas: tuple[float, float]) -> None:
-    g = parser.add_argument_group("optimisation")
-    g.add_argument("--output_dir", default="outputs")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train_batch_size", type=_positive_int, default=32, help="Per process.")
-    g.add_argument("--eval_batch_size", type=_positive_int, default=64)
-    g.add_argument("--max_train_steps", type=_positive_int, default=None, help="Overrides --num_train_epochs.")
-    g.add_argument("--num_train_epochs", type=_positive_int, default=10)
-    g.add_argument("--gradient_accumulation_steps", type=_positive_int, default=1)
-    g.add_argument("--learning_rate", type=float, default=learning_rate)
-    g.add_argument("--scale_lr", action="store_true", help="Multiply the learning rate by the global batch size.")
-    g.add_argument("--lr_scheduler", default="constant_with_warmup", help="Any diffusers.optimization scheduler.")
-    g.add_argument("--lr_warmup_steps", type=int, default=0)
-    g.add_argument("--adam_beta1", type=float, default=betas[0])
-    g.add_argument("--adam_beta2", type=float, default=betas[1])
-    g.add_argument("--max_grad_norm", type=_non_negative_float, default=1.0, help="0 disables clipping.")
-    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    g.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; it is what gets saved.")
-    g.add_argument("--ema_decay", type=float, default=0.999)
-    g.add_argument(
-        "--max_nonfinite_steps",
-        type=_positive_int,
-        default=20,
-        help="Stop after this many consecutive steps whose loss is NaN or Inf (each one is skipped).",
-    )
-    g = parser.add_argument_group("checkpoints, validation, logging, sharing")
-    g.add_argument("--checkpointing_steps", type=_positive_int, default=500)
-    g.add_argument("--checkpoints_total_limit", type=_positive_int, default=None)
-    g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    g.add_argument("--validation_steps", type=_positive_int, default=500)
-    g.add_argument("--logging_steps", type=_positive_int, default=10)
-    g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
-    g.add_argument(
-        "--log_jsonl",
-        default=None,
-        help="Also append every step's losses, averaged over processes, to this JSON-lines file (for tests, plots).",
-    )
-    g.add_argument("--push_to_hub", action="store_true")
-    g.add_argument("--hub_model_id", default=None)
-    g.add_argument("--hub_private_repo", action="store_true")
-
-
-def check_run_arguments(args: argparse.Namespace) -> None:
-    """Contradictions argparse cannot see, reported before anything is loaded."""
-    if args.dataset_name and args.train_data_dir:
-        raise ValueError(
-            f"Pass either --dataset_name ({args.dataset_name!r}) or --train_data_dir ({args.train_data_dir!r}), "
-            "not both."
-        )
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. 'user/vqgan-digits').")
-    if not 0.0 < args.ema_decay < 1.0:
-        raise ValueError(f"--ema_decay must be in (0, 1), got {args.ema_decay}.")
-    if args.learning_rate <= 0 or not math.isfinite(args.learning_rate):
-        raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate}.")
-    if args.streaming and args.max_train_steps is None:
-        raise ValueError("--streaming datasets have no length: pass --max_train_steps.")
-
-
-# ------------------------------------------------------------------------------------------------- accelerate
+# ---------------------------------------------------------------------------------------------------- set-up
 def make_accelerator(args: argparse.Namespace):
+    """An `Accelerator` for the run: accumulation, precision, trackers, seedable sampler; logging and seeds set."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
@@ -152,99 +50,24 @@ def make_accelerator(args: argparse.Namespace):
     return accelerator
 
 
-STATE_JSON = "training_state.json"
-STATE_TENSORS = "training_state.safetensors"
+def make_loader(dataset, batch_size: int, shuffle: bool, args: argparse.Namespace, collate_fn=None):
+    """A `DataLoader` whose shuffling and worker seeds come from its own generator, seeded with `args.seed`."""
+    # Each new iterator draws a worker seed from `generator`; from the global RNG instead, a mid-epoch resume (or a
+    # validation pass) would shift the random flips, crops and codebook restarts that follow, and no resume would be
+    # exact. (Exact resumes also need --dataloader_num_workers 0: workers' RNG states are not checkpointed.)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collate_fn,
+        num_workers=args.dataloader_num_workers,
+        drop_last=shuffle,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
 
 
-@dataclass
-class TrainingState:
-    """
-    What a checkpoint holds beside accelerate's files: counters, training statistics and the EMA weights.
-
-    `save` writes them as JSON and safetensors into the checkpoint folder. They are deliberately not registered with
-    `accelerator.register_for_checkpointing`, which pickles custom objects and unpickles them with
-    `weights_only=False`: resuming from a checkpoint then runs no code from it (accelerate reads its own files with
-    `weights_only=True`). `extras` maps a group name to a dict of tensors, e.g. the quantizer's usage statistics.
-    """
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    consecutive_nonfinite: int = 0
-    skipped_nonfinite: int = 0
-    extras: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-
-    _COUNTERS = ("step", "epoch", "batch_in_epoch", "consecutive_nonfinite", "skipped_nonfinite")
-
-    def save(self, folder: str | os.PathLike, ema=None) -> None:
-        """Write `training_state.json` and `training_state.safetensors` (with `ema`'s weights, if given)."""
-        from safetensors.torch import save_file
-
-        tensors = {f"extras/{group}/{name}": value.detach().cpu().contiguous()
-                   for group, values in self.extras.items() for name, value in values.items()}  # fmt: skip
-        meta = {
-            "counters": {name: getattr(self, name) for name in self._COUNTERS},
-            "extras": {group: sorted(values) for group, values in self.extras.items()},
-        }
-        if ema is not None:
-            ema_state = dict(ema.state_dict())
-            shadow = ema_state.pop("shadow_params")
-            tensors.update({f"ema/{i}": p.detach().cpu().contiguous() for i, p in enumerate(shadow)})
-            meta["ema"] = {**ema_state, "num_params": len(shadow)}
-        save_file(tensors, os.path.join(folder, STATE_TENSORS))
-        Path(folder, STATE_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-
-    def load(self, folder: str | os.PathLike, ema=None) -> None:
-        """Read what `save` wrote; `ema` gets the checkpoint's EMA weights (which must then be there)."""
-        from safetensors.torch import load_file
-
-        json_path, tensor_path = Path(folder, STATE_JSON), Path(folder, STATE_TENSORS)
-        if not json_path.is_file() or not tensor_path.is_file():
-            raise ValueError(
-                f"{folder} is not a complete hf_vqgan checkpoint: {STATE_JSON} or {STATE_TENSORS} is missing."
-            )
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-        tensors = load_file(tensor_path)
-        for name in self._COUNTERS:
-            setattr(self, name, int(meta["counters"][name]))
-        self.extras = {group: {name: tensors[f"extras/{group}/{name}"] for name in names}
-                       for group, names in meta["extras"].items()}  # fmt: skip
-        if ema is not None:
-            if "ema" not in meta:
-                raise ValueError(
-                    f"--use_ema is set, but checkpoint {folder} holds no EMA weights (it was trained without)."
-                )
-            ema_state = dict(meta["ema"])
-            count = ema_state.pop("num_params")
-            ema.load_state_dict({**ema_state, "shadow_params": [tensors[f"ema/{i}"] for i in range(count)]})
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
-def all_finite(accelerator, *losses: torch.Tensor) -> bool:
-    """True when every loss is finite on every process (all processes then take the same branch)."""
-    bad = torch.tensor([sum(0.0 if torch.isfinite(loss).all() else 1.0 for loss in losses)], device=accelerator.device)
-    return float(accelerator.reduce(bad, reduction="sum")) == 0.0
-
-
-def record_nonfinite(state: TrainingState, args, checkpoints, losses: dict[str, float]) -> None:
-    """Log a skipped step; stop the run after `--max_nonfinite_steps` in a row."""
-    state.consecutive_nonfinite += 1
-    state.skipped_nonfinite += 1
-    logger.warning("Step %d: non-finite loss %s; update skipped.", state.step, losses)
-    if state.consecutive_nonfinite >= args.max_nonfinite_steps:
-        last = checkpoints.latest()
-        raise NonFiniteLossError(
-            f"{state.consecutive_nonfinite} consecutive non-finite losses, the last at step {state.step} ({losses}). "
-            f"Last good checkpoint: {last if last is not None else 'none saved yet'}. Lower the learning rate or "
-            f"check the data, then resume with --resume_from_checkpoint latest."
-        )
-
-
-def num_update_steps(args, batches_per_epoch: int | None) -> tuple[int, int]:
-    """(max_train_steps, num_epochs) from either option."""
+def num_update_steps(args: argparse.Namespace, batches_per_epoch: int | None) -> tuple[int, int]:
+    """(max_train_steps, num_epochs) from either `--max_train_steps` or `--num_train_epochs`."""
     if args.max_train_steps is not None:
         steps = args.max_train_steps
         if batches_per_epoch:
@@ -255,7 +78,12 @@ def num_update_steps(args, batches_per_epoch: int | None) -> tuple[int, int]:
     return per_epoch * args.num_train_epochs, args.num_train_epochs
 
 
-def adam(params, args, lr: float | None = None, weight_decay: float = 0.0):
+def scaled_learning_rate(args: argparse.Namespace, num_processes: int) -> float:
+    """`--learning_rate`, times the global batch size with `--scale_lr`."""
+    return args.learning_rate * (args.train_batch_size * num_processes if args.scale_lr else 1)
+
+
+def adam(params, args: argparse.Namespace, lr: float | None = None, weight_decay: float = 0.0):
     """Adam(W) with the run's betas, fused on CUDA where available."""
     kwargs = dict(lr=lr or args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=weight_decay)
     if torch.cuda.is_available():
@@ -263,68 +91,176 @@ def adam(params, args, lr: float | None = None, weight_decay: float = 0.0):
     return torch.optim.AdamW(params, **kwargs)
 
 
-def save_json(path: str | os.PathLike, payload: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+def make_scheduler(args: argparse.Namespace, optimizer, max_steps: int, num_processes: int):
+    """The `--lr_scheduler` schedule; accelerate steps a prepared scheduler once per process, hence the factor."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_steps * num_processes,
+    )
 
 
-def log_step_jsonl(accelerator, path: str | os.PathLike, step: int, logs: dict[str, float]) -> None:
-    """Append `{"step": step, **logs}` to a JSON-lines file, every value averaged over processes.
+def make_ema(args: argparse.Namespace, model: torch.nn.Module):
+    """An EMA of `model`'s weights with `--use_ema`, else None."""
+    if not args.use_ema:
+        return None
+    from diffusers.training_utils import EMAModel
 
-    A collective: every process calls it with the same keys; the main process writes.
+    return EMAModel(model.parameters(), decay=args.ema_decay)
+
+
+# -------------------------------------------------------------------------------------------------- one step
+def step_optimizer(accelerator, args: argparse.Namespace, optimizer, scheduler, parameters) -> None:
+    """Clip (on the micro-step that synchronises gradients), step, schedule and clear one optimizer."""
+    if accelerator.sync_gradients and args.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module | None):
+    """No parameter gradients for `module` from what runs inside (its inputs' gradients still flow)."""
+    if module is None:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+# ------------------------------------------------------------------------------------------ around each step
+class TrainingRun:
     """
-    names = sorted(logs)
-    values = torch.tensor([float(logs[name]) for name in names], device=accelerator.device)
-    values = accelerator.reduce(values, reduction="mean")
-    if accelerator.is_main_process:
-        with open(path, "a", encoding="utf-8") as f:
-            record = {"step": step, "num_processes": accelerator.num_processes, **dict(zip(names, values.tolist()))}
-            f.write(json.dumps(record) + "\n")
+    The bookkeeping around a stage's own step, the same for both stages.
 
-
-def position_seed(*parts: int) -> int:
-    """A well-mixed 64-bit seed from integers such as `(seed, process_index, epoch, batch_in_epoch)`."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1, np.uint64)[0])
-
-
-def any_process(accelerator, flag: bool) -> bool:
-    """True when `flag` holds on any process, so that all processes skip a step together."""
-    count = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return float(accelerator.reduce(count, reduction="sum")) > 0
-
-
-# ------------------------------------------------------------------------------------- fault injection (tests)
-# Test-only hooks that let tests/examples/test_faults.py reproduce real crashes in a real run of examples/train.py.
-# They read environment variables that no user sets; unset, each costs a dictionary lookup per step.
-#   HF_VQGAN_TEST_KILL_AT_STEP=N          SIGKILL this process right after optimizer step N (and its checkpoint).
-#   HF_VQGAN_TEST_NONFINITE_AT_STEPS=3,3  poison the loss of the first two attempts at step 3 (each entry is one
-#                                         attempt; a skipped step is retried with the next batch).
-#   HF_VQGAN_TEST_NONFINITE_VALUE=inf     the poison: nan (default) or inf.
-#   HF_VQGAN_TEST_KILL_DURING_SAVE=N      (checkpointing.py) SIGKILL once checkpoint N is written, before its rename.
-
-
-def kill_for_tests_at_step(step: int) -> None:
-    """Fault injection for tests: die with SIGKILL, as an OOM killer or a pre-empted node would, after `step`."""
-    if os.environ.get("HF_VQGAN_TEST_KILL_AT_STEP") == str(step):
-        import signal
-
-        logger.warning("HF_VQGAN_TEST_KILL_AT_STEP: killing the process after step %d.", step)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def inject_nonfinite_for_tests(loss: torch.Tensor, step: int, attempt: int) -> torch.Tensor:
-    """Fault injection for tests: `loss` times NaN (or Inf) for the attempts `HF_VQGAN_TEST_NONFINITE_AT_STEPS` lists.
-
-    `attempt` counts the failed attempts at `step` so far (`TrainingState.consecutive_nonfinite`), which keeps the
-    hook stateless. Multiplying keeps the autograd graph: a guard that failed to skip the step would write NaN into
-    the weights.
+    Args:
+        accelerator: the run's `Accelerator`.
+        args: the parsed flags (checkpoints, logging, validation and non-finite settings are read from them).
+        max_steps (`int`): optimizer steps of the whole run.
+        ema (`EMAModel`, *optional*): EMA weights to step, checkpoint, validate with and save.
+        quantizer (*optional*): a quantizer whose usage statistics are checkpointed (`statistics_state_dict`).
     """
-    spec = os.environ.get("HF_VQGAN_TEST_NONFINITE_AT_STEPS")
-    if spec and [s.strip() for s in spec.split(",")].count(str(step)) > attempt:
-        return loss * float(os.environ.get("HF_VQGAN_TEST_NONFINITE_VALUE", "nan"))
-    return loss
+
+    def __init__(self, accelerator, args: argparse.Namespace, max_steps: int, *, ema=None, quantizer=None):
+        self.accelerator, self.args, self.max_steps = accelerator, args, max_steps
+        self.ema, self.quantizer = ema, quantizer
+        self.state = TrainingState()  # saved as JSON + safetensors, not pickled by accelerate
+        self.checkpoints = CheckpointManager(Path(args.output_dir) / "checkpoints", args.checkpoints_total_limit)
+        self.metrics: dict = {}
+        self.progress = None
+
+    def resume(self) -> None:
+        """Call after `accelerator.prepare`: drop interrupted saves, then load `--resume_from_checkpoint` if any."""
+        if self.accelerator.is_main_process:
+            self.checkpoints.clean_incomplete()
+        path = self.checkpoints.resolve(self.args.resume_from_checkpoint)
+        if path is not None:
+            self.accelerator.load_state(str(path))
+            self.state.load(path, self.ema)
+            if self.quantizer is not None and "quantizer" in self.state.extras:
+                self.quantizer.load_statistics_state_dict(self.state.extras["quantizer"])
+            state = self.state
+            logger.info(
+                "Resumed from %s at step %d (epoch %d, batch %d)", path, state.step, state.epoch, state.batch_in_epoch
+            )
+        if self.ema is not None:  # after loading: the checkpoint's EMA weights arrive on the CPU
+            self.ema.to(self.accelerator.device)
+
+    def start(self, project: str) -> None:
+        """Open the trackers (main process) and the progress bar."""
+        from tqdm.auto import tqdm
+
+        if self.accelerator.is_main_process:
+            config = {k: v for k, v in vars(self.args).items() if isinstance(v, int | float | str | bool)}
+            self.accelerator.init_trackers(project, config=config)
+        self.progress = tqdm(
+            total=self.max_steps,
+            initial=self.state.step,
+            desc=project.removeprefix("hf_vqgan-"),
+            disable=not self.accelerator.is_local_main_process,
+        )
+
+    def batches(self, loader) -> Iterator:
+        """Batches until `max_steps` optimizer steps, resuming mid-epoch where a checkpoint left off."""
+        state = self.state
+        while state.step < self.max_steps:
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(state.epoch)
+            if hasattr(loader.dataset, "set_epoch"):  # a SeededDataset (accelerate skips it for a seedable sampler)
+                loader.dataset.set_epoch(state.epoch)
+            skip = state.batch_in_epoch
+            epoch_loader = self.accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch in epoch_loader:
+                state.batch_in_epoch += 1
+                yield batch
+                if state.step >= self.max_steps:
+                    return
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+    def skip_nonfinite(self, losses: dict[str, torch.Tensor], *optimizers) -> bool:
+        """
+        True (and the optimizers' gradients cleared) when a loss is NaN or Inf on any process: the caller skips the
+        update. Counted once per optimizer step; too many in a row raise `NonFiniteLossError`.
+        """
+        if all_finite(self.accelerator, *losses.values()):
+            return False
+        for optimizer in optimizers:
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.sync_gradients:
+            values = {name: float(loss.detach()) for name, loss in losses.items()}
+            record_nonfinite(self.state, values, self.args.max_nonfinite_steps, self.checkpoints.latest())
+        return True
+
+    def end_step(self, model: torch.nn.Module, logs: dict[str, float], validate: Callable[[], dict]) -> None:
+        """After an optimizer step: count it, step the EMA, log, checkpoint and validate when due."""
+        state, args = self.state, self.args
+        state.step += 1
+        state.consecutive_nonfinite = 0
+        if self.ema is not None:
+            self.ema.step(model.parameters())
+        self.progress.update(1)
+        if args.log_jsonl:
+            log_step_jsonl(self.accelerator, args.log_jsonl, state.step, logs)
+        if state.step % args.logging_steps == 0 or state.step == 1:
+            self.progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in _PROGRESS_KEYS})
+            self.accelerator.log(logs, step=state.step)
+        last = state.step == self.max_steps
+        if state.step % args.checkpointing_steps == 0 or last:
+            self.save_checkpoint()
+        if self.accelerator.is_main_process and (state.step % args.validation_steps == 0 or last):
+            self.metrics = validate()
+            model.train()
+
+    def save_checkpoint(self) -> None:
+        """`checkpoint-{step}`: accelerate's state plus this run's counters, EMA and quantizer statistics."""
+        if self.quantizer is not None:
+            self.state.extras["quantizer"] = self.quantizer.statistics_state_dict()
+        path = self.checkpoints.save(
+            self.accelerator, self.state.step, write_extra=lambda folder: self.state.save(folder, self.ema)
+        )
+        logger.info("Saved %s", path)
+
+    def finish(self, model: torch.nn.Module, validate: Callable[[], dict]) -> dict | None:
+        """
+        End of the loop: the final metrics on the main process (validating if no step ran, e.g. a resume at
+        `max_steps`), with the EMA weights copied into `model`; None on the other processes.
+        """
+        self.progress.close()
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        metrics = self.metrics or validate()
+        if self.ema is not None:
+            self.ema.copy_to(model.parameters())
+        metrics["skipped_nonfinite_steps"] = self.state.skipped_nonfinite
+        return metrics

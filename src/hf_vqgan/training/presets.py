@@ -1,8 +1,9 @@
-"""Named model configurations for `examples/train.py --preset NAME`."""
+"""Where the stages get their models: named configurations (`--preset NAME`) and tokenizer folders."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 # The encoder/decoder of taming-transformers' f16 ImageNet tokenizers (configs/imagenet_vqgan.yaml).
 _TAMING_F16 = dict(
@@ -79,3 +80,22 @@ def vqgan_preset(name: str) -> dict:
 def prior_preset(name: str) -> dict:
     """The prior size kwargs (`n_layer`, `n_embd`, `n_head`) of a named preset."""
     return _lookup(PRIOR_PRESETS, name, "prior")
+
+
+def load_vqgan(name_or_path: str, **kwargs):
+    """A `VQGANModel` from a model folder or Hub repo, or from the `vqgan` subfolder of a pipeline folder or repo."""
+    from ..models.vqgan import VQGANModel
+
+    local = Path(name_or_path)
+    if (local / "model_index.json").is_file() or (not local.exists() and _is_pipeline_repo(name_or_path)):
+        return VQGANModel.from_pretrained(name_or_path, subfolder="vqgan", **kwargs)
+    return VQGANModel.from_pretrained(name_or_path, **kwargs)
+
+
+def _is_pipeline_repo(repo_id: str) -> bool:
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(repo_id, "model_index.json")
+    except Exception:  # offline or unknown repo: let from_pretrained raise its own message
+        return False

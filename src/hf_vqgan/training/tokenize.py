@@ -81,9 +81,14 @@ def tokenize_split(
         cond_vqgan = cond_vqgan.to(device).eval()
     for start in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=len(dataset) <= batch_size):
         columns = preprocess_batch(
-            dataset[start : start + batch_size], transform, image_column, label_column, condition_transform,
-            condition_column, counter,
-        )  # fmt: skip
+            dataset[start : start + batch_size],
+            transform,
+            image_column,
+            label_column,
+            condition_transform,
+            condition_column,
+            counter,
+        )
         examples = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         batch = collate_fn(examples)
         if batch["pixel_values"].shape[0] == 0:

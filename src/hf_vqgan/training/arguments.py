@@ -1,0 +1,126 @@
+"""The command-line flags both training stages have: data, conditions, optimisation, checkpoints and logging.
+
+Each stage script (`examples/train_vqgan.py`, `examples/train_transformer.py`) defines its own flags in its own
+`parse_args` and calls `add_shared_arguments` for these, so every flag of a stage is in one of two visible tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from .conditions import CONDITION_TYPES
+
+PAIRED_COLUMN_HELP = (
+    "The column of paired maps, needed by segmentation (integer label maps, palette PNGs read as labels) and depth "
+    "(one-channel float maps). For a local folder, pass --train_data_dir with a metadata.jsonl whose rows name the "
+    'image and its map, e.g. {"file_name": "images/0.png", "segmentation_file_name": "maps/0.png"}: the imagefolder '
+    "loader turns `<column>_file_name` into an image column `<column>`. Maps must have their image's size."
+)
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
+    return number
+
+
+def validation_split(value: str) -> float | str:
+    """An argparse type for `--validation_split`: a held-out fraction in (0, 1) or the name of a split."""
+    try:
+        fraction = float(value)
+    except ValueError:
+        return value
+    if not 0.0 < fraction < 1.0:
+        raise argparse.ArgumentTypeError(f"a held-out fraction must be in (0, 1), got {value}")
+    return fraction
+
+
+# A table, one flag per line: long only because it is a table.
+def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, betas: tuple[float, float]) -> None:
+    """Add the flags both stages share to `parser`; `learning_rate` and `betas` are the stage's defaults."""
+    g = parser.add_argument_group("data (defaults to the built-in scikit-learn digits)")
+    g.add_argument("--dataset_name", help="A Hub dataset id or anything `datasets.load_dataset` takes.")
+    g.add_argument("--dataset_config_name")
+    g.add_argument("--train_data_dir", help="A folder of images (loaded with the `imagefolder` builder).")
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--class_column", default=None, help="Integer class labels (class-conditional priors).")
+    g.add_argument("--validation_split", type=validation_split, default=0.1, help="Held-out fraction or a split name.")
+    g.add_argument("--resolution", type=positive_int, default=None, help="Defaults to the model's sample_size.")
+    g.add_argument("--random_crop", action="store_true", help="Random instead of center crop.")
+    g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
+    g.add_argument("--max_train_samples", type=positive_int, default=None)
+    g.add_argument("--max_eval_samples", type=positive_int, default=None, help="Validate on the first N only.")
+    g.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it.")
+    g.add_argument("--cache_dir", default=None)
+    g.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    g = parser.add_argument_group("conditions (image-like conditions of a prior, and their tokenizers)")
+    g.add_argument("--condition_type", choices=CONDITION_TYPES, default=None)
+    g.add_argument("--condition_column", default=None, help=PAIRED_COLUMN_HELP)
+    g.add_argument("--lowres_factor", type=int, default=8, help="Downsampling factor of lowres conditions.")
+
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--output_dir", default="outputs")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--train_batch_size", type=positive_int, default=32, help="Per process.")
+    g.add_argument("--eval_batch_size", type=positive_int, default=64)
+    g.add_argument("--max_train_steps", type=positive_int, default=None, help="Overrides --num_train_epochs.")
+    g.add_argument("--num_train_epochs", type=positive_int, default=10)
+    g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
+    g.add_argument("--learning_rate", type=float, default=learning_rate)
+    g.add_argument("--scale_lr", action="store_true", help="Multiply the learning rate by the global batch size.")
+    g.add_argument("--lr_scheduler", default="constant_with_warmup", help="Any diffusers.optimization scheduler.")
+    g.add_argument("--lr_warmup_steps", type=int, default=0)
+    g.add_argument("--adam_beta1", type=float, default=betas[0])
+    g.add_argument("--adam_beta2", type=float, default=betas[1])
+    g.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="0 disables clipping.")
+    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    g.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; it is what gets saved.")
+    g.add_argument("--ema_decay", type=float, default=0.999)
+    g.add_argument("--max_nonfinite_steps", type=positive_int, default=20,
+                   help="Stop after this many consecutive steps whose loss is NaN or Inf (each one is skipped).")
+
+    g = parser.add_argument_group("checkpoints, validation, logging, sharing")
+    g.add_argument("--checkpointing_steps", type=positive_int, default=500)
+    g.add_argument("--checkpoints_total_limit", type=positive_int, default=None)
+    g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    g.add_argument("--validation_steps", type=positive_int, default=500)
+    g.add_argument("--logging_steps", type=positive_int, default=10)
+    g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
+    g.add_argument("--log_jsonl", default=None,
+                   help="Also append every step's losses, averaged over processes, to this JSON-lines file.")
+    g.add_argument("--push_to_hub", action="store_true")
+    g.add_argument("--hub_model_id", default=None)
+    g.add_argument("--hub_private_repo", action="store_true")
+
+
+def check_shared_arguments(args: argparse.Namespace) -> None:
+    """Contradictions among the shared flags that argparse cannot see, reported before anything is loaded."""
+    if args.dataset_name and args.train_data_dir:
+        raise ValueError(
+            f"Pass either --dataset_name ({args.dataset_name!r}) or --train_data_dir ({args.train_data_dir!r}), "
+            "not both."
+        )
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. 'user/vqgan-digits').")
+    if not 0.0 < args.ema_decay < 1.0:
+        raise ValueError(f"--ema_decay must be in (0, 1), got {args.ema_decay}.")
+    if args.learning_rate <= 0 or not math.isfinite(args.learning_rate):
+        raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate}.")
+    if args.streaming and args.max_train_steps is None:
+        raise ValueError("--streaming datasets have no length: pass --max_train_steps.")
+    if args.condition_type in ("segmentation", "depth") and args.condition_column is None:
+        raise ValueError(f"--condition_type {args.condition_type} reads paired maps: pass --condition_column.")
+    if args.condition_type is not None and args.lowres_factor < 1:
+        raise ValueError(f"--lowres_factor must be a positive integer, got {args.lowres_factor}.")
