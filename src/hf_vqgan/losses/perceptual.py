@@ -119,36 +119,26 @@ class LPIPSLoss(nn.Module):
     Args:
         vgg_weights_path (`str` or `os.PathLike`, *optional*): A local torchvision VGG16 state-dict file
             (`vgg16-397923af.pth`). Without it the torch hub cache is used, then a download is tried.
-        random_backbone (`bool`, defaults to `False`): **For tests only.** Use a randomly initialized VGG16 backbone
-            instead of the pretrained one; the loss is then meaningless as a perceptual measure. Logs a warning.
 
     Raises:
         LPIPSWeightsUnavailableError: If the pretrained backbone can be neither found nor downloaded.
     """
 
-    def __init__(self, vgg_weights_path: str | os.PathLike | None = None, random_backbone: bool = False):
+    def __init__(self, vgg_weights_path: str | os.PathLike | None = None):
         super().__init__()
-        if random_backbone and vgg_weights_path is not None:
-            raise ValueError("Pass either `vgg_weights_path` or `random_backbone=True`, not both.")
         try:
             import lpips  # a training extra, not a core dependency
         except ImportError as error:
             raise ImportError("LPIPSLoss needs the `lpips` package: pip install 'hf_vqgan[training]'.") from error
         # Resolve the weights before building anything, so that failure is immediate.
-        vgg_state_dict = None if random_backbone else _resolve_vgg16_state_dict(vgg_weights_path)
+        vgg_state_dict = _resolve_vgg16_state_dict(vgg_weights_path)
 
         with warnings.catch_warnings():
             # lpips builds the backbone through torchvision's deprecated `pretrained=` argument.
             warnings.simplefilter("ignore", UserWarning)
             # pnet_rand: lpips must not fetch the backbone itself; we load it below. verbose=False silences prints.
             self.lpips = lpips.LPIPS(net="vgg", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        if vgg_state_dict is not None:
-            _load_backbone(self.lpips.net, vgg_state_dict)
-        else:
-            logger.warning(
-                "LPIPSLoss uses a randomly initialized VGG16 backbone (random_backbone=True). This is meant for tests; "
-                "the perceptual loss is not meaningful."
-            )
+        _load_backbone(self.lpips.net, vgg_state_dict)
         self.requires_grad_(False)
         self.eval()
 

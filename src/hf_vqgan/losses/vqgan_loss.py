@@ -95,7 +95,6 @@ class VQGANLoss(nn.Module):
         perceptual_weight (`float`, defaults to 1.0): Weight of the LPIPS term; 0 skips building the network.
         lpips_vgg_weights_path (`str` or `os.PathLike`, *optional*): Local torchvision VGG16 weights for LPIPS
             (see `LPIPSLoss`).
-        lpips_random_backbone (`bool`, defaults to `False`): **For tests only**: a random LPIPS backbone.
         codebook_weight (`float`, defaults to 1.0): Weight of the quantizer's codebook + commitment loss.
         disc_weight (`float`, defaults to 0.8): Factor on the adaptive GAN weight; 0 removes the discriminator.
             taming's class default is 1.0, but every released taming VQGAN config trains with 0.8.
@@ -113,7 +112,6 @@ class VQGANLoss(nn.Module):
         pixel_weight: float = 1.0,
         perceptual_weight: float = 1.0,
         lpips_vgg_weights_path: str | os.PathLike | None = None,
-        lpips_random_backbone: bool = False,
         codebook_weight: float = 1.0,
         disc_weight: float = 0.8,
         disc_start: int = 10_000,
@@ -149,11 +147,7 @@ class VQGANLoss(nn.Module):
         self.disc_loss_fn = get_discriminator_loss(self.disc_loss_name)
         self.gen_loss_fn = get_generator_loss(self.gen_loss_name)
 
-        self.perceptual = (
-            LPIPSLoss(vgg_weights_path=lpips_vgg_weights_path, random_backbone=lpips_random_backbone)
-            if self.perceptual_weight > 0
-            else None
-        )
+        self.perceptual = LPIPSLoss(vgg_weights_path=lpips_vgg_weights_path) if self.perceptual_weight > 0 else None
         self.discriminator = (
             PatchGANDiscriminator(
                 in_channels=disc_in_channels,
@@ -227,16 +221,12 @@ class VQGANLoss(nn.Module):
         # The single-backward loss cuts the graph at the reconstruction, so that its terms are differentiated down to
         # there only, once each.
         outputs = reconstructions.detach().requires_grad_(True) if single_backward else reconstructions
-        zero = outputs.new_zeros(())
-        pixel = self._pixel_loss(inputs, outputs)
-        # One LPIPS call per step; in the plain loss its graph serves both the adaptive weight and the final backward.
-        perceptual = self.perceptual(inputs, outputs).mean() if self.perceptual is not None else zero
+        pixel, perceptual, gan = self._terms(inputs, outputs, gan_on)
         reconstruction = self.pixel_weight * pixel + self.perceptual_weight * perceptual
         quantizer = quantizer_loss.mean()
-        gan = self.gen_loss_fn(self.discriminator(outputs)) if gan_on else zero
         disc_factor = 1.0 if gan_on else 0.0
 
-        adaptive_weight = zero
+        adaptive_weight = outputs.new_zeros(())
         if single_backward:
             adaptive_weight, output_grad = self._single_backward_grads(
                 reconstructions, outputs, reconstruction, gan if gan_on else None, last_layer
@@ -259,6 +249,17 @@ class VQGANLoss(nn.Module):
             disc_factor=disc_factor,
             quantizer=quantizer.detach(),
         )
+
+    def _terms(
+        self, inputs: torch.Tensor, outputs: torch.Tensor, gan_on: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The unweighted pixel, perceptual and generator-GAN losses (0 for the switched-off ones)."""
+        zero = outputs.new_zeros(())
+        pixel = self._pixel_loss(inputs, outputs)
+        # One LPIPS call per step; in the plain loss its graph serves both the adaptive weight and the final backward.
+        perceptual = self.perceptual(inputs, outputs).mean() if self.perceptual is not None else zero
+        gan = self.gen_loss_fn(self.discriminator(outputs)) if gan_on else zero
+        return pixel, perceptual, gan
 
     def _single_backward_grads(
         self,
