@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # digits_scoring.py sits beside this file
+from digits_scoring import evaluate_class_samples, evaluate_lowres_conditioning  # noqa: E402
+
 logger = logging.getLogger("demo")
 
 
@@ -52,6 +55,52 @@ def perceptual_arguments() -> list[str]:
     return ["--perceptual_weight", "0"]
 
 
+def schedule(steps: int, batch_size: int, learning_rate: str, *extra: str) -> list[str]:
+    """Steps, batch, learning rate, one validation at the end, a checkpoint every 500 steps (only the last kept)."""
+    return [
+        "--max_train_steps", str(steps), "--train_batch_size", str(batch_size), "--learning_rate", learning_rate,
+        *extra, "--validation_steps", str(steps), "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
+    ]  # fmt: skip
+
+
+def tokenizer_stage(args, out: Path, common: list[str]) -> list[str]:
+    """The digits tokenizer: a small GAN (switched on half-way) and LPIPS when its weights are here."""
+    gan = ["--disc_start", str(args.vqgan_steps // 2), "--disc_weight", "0.1", "--disc_num_layers", "2",
+           "--disc_base_channels", "32"]  # fmt: skip
+    warmup = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "100"]
+    return ["vqgan", "--preset", "digits-tiny", "--output_dir", str(out / "vqgan"),
+            *schedule(args.vqgan_steps, 64, "4e-4", *warmup), *gan, *perceptual_arguments(), *common]  # fmt: skip
+
+
+def prior_stage(args, out: Path, common: list[str]) -> list[str]:
+    """The class-conditional prior over the tokenizer's codes, with class dropout for guidance."""
+    warmup = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "100"]
+    return ["transformer", "--vqgan_model_name_or_path", str(out / "vqgan"), "--class_column", "label",
+            "--preset", "digits-tiny", "--output_dir", str(out / "pipeline"),
+            *schedule(args.transformer_steps, 64, "1e-3", *warmup), "--class_dropout_prob", "0.1",
+            "--guidance_scale", str(args.guidance_scale), "--tokenized_cache_dir", str(out / "tokenized"),
+            *common]  # fmt: skip
+
+
+# The 4x4 box averages of the 32x32 digits (factor 8), tokenised one code per pixel by an f1 tokenizer; the prior
+# sees no class label, so the classifier accuracy of its samples measures what the condition carries.
+LOWRES = ["--condition_type", "lowres", "--lowres_factor", "8"]
+
+
+def lowres_tokenizer_stage(args, out: Path, common: list[str]) -> list[str]:
+    return ["vqgan", "--preset", "digits-lowres-cond", *LOWRES, "--resolution", "32", "--image_channels", "1",
+            "--output_dir", str(out / "cond_vqgan"), *schedule(args.vqgan_steps // 2, 64, "4e-4"),
+            "--disc_weight", "0", "--perceptual_weight", "0", *common]  # fmt: skip
+
+
+def lowres_prior_stage(args, out: Path, common: list[str]) -> list[str]:
+    warmup = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "100"]
+    return ["transformer", "--vqgan_model_name_or_path", str(out / "vqgan"),
+            "--cond_vqgan_model_name_or_path", str(out / "cond_vqgan"), *LOWRES, "--preset", "digits-tiny",
+            "--output_dir", str(out / "pipeline_lowres"), *schedule(args.transformer_steps, 64, "1e-3", *warmup),
+            "--tokenized_cache_dir", str(out / "tokenized"), *common]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs")
@@ -71,55 +120,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     common = ["--seed", str(args.seed), "--report_to", "none", "--dataloader_num_workers", "0"]
-    timings = {}
 
-    timings["vqgan_seconds"] = run_stage([
-        "vqgan", "--preset", "digits-tiny", "--output_dir", str(out / "vqgan"), "--max_train_steps", str(args.vqgan_steps),
-        "--train_batch_size", "64", "--learning_rate", "4e-4", "--lr_scheduler", "cosine", "--lr_warmup_steps", "100",
-        "--disc_start", str(args.vqgan_steps // 2), "--disc_weight", "0.1", "--disc_num_layers", "2",
-        "--disc_base_channels", "32", "--validation_steps", str(args.vqgan_steps), "--checkpointing_steps", "500",
-        "--checkpoints_total_limit", "1", *perceptual_arguments(), *common,
-    ])  # fmt: skip
-    timings["transformer_seconds"] = run_stage([
-        "transformer", "--vqgan_model_name_or_path", str(out / "vqgan"), "--class_column", "label",
-        "--preset", "digits-tiny", "--output_dir", str(out / "pipeline"), "--max_train_steps", str(args.transformer_steps),
-        "--train_batch_size", "64", "--learning_rate", "1e-3", "--lr_scheduler", "cosine", "--lr_warmup_steps", "100",
-        "--class_dropout_prob", "0.1", "--guidance_scale", str(args.guidance_scale),
-        "--validation_steps", str(args.transformer_steps), "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
-        "--tokenized_cache_dir", str(out / "tokenized"), *common,
-    ])  # fmt: skip
-
-    from hf_vqgan.training.evaluation import evaluate_class_samples
-
+    timings = {"vqgan_seconds": run_stage(tokenizer_stage(args, out, common))}
+    timings["transformer_seconds"] = run_stage(prior_stage(args, out, common))
     figures = evaluate_class_samples(
-        out / "pipeline", out / "samples.png", samples_per_class=args.samples_per_class,
-        guidance_scale=args.guidance_scale, seed=args.seed,
-    )  # fmt: skip
+        out / "pipeline",
+        out / "samples.png",
+        samples_per_class=args.samples_per_class,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+    )
     vqgan_metrics = json.loads((out / "vqgan" / "metrics.json").read_text())
     figures.update({f"vqgan_{k}": v for k, v in vqgan_metrics.items()}, **timings)
-
     if args.conditional:
-        from hf_vqgan.training.evaluation import evaluate_lowres_conditioning
-
-        # The 4x4 box averages of the 32x32 digits (factor 8), tokenised one code per pixel by an f1 tokenizer; the
-        # prior sees no class label, so the classifier accuracy of its samples measures what the condition carries.
-        lowres = ["--condition_type", "lowres", "--lowres_factor", "8"]
-        timings["cond_vqgan_seconds"] = run_stage([
-            "vqgan", "--preset", "digits-lowres-cond", *lowres, "--resolution", "32", "--image_channels", "1",
-            "--output_dir", str(out / "cond_vqgan"), "--max_train_steps", str(args.vqgan_steps // 2),
-            "--train_batch_size", "64", "--learning_rate", "4e-4", "--disc_weight", "0", "--perceptual_weight", "0",
-            "--validation_steps", str(args.vqgan_steps), "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
-            *common,
-        ])  # fmt: skip
-        timings["cond_transformer_seconds"] = run_stage([
-            "transformer", "--vqgan_model_name_or_path", str(out / "vqgan"),
-            "--cond_vqgan_model_name_or_path", str(out / "cond_vqgan"), *lowres,
-            "--preset", "digits-tiny", "--output_dir", str(out / "pipeline_lowres"),
-            "--max_train_steps", str(args.transformer_steps), "--train_batch_size", "64", "--learning_rate", "1e-3",
-            "--lr_scheduler", "cosine", "--lr_warmup_steps", "100", "--validation_steps", str(args.transformer_steps),
-            "--checkpointing_steps", "500", "--checkpoints_total_limit", "1",
-            "--tokenized_cache_dir", str(out / "tokenized"), *common,
-        ])  # fmt: skip
+        timings["cond_vqgan_seconds"] = run_stage(lowres_tokenizer_stage(args, out, common))
+        timings["cond_transformer_seconds"] = run_stage(lowres_prior_stage(args, out, common))
         figures.update(
             evaluate_lowres_conditioning(out / "pipeline_lowres", out / "samples_lowres.png", seed=args.seed)
         )

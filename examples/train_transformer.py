@@ -1,0 +1,270 @@
+"""Stage 2: train the GPT prior over a frozen tokenizer's codes (class- and/or image-conditional).
+
+    accelerate launch examples/train.py transformer --vqgan_model_name_or_path outputs/vqgan \\
+        --class_column label --output_dir outputs/pipeline
+
+Reads top to bottom: arguments, Accelerator, tokenizers, data (tokenised once and cached), the prior, optimizer,
+prepare, resume, loop, save. What both stages share lives in `hf_vqgan.training`: the shared flags (`arguments`),
+the code around each step (`loop.TrainingRun`), checkpoints, data, validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan.training import conditions as cond_lib
+from hf_vqgan.training import data as data_lib
+from hf_vqgan.training import tokenize as tokenize_lib
+from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
+from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
+from hf_vqgan.training.loop import (
+    TrainingRun,
+    adam,
+    make_accelerator,
+    make_ema,
+    make_loader,
+    make_scheduler,
+    num_update_steps,
+    scaled_learning_rate,
+    step_optimizer,
+)
+from hf_vqgan.training.presets import load_vqgan, prior_preset
+from hf_vqgan.training.state import position_seed
+
+logger = logging.getLogger("train.transformer")
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This stage's flags (below) and the shared ones (`hf_vqgan.training.arguments`), checked."""
+    parser = argparse.ArgumentParser(prog="train.py transformer", description=__doc__)
+    add_shared_arguments(parser, learning_rate=4.5e-4, betas=(0.9, 0.95))
+    g = parser.add_argument_group("prior")
+    g.add_argument("--vqgan_model_name_or_path", required=True, help="A VQGANModel (or pipeline) folder or Hub id.")
+    g.add_argument("--preset", default="small", help="digits-tiny, small, taming-imagenet.")
+    g.add_argument("--prior_config", default=None, help="A JSON file of VQGANPriorConfig size kwargs.")
+    g.add_argument("--weight_decay", type=float, default=0.01, help="Applied to weight matrices only.")
+    g.add_argument("--pkeep", type=float, default=1.0, help="taming's token corruption: keep probability.")
+    g.add_argument("--class_dropout_prob", type=float, default=0.1, help="Null-class rate (for guidance).")
+    g.add_argument("--tokenize_flips", action="store_true", help="Also tokenise mirrored images.")
+    g.add_argument("--tokenized_cache_dir", default=None, help="Defaults to ~/.cache/hf_vqgan/tokenized.")
+    g.add_argument("--guidance_scale", type=float, default=1.0, help="For the validation samples.")
+    g.add_argument("--num_validation_samples", type=int, default=4, help="Per class (or in all, unconditional).")
+    g.add_argument("--cond_vqgan_model_name_or_path", default=None, help="Tokenizer of image-like conditions.")
+    args = parser.parse_args(argv)
+    check_shared_arguments(args)
+    prior_preset(args.preset)  # an unknown name fails here, not after the data and models are loaded
+    if not 0.0 <= args.pkeep <= 1.0 or not 0.0 <= args.class_dropout_prob < 1.0:
+        raise ValueError(
+            f"--pkeep must be in [0, 1] and --class_dropout_prob in [0, 1); got {args.pkeep}, "
+            f"{args.class_dropout_prob}."
+        )
+    if (args.condition_type is None) != (args.cond_vqgan_model_name_or_path is None):
+        raise ValueError("--condition_type and --cond_vqgan_model_name_or_path go together.")
+    if args.streaming:
+        raise ValueError("The transformer stage tokenises its dataset once; --streaming is not supported for it.")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ tokenizers
+def build_condition(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, resolution: int):
+    """The condition transform matching the condition tokenizer, checked against it."""
+    # GLUE: the condition transform becomes the pipeline's condition image processor (hf_vqgan.image_processor).
+    num_labels = cond_vqgan.config.in_channels if args.condition_type == "segmentation" else None
+    condition = cond_lib.ConditionTransform(
+        args.condition_type, num_labels=num_labels, lowres_factor=args.lowres_factor
+    )
+    if args.condition_type == "lowres" and resolution % args.lowres_factor:
+        raise ValueError(f"--lowres_factor {args.lowres_factor} must divide the resolution {resolution}.")
+    expected = condition.channels(vqgan.config.in_channels)
+    if cond_vqgan.config.in_channels != expected:
+        raise ValueError(
+            f"The condition tokenizer reads {cond_vqgan.config.in_channels}-channel maps, but {args.condition_type} "
+            f"conditions of this tokenizer's {vqgan.config.in_channels}-channel images have {expected}; was it "
+            "trained for another condition type?"
+        )
+    return condition
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def tokenize_dataset(args, accelerator, vqgan: VQGANModel, cond_vqgan, condition, resolution: int):
+    """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once."""
+    splits = data_lib.load_image_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        image_column=args.image_column,
+        label_column=args.class_column,
+        validation_split=args.validation_split,
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        condition_column=args.condition_column,
+    )
+    if args.max_eval_samples:
+        splits["validation"] = splits["validation"].take(args.max_eval_samples)
+    # GLUE: the image transform becomes the pipeline's image processor (hf_vqgan.image_processor).
+    transform = data_lib.ImageTransform(resolution, vqgan.config.in_channels, center_crop=not args.random_crop)
+    parts = {
+        "tokenizer": tokenize_lib.model_fingerprint(vqgan),
+        "cond_tokenizer": tokenize_lib.model_fingerprint(cond_vqgan) if cond_vqgan else None,
+        "data": {name: tokenize_lib.dataset_fingerprint(split) for name, split in splits.items()},
+        "resolution": resolution,
+        "random_crop": args.random_crop,
+        "flips": args.tokenize_flips,
+        "class_column": args.class_column,
+        "condition": [args.condition_type, args.condition_column, args.lowres_factor],
+    }
+
+    def build():
+        from datasets import DatasetDict
+
+        kwargs = dict(
+            label_column=args.class_column,
+            condition_transform=condition,
+            condition_column=args.condition_column,
+            cond_vqgan=cond_vqgan,
+            device=accelerator.device,
+        )
+        return DatasetDict(
+            {
+                name: tokenize_lib.tokenize_split(
+                    split,
+                    vqgan,
+                    transform,
+                    args.image_column,
+                    desc=f"Tokenising {name}",
+                    flips=args.tokenize_flips and name == "train",
+                    **kwargs,
+                )
+                for name, split in splits.items()
+            }
+        )
+
+    cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
+    tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
+    num_classes = data_lib.count_classes(splits["train"], args.class_column) if args.class_column else 0
+    return tokens.with_format("torch"), num_classes
+
+
+# ------------------------------------------------------------------------------------------------- the prior
+def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition, resolution: int, num_classes: int):
+    """A fresh prior sized by `--prior_config` or `--preset`, shaped by the tokenizers' grids and codebooks."""
+    size = json.loads(Path(args.prior_config).read_text()) if args.prior_config else prior_preset(args.preset)
+    latent_height, latent_width = vqgan.latent_shape(resolution, resolution)
+    cond = dict(condition_type=args.condition_type, lowres_factor=args.lowres_factor)
+    if cond_vqgan is not None:
+        cond_height, cond_width = condition.output_shape(vqgan.config.in_channels, resolution)[1:]
+        cond.update(
+            cond_codebook_size=cond_vqgan.config.codebook_size,
+            cond_length=math.prod(cond_vqgan.latent_shape(cond_height, cond_width)),
+            cond_num_labels=condition.num_labels,
+        )
+    config = VQGANPriorConfig(
+        codebook_size=vqgan.config.codebook_size,
+        latent_height=latent_height,
+        latent_width=latent_width,
+        num_classes=num_classes,
+        **cond,
+        **size,
+    )
+    return VQGANPriorForCausalLM(config)
+
+
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay on weight matrices only: not on biases, norms or the token and position embeddings."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        matrix = parameter.ndim >= 2 and "wte" not in name and "wpe" not in name
+        (decay if matrix else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# --------------------------------------------------------------------------------------------------- training
+def train(args: argparse.Namespace) -> dict | None:
+    """Tokenise the data, train, validate and save the pipeline; returns the final metrics on the main process."""
+    accelerator = make_accelerator(args)
+    vqgan = load_vqgan(args.vqgan_model_name_or_path).requires_grad_(False).eval()
+    cond_vqgan, condition = None, None
+    resolution = args.resolution or vqgan.config.sample_size
+    if args.cond_vqgan_model_name_or_path:
+        cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
+        condition = build_condition(args, vqgan, cond_vqgan, resolution)
+    tokens, num_classes = tokenize_dataset(args, accelerator, vqgan, cond_vqgan, condition, resolution)
+
+    model = build_prior(args, vqgan, cond_vqgan, condition, resolution, num_classes)
+    prefix_length = model.config.prefix_length
+    lr = scaled_learning_rate(args, accelerator.num_processes)
+    optimizer = adam(weight_decay_groups(model, args.weight_decay), args, lr=lr)
+    train_loader = make_loader(tokens["train"], args.train_batch_size, True, args)
+    val_loader = make_loader(tokens["validation"], args.eval_batch_size, False, args)
+    max_steps, _ = num_update_steps(args, len(train_loader) // accelerator.num_processes)
+    scheduler = make_scheduler(args, optimizer, max_steps, accelerator.num_processes)
+    ema = make_ema(args, model)
+
+    model, optimizer, scheduler, train_loader = accelerator.prepare(model, optimizer, scheduler, train_loader)
+    run = TrainingRun(accelerator, args, max_steps, ema=ema)
+    run.resume()
+    unwrapped = accelerator.unwrap_model(model)
+    vqgan.to(accelerator.device)
+    run.start("hf_vqgan-transformer")
+    tokens_per_image = math.prod(vqgan.latent_shape(resolution, resolution))
+    logger.info(
+        "Prior: %d parameters, %d tokens per image, %d classes, %d steps",
+        unwrapped.num_parameters(),
+        tokens_per_image,
+        num_classes,
+        max_steps,
+    )
+    # GLUE: build the pipeline with the image processors once hf_vqgan.image_processor exists.
+    pipeline = VQGANTransformerPipeline(vqgan=vqgan, transformer=unwrapped, cond_vqgan=cond_vqgan)
+
+    def validate() -> dict:
+        return evaluate_prior(
+            pipeline, val_loader, accelerator, args, ema=ema, step=run.state.step, num_classes=num_classes
+        )
+
+    generator = torch.Generator(device=accelerator.device)
+    model.train()
+    for batch in run.batches(train_loader):
+        # Class dropout and pkeep draw from a generator reseeded from the batch's position: resumes replay them.
+        state = run.state
+        generator.manual_seed(position_seed(args.seed, accelerator.process_index, state.epoch, state.batch_in_epoch))
+        input_ids, targets = training_inputs(args, unwrapped, batch, prefix_length, generator)
+        with accelerator.accumulate(model):
+            loss = model(input_ids=input_ids, labels=targets).loss
+            if run.skip_nonfinite({"loss": loss}, optimizer):
+                continue
+            accelerator.backward(loss)
+            step_optimizer(accelerator, args, optimizer, scheduler, model.parameters())
+        if accelerator.sync_gradients:
+            run.end_step(model, {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}, validate)
+
+    metrics = run.finish(unwrapped, validate)
+    if metrics is not None:
+        save_pipeline_outputs(pipeline, args, metrics, resolution)
+    accelerator.end_training()
+    return metrics
+
+
+def training_inputs(args, prior: VQGANPriorForCausalLM, batch: dict, prefix_length: int, generator: torch.Generator):
+    """(input ids, targets) of shape `(batch_size, prefix + h*w)`: class dropout, pkeep corruption, loss on codes."""
+    labels = batch.get("label")
+    if labels is not None and args.class_dropout_prob > 0:
+        labels = prior.drop_class_labels(labels, args.class_dropout_prob, generator=generator)
+    input_ids = prior.build_input_ids(
+        indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices")
+    )
+    targets = input_ids.clone()
+    targets[:, :prefix_length] = -100  # loss on image tokens only
+    if args.pkeep < 1.0:
+        input_ids = prior.corrupt_image_tokens(input_ids, args.pkeep, generator=generator)
+    return input_ids, targets
