@@ -148,6 +148,14 @@ def tiny_prior_config() -> dict:
     return dict(TINY_PRIOR)
 
 
+@pytest.fixture(scope="session")
+def random_vgg16_file(tmp_path_factory) -> Path:
+    """A random VGG16 backbone file for `--lpips_vgg_weights` (runs with LPIPS, no pretrained weights needed)."""
+    from random_vgg16 import random_vgg16_weights  # tests/random_vgg16.py
+
+    return random_vgg16_weights(tmp_path_factory)
+
+
 @pytest.fixture
 def tiny_vqgan_json(tmp_path) -> str:
     """`tiny_train_config` as a `--model_config` file."""

@@ -1,16 +1,18 @@
 """Faults a training run of examples/train.py survives (issue 9): kills, interrupted saves, NaN/Inf, bad images.
 
-Kills are real: the script runs in a subprocess that SIGKILLs itself through the test-only hooks
-`HF_VQGAN_TEST_KILL_AT_STEP` (after an optimizer step) and `HF_VQGAN_TEST_KILL_DURING_SAVE` (once a checkpoint's
-files are written, before its rename); see `hf_vqgan.training.loop`. Non-finite losses come from
-`HF_VQGAN_TEST_NONFINITE_AT_STEPS`. A resumed run must end with bit-identical weights, optimizer and RNG states to an
-uninterrupted run with the same seed, on a CPU with one thread. The runs switch on everything that has state or
+Kills are real: the script runs in a subprocess that SIGKILLs itself after an optimizer step or once a checkpoint's
+files are written, before its rename. The faults are injected from here, never by the shipped code: the
+subprocess's `PYTHONPATH` starts with tests/examples/faults, whose `sitecustomize.py` wraps `TrainingRun.end_step`
+or `os.replace` when `FAULT_KILL_AFTER_STEP` / `FAULT_KILL_DURING_SAVE` ask for it. Non-finite losses come from
+monkeypatching the loss (`poison_losses`). A resumed run must end with bit-identical weights, optimizer and RNG
+states to an uninterrupted run with the same seed, on a CPU with one thread. The runs switch on everything that has state or
 draws random numbers: Adam, a cosine schedule with warm-up, EMA weights, the GAN, an EMA codebook with dead-code
 restarts every 2 steps, random flips and crops, class dropout and `pkeep`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,12 +30,14 @@ from accelerate.utils import load as accelerate_load
 from PIL import Image
 from safetensors.torch import load_file
 
-from hf_vqgan import VQGANModel
+from hf_vqgan import VQGANModel, VQGANPriorForCausalLM
+from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.models.quantizer import VectorQuantizer
 from hf_vqgan.training.checkpointing import CheckpointManager
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
+FAULTS = Path(__file__).resolve().parent / "faults"  # its sitecustomize.py arms FAULT_* in a subprocess
 
 # f=2 tokenizer of 16x16 digits with an EMA codebook whose unused codes restart after 2 steps (from the global RNG).
 FAULT_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1,
@@ -52,11 +56,13 @@ PRIOR_ARGS = ["--class_column", "label", "--max_train_steps", "8", "--train_batc
 
 # ------------------------------------------------------------------------------------------------- helpers
 class Training:
-    """examples/train.py in a subprocess (one CPU thread, offline), its output in a log file."""
+    """examples/train.py in a subprocess (one CPU thread, offline), its output in a log file; `fault_env` holds the
+    `FAULT_*` variables of tests/examples/faults/sitecustomize.py."""
 
     def __init__(self, argv: list, log: Path, **fault_env: str):
+        python_path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TQDM_DISABLE": "1", **fault_env}  # fmt: skip
+               "TQDM_DISABLE": "1", "PYTHONPATH": python_path, **fault_env}  # fmt: skip
         self.log = log
         with open(log, "w") as f:
             self.process = subprocess.Popen(
@@ -110,6 +116,33 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
             assert_same_nested(accelerate_load(a / name), accelerate_load(b / name), name)
 
 
+@contextlib.contextmanager
+def poison_losses(owner: type, method: str, field: str, after_steps: int, attempts: int, value: float = math.nan):
+    """
+    Multiply the loss `owner.method(...)` returns (its attribute `field`) by `value` for the first `attempts` attempts
+    after `after_steps` optimizer steps, as the training loop sees them (one call with gradients enabled per attempt,
+    without gradient accumulation; validation runs without gradients and is not counted). Multiplying keeps the
+    autograd graph: a guard that failed to skip the step would write NaN into the weights.
+    """
+    original = getattr(owner, method)
+    calls = 0
+
+    def poisoned(self, *args, **kwargs):
+        nonlocal calls
+        output = original(self, *args, **kwargs)
+        if torch.is_grad_enabled():
+            calls += 1
+            if after_steps < calls <= after_steps + attempts:
+                setattr(output, field, getattr(output, field) * value)
+        return output
+
+    setattr(owner, method, poisoned)
+    try:
+        yield
+    finally:
+        setattr(owner, method, original)
+
+
 def checkpoint_names(output_dir: Path) -> list[str]:
     return sorted(p.name for p in (output_dir / "checkpoints").iterdir())
 
@@ -145,7 +178,7 @@ def test_vqgan_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path, fault
     argv = ["vqgan", "--model_config", fault_vqgan_json, *VQGAN_ARGS]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = Training([*argv, "--output_dir", straight], tmp_path / "straight.log")
-    victim = Training([*argv, "--output_dir", killed], tmp_path / "killed.log", HF_VQGAN_TEST_KILL_AT_STEP="5")
+    victim = Training([*argv, "--output_dir", killed], tmp_path / "killed.log", FAULT_KILL_AFTER_STEP="5")
     victim.wait(expected_returncode=-signal.SIGKILL)
     # Killed after step 5: the step-4 checkpoint is the latest, nothing of step 5 was saved.
     assert checkpoint_names(killed) == ["checkpoint-000002", "checkpoint-000004", "latest"]
@@ -180,12 +213,12 @@ def test_transformer_killed_then_killed_mid_save_resumes_to_bit_identical_weight
     reference = Training([*argv, "--output_dir", straight], tmp_path / "straight.log")
     reference.wait()  # tokenises the data once; the other runs read the cache
     limited = [*argv, "--output_dir", killed, "--checkpoints_total_limit", "1"]
-    Training(limited, tmp_path / "killed.log", HF_VQGAN_TEST_KILL_AT_STEP="3").wait(-signal.SIGKILL)
+    Training(limited, tmp_path / "killed.log", FAULT_KILL_AFTER_STEP="3").wait(-signal.SIGKILL)
     assert checkpoint_names(killed) == ["checkpoint-000002", "latest"]
 
     # Resumed, then killed again while writing checkpoint 6 (after its files, before the rename).
     resume = [*limited, "--resume_from_checkpoint", "latest"]
-    log = Training(resume, tmp_path / "resume1.log", HF_VQGAN_TEST_KILL_DURING_SAVE="6").wait(-signal.SIGKILL)
+    log = Training(resume, tmp_path / "resume1.log", FAULT_KILL_DURING_SAVE="6").wait(-signal.SIGKILL)
     assert "at step 2 (epoch 0, batch 2)" in log
     checkpoints = killed / "checkpoints"
     assert checkpoint_names(killed) == [".tmp-checkpoint-000006", "checkpoint-000004", "latest"]
@@ -255,12 +288,13 @@ def test_an_interrupted_save_leaves_latest_on_a_complete_checkpoint(tmp_path, mo
 
 
 # ------------------------------------------------------------------------------------------ non-finite losses
-def test_nonfinite_losses_skip_the_update_and_are_logged(tmp_path, run_train, fault_vqgan_json, monkeypatch, caplog):
-    monkeypatch.setenv("HF_VQGAN_TEST_NONFINITE_AT_STEPS", "3,3")  # the first two attempts at step 3 are NaN
+def test_nonfinite_losses_skip_the_update_and_are_logged(tmp_path, run_train, fault_vqgan_json, caplog):
     output = tmp_path / "run"
     argv = ["vqgan", "--model_config", fault_vqgan_json, *VQGAN_ARGS, "--max_train_steps", "6",
-            "--checkpointing_steps", "6", "--validation_steps", "6", "--max_nonfinite_steps", "3", "--output_dir", output]  # fmt: skip
-    with caplog.at_level(logging.WARNING):
+            "--checkpointing_steps", "6", "--validation_steps", "6", "--max_nonfinite_steps", "3",
+            "--output_dir", output]  # fmt: skip
+    # The first two attempts after step 3 are NaN.
+    with caplog.at_level(logging.WARNING), poison_losses(VQGANLoss, "generator_loss", "total", 3, 2):
         assert run_train(argv).returncode == 0
     skipped = [r.getMessage() for r in caplog.records if "non-finite loss" in r.getMessage()]
     assert len(skipped) == 2 and all(m.startswith("Step 3: non-finite loss {'generator': nan}") for m in skipped)
@@ -276,15 +310,14 @@ def test_nonfinite_losses_skip_the_update_and_are_logged(tmp_path, run_train, fa
 
 
 def test_consecutive_nonfinite_losses_stop_the_run_naming_step_and_checkpoint(
-    tmp_path, run_train, frozen_tokenizer, tiny_prior_json, monkeypatch, capsys
+    tmp_path, run_train, frozen_tokenizer, tiny_prior_json, capsys
 ):
-    monkeypatch.setenv("HF_VQGAN_TEST_NONFINITE_AT_STEPS", "3,3,3")
-    monkeypatch.setenv("HF_VQGAN_TEST_NONFINITE_VALUE", "inf")
     output = tmp_path / "run"
     argv = ["transformer", "--vqgan_model_name_or_path", frozen_tokenizer, "--prior_config", tiny_prior_json,
             "--tokenized_cache_dir", tmp_path / "tokens", *PRIOR_ARGS, "--max_nonfinite_steps", "2",
             "--output_dir", output]  # fmt: skip
-    assert run_train(argv).returncode == 1
+    with poison_losses(VQGANPriorForCausalLM, "forward", "loss", 3, 3, math.inf):
+        assert run_train(argv).returncode == 1
     error = capsys.readouterr().err
     checkpoint = output / "checkpoints" / "checkpoint-000002"
     assert (
@@ -294,7 +327,7 @@ def test_consecutive_nonfinite_losses_stop_the_run_naming_step_and_checkpoint(
     assert "Traceback" not in error
     assert not (output / "transformer").exists()  # nothing half-trained was saved as the model
 
-    monkeypatch.delenv("HF_VQGAN_TEST_NONFINITE_AT_STEPS")  # the cause is gone: resume from the named checkpoint
+    # The cause is gone: resume from the named checkpoint.
     assert run_train([*argv, "--resume_from_checkpoint", "latest"]).returncode == 0
     assert json.loads((output / "metrics.json").read_text())["step"] == 8
 

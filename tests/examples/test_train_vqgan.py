@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import hf_vqgan.training.data
 from hf_vqgan import VQGANModel
 
 # Tiny data, batches and discriminator; no tracker; a log line per step.
@@ -209,9 +210,9 @@ def test_vqvae_baseline_without_lpips_or_gan(tmp_path, run_train, tiny_vqgan_jso
     assert "l2 pixel" in card and "PatchGAN" not in card and "LPIPS" not in card
 
 
-def test_lpips_with_a_random_backbone_for_tests(tmp_path, run_train, tiny_vqgan_json):
+def test_lpips_with_local_vgg_weights(tmp_path, run_train, tiny_vqgan_json, random_vgg16_file):
     out = tmp_path / "vqgan"
-    run = run_train(_vqgan_argv(tiny_vqgan_json, out, 2, "--lpips_random_backbone_for_tests", "--disc_weight", 0,
+    run = run_train(_vqgan_argv(tiny_vqgan_json, out, 2, "--lpips_vgg_weights", random_vgg16_file, "--disc_weight", 0,
                                 "--max_eval_samples", 16))  # fmt: skip
     assert run.returncode == 0
     for values in run.train_logs().values():
@@ -222,7 +223,7 @@ def test_lpips_with_a_random_backbone_for_tests(tmp_path, run_train, tiny_vqgan_
     assert "LPIPS (weight 1.0)" in (out / "README.md").read_text()
 
 
-def test_default_lpips_without_weights_fails_at_start_up(tmp_path, run_train, train_script, tiny_vqgan_json,
+def test_default_lpips_without_weights_fails_at_start_up(tmp_path, run_train, tiny_vqgan_json,
                                                         monkeypatch, capsys):  # fmt: skip
     """No VGG16 file, an empty torch hub cache and no network: stop before any data or training, saying what to do."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
@@ -235,7 +236,7 @@ def test_default_lpips_without_weights_fails_at_start_up(tmp_path, run_train, tr
     def load_data(*args, **kwargs):
         raise AssertionError("the data was loaded before the LPIPS backbone was checked")
 
-    monkeypatch.setattr(train_script.data_lib, "load_image_dataset", load_data)
+    monkeypatch.setattr(hf_vqgan.training.data, "load_image_dataset", load_data)
     out = tmp_path / "vqgan"
     run = run_train(_vqgan_argv(tiny_vqgan_json, out, 2))
     assert run.returncode == 1

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 import socket
 import time
 
@@ -16,6 +15,7 @@ from hf_vqgan.losses.perceptual import (
 
 torchvision = pytest.importorskip("torchvision")
 pytest.importorskip("lpips")
+from random_vgg16 import random_vgg16_weights, write_random_vgg16_features  # noqa: E402  (tests/random_vgg16.py)
 
 
 @pytest.fixture()
@@ -34,35 +34,15 @@ def offline(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def vgg_features_file(tmp_path_factory):
-    """A randomly initialized torchvision VGG16 state dict, saved like `vgg16-397923af.pth`.
-
-    Only the `features.*` tensors (the part LPIPS uses) are saved, which keeps the file at 59 MB instead of 528 MB.
-    """
-    torch.manual_seed(0)
-    state_dict = {k: v for k, v in torchvision.models.vgg16(weights=None).state_dict().items() if "features" in k}
+    """A randomly initialized torchvision VGG16 state dict (its `features.*`), saved like `vgg16-397923af.pth`."""
     path = tmp_path_factory.mktemp("vgg") / VGG16_WEIGHTS_FILENAME
-    torch.save(state_dict, path)
-    return path, state_dict
+    return path, write_random_vgg16_features(path)
 
 
 @pytest.fixture(scope="module")
-def random_lpips_and_log():
-    """One random-backbone LPIPSLoss for the module (building VGG16 takes a second or two), and what it logged."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(level=logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("hf_vqgan.losses.perceptual")
-    logger.addHandler(handler)
-    try:
-        loss = LPIPSLoss(random_backbone=True)
-    finally:
-        logger.removeHandler(handler)
-    return loss, records
-
-
-@pytest.fixture()
-def random_lpips(random_lpips_and_log):
-    return random_lpips_and_log[0]
+def random_lpips(tmp_path_factory):
+    """One LPIPSLoss with a random backbone for the module (building VGG16 takes a second or two)."""
+    return LPIPSLoss(vgg_weights_path=random_vgg16_weights(tmp_path_factory))
 
 
 def _assert_backbone_equals(loss: LPIPSLoss, state_dict: dict[str, torch.Tensor]) -> None:
@@ -72,10 +52,9 @@ def _assert_backbone_equals(loss: LPIPSLoss, state_dict: dict[str, torch.Tensor]
         torch.testing.assert_close(tensor, state_dict[f"features.{name}"], rtol=0, atol=0)
 
 
-def test_random_backbone_warns(random_lpips_and_log):
-    messages = [r.getMessage() for r in random_lpips_and_log[1] if r.levelno == logging.WARNING]
-    assert len(messages) == 1
-    assert "randomly initialized" in messages[0] and "tests" in messages[0]
+def test_random_backbone_file_is_what_lpips_runs(random_lpips, tmp_path_factory):
+    state_dict = torch.load(random_vgg16_weights(tmp_path_factory), weights_only=True)
+    _assert_backbone_equals(random_lpips, state_dict)
 
 
 def test_random_backbone_distances_and_gradients(random_lpips):
@@ -146,5 +125,5 @@ def test_bad_weights_files_raise(tmp_path):
     torch.save({"classifier.0.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match="features.0.weight"):
         LPIPSLoss(vgg_weights_path=wrong)
-    with pytest.raises(ValueError, match="not both"):
-        LPIPSLoss(vgg_weights_path=wrong, random_backbone=True)
+    with pytest.raises(TypeError, match="random_backbone"):  # the test-only switch is gone from the library
+        LPIPSLoss(random_backbone=True)

@@ -9,6 +9,7 @@ from hf_vqgan.losses.adversarial import get_discriminator_loss, get_generator_lo
 from hf_vqgan.losses.perceptual import LPIPSWeightsUnavailableError
 from hf_vqgan.losses.vqgan_loss import VQGANDiscriminatorLossOutput, VQGANGeneratorLossOutput, VQGANLoss
 from hf_vqgan.models.vqgan import VQGANModel
+from random_vgg16 import random_vgg16_weights  # tests/random_vgg16.py
 
 TINY_MODEL = dict(
     base_channels=32,
@@ -42,10 +43,11 @@ def model_and_batch():
 
 
 @pytest.fixture(scope="module")
-def perceptual_gan_loss():
+def perceptual_gan_loss(tmp_path_factory):
     """The full objective (random LPIPS backbone, which takes a second or two to build), shared by the module."""
+    weights = random_vgg16_weights(tmp_path_factory)
     torch.manual_seed(0)
-    return VQGANLoss(perceptual_weight=0.5, lpips_random_backbone=True, disc_start=0, **TINY_DISC)
+    return VQGANLoss(perceptual_weight=0.5, lpips_vgg_weights_path=weights, disc_start=0, **TINY_DISC)
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@
 
 (real gloo processes on the CPU). Every check raises on failure; the main process prints one `OK <check>` line each.
 
-1. Sharding: examples/train.py's training loader, prepared by accelerate, gives every process disjoint examples
-   whose union is exactly the global batches of one process, in every epoch and after a mid-epoch resume.
+1. Sharding: the training stages' loader (`hf_vqgan.training.loop.make_loader`), prepared by accelerate, gives
+   every process disjoint examples whose union is exactly the global batches of one process, in every epoch and after a mid-epoch resume.
 2. Quantizer statistics: a `VectorQuantizer` with EMA updates and dead-code restarts, fed different data (and
    different batch sizes) on each process and with a different global RNG on each, holds the same codebook,
    EMA sums, usage counters and restart bookkeeping on every process after every step, equal to what one
@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 from unittest import mock
@@ -28,16 +27,7 @@ import torch.distributed as dist
 from hf_vqgan import VQGANModel
 from hf_vqgan.models import quantizer as quantizer_module
 from hf_vqgan.models.quantizer import VectorQuantizer
-from hf_vqgan.training.loop import make_accelerator
-
-TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "examples" / "train.py"
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from hf_vqgan.training.loop import make_accelerator, make_loader
 
 
 def gather_objects(value):
@@ -55,10 +45,10 @@ def assert_same_on_every_rank(tensors: dict[str, torch.Tensor], where: str) -> N
                 raise AssertionError(f"{where}: {name} differs between rank 0 and rank {rank}")
 
 
-def check_sharding(accelerator, train) -> None:
+def check_sharding(accelerator) -> None:
     args = argparse.Namespace(dataloader_num_workers=0, seed=0)
     num_examples, batch_size = 50, 4  # per process; 50 // 8 = 6 global batches, 2 examples dropped per epoch
-    loader = accelerator.prepare(train.make_loader(list(range(num_examples)), batch_size, True, args, None))
+    loader = accelerator.prepare(make_loader(list(range(num_examples)), batch_size, True, args, None))
     orders = []
     for epoch in range(2):
         loader.set_epoch(epoch)
@@ -82,19 +72,19 @@ def check_sharding(accelerator, train) -> None:
     if orders[0] == orders[1]:
         raise AssertionError("both epochs read the same batches: the sampler ignores set_epoch")
     # Step k of all processes together reads the k-th batch of one process with the global batch size.
-    single = single_process_batches(train, num_examples, batch_size * accelerator.num_processes)
+    single = single_process_batches(num_examples, batch_size * accelerator.num_processes)
     if [sorted(b) for b in single] != orders[0]:
         raise AssertionError(f"global batches {orders[0]} differ from one process's {single}")
     if accelerator.is_main_process:
         print("OK sharding", flush=True)
 
 
-def single_process_batches(train, num_examples: int, batch_size: int) -> list[list[int]]:
+def single_process_batches(num_examples: int, batch_size: int) -> list[list[int]]:
     """Epoch 0 of the same loader as one process reads it (accelerate's seedable sampler, seed 0)."""
     from accelerate.data_loader import SeedableRandomSampler
 
     args = argparse.Namespace(dataloader_num_workers=0, seed=0)
-    loader = train.make_loader(list(range(num_examples)), batch_size, True, args, None)
+    loader = make_loader(list(range(num_examples)), batch_size, True, args, None)
     sampler = SeedableRandomSampler(data_source=loader.dataset, generator=loader.generator, data_seed=0)
     order = list(sampler)
     return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
@@ -168,7 +158,7 @@ def main() -> int:
     accelerator = make_accelerator(args)
     if accelerator.num_processes < 2 or not dist.is_initialized():
         raise SystemExit(f"expected several processes, got {accelerator.num_processes}")
-    check_sharding(accelerator, load_train_script())
+    check_sharding(accelerator)
     check_quantizer(accelerator)
     check_model_replicas(accelerator)
     accelerator.wait_for_everyone()

@@ -1,0 +1,53 @@
+"""Fault injection for training runs started by tests/examples/test_faults.py (test code: nothing ships it).
+
+A test puts this folder first on a subprocess's `PYTHONPATH`; Python imports `sitecustomize` at start-up, and it
+arms the faults the test asked for through these environment variables:
+
+    FAULT_KILL_AFTER_STEP=N    SIGKILL the process once `TrainingRun.end_step` has finished optimizer step N (its
+                               checkpoint and validation included), as an OOM killer or a pre-empted node would.
+    FAULT_KILL_DURING_SAVE=N   SIGKILL the process when checkpoint N, fully written, is about to be renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def _die(reason: str) -> None:
+    print(f"[fault injection] {reason}: SIGKILL", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_after_step(step: int) -> None:
+    from hf_vqgan.training.loop import TrainingRun
+
+    end_step = TrainingRun.end_step
+
+    def end_step_then_die(self, *args, **kwargs):
+        end_step(self, *args, **kwargs)
+        if self.state.step == step:
+            _die(f"after step {step}")
+
+    TrainingRun.end_step = end_step_then_die
+
+
+def _kill_during_save(step: int) -> None:
+    # CheckpointManager.save writes into `.tmp-checkpoint-N` and renames it to `checkpoint-N` with os.replace.
+    replace = os.replace
+    folder = f".tmp-checkpoint-{step:06d}"
+
+    def replace_or_die(src, dst, **kwargs):
+        if Path(src).name == folder:
+            _die(f"while saving checkpoint {step}")
+        return replace(src, dst, **kwargs)
+
+    os.replace = replace_or_die
+
+
+if os.environ.get("FAULT_KILL_AFTER_STEP"):
+    _kill_after_step(int(os.environ["FAULT_KILL_AFTER_STEP"]))
+if os.environ.get("FAULT_KILL_DURING_SAVE"):
+    _kill_during_save(int(os.environ["FAULT_KILL_DURING_SAVE"]))
