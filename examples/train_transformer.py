@@ -46,6 +46,7 @@ logger = logging.getLogger("train.transformer")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """This stage's flags (below) and the shared ones (`hf_vqgan.training.arguments`), checked."""
     parser = argparse.ArgumentParser(prog="train.py transformer", description=__doc__)
+    parser.set_defaults(stage="transformer")  # recorded in training_args.json
     add_shared_arguments(parser, learning_rate=4.5e-4, betas=(0.9, 0.95))
     g = parser.add_argument_group("prior")
     g.add_argument("--vqgan_model_name_or_path", required=True, help="A VQGANModel (or pipeline) folder or Hub id.")

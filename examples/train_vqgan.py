@@ -47,6 +47,7 @@ logger = logging.getLogger("train.vqgan")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """This stage's flags (below) and the shared ones (`hf_vqgan.training.arguments`), checked."""
     parser = argparse.ArgumentParser(prog="train.py vqgan", description=__doc__)
+    parser.set_defaults(stage="vqgan")  # recorded in training_args.json
     add_shared_arguments(parser, learning_rate=1e-4, betas=(0.5, 0.9))
     g = parser.add_argument_group("model")
     g.add_argument("--preset", default=None, help="digits-tiny, taming-imagenet-f16-1024, ...")
