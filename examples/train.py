@@ -12,6 +12,7 @@ flags. This entry point only dispatches: each stage reads top to bottom in a fil
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import logging
@@ -24,23 +25,21 @@ from hf_vqgan.training.state import NonFiniteLossError
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("train")
 STAGES = {"vqgan": "train_vqgan", "transformer": "train_transformer"}  # stage name -> the module beside this file
-USAGE = f"usage: train.py {{{','.join(STAGES)}}} [--help] ..."
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `argv[0]`'s stage with the rest of `argv`; returns the exit code (2 for bad options, 1 for a failed run)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"{USAGE}\n\n{__doc__}", file=sys.stderr if not argv else sys.stdout)
-        return 0 if argv else 2
-    if argv[0] not in STAGES:
-        print(f"{USAGE}\ntrain.py: error: invalid stage {argv[0]!r}", file=sys.stderr)
-        return 2
+    """Run a stage with the rest of `argv`; returns the exit code (2 for bad options, 1 for a failed run)."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("stage", choices=list(STAGES), help="`train.py STAGE --help` lists the stage's flags.")
+    parser.add_argument("stage_arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    entry = parser.parse_args(argv)
     if str(HERE) not in sys.path:  # also when this file is imported by path, as the tests do
         sys.path.insert(0, str(HERE))
-    stage = importlib.import_module(STAGES[argv[0]])
+    stage = importlib.import_module(STAGES[entry.stage])
     try:
-        args = stage.parse_args(argv[1:])
+        args = stage.parse_args(entry.stage_arguments)
     except ValueError as error:  # contradictory options: one line, no stack trace
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -45,7 +45,9 @@ logger = logging.getLogger("train.transformer")
 # ------------------------------------------------------------------------------------------------ arguments
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """This stage's flags (below) and the shared ones (`hf_vqgan.training.arguments`), checked."""
-    parser = argparse.ArgumentParser(prog="train.py transformer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="train.py transformer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.set_defaults(stage="transformer")  # recorded in training_args.json
     add_shared_arguments(parser, learning_rate=4.5e-4, betas=(0.9, 0.95))
     g = parser.add_argument_group("prior")

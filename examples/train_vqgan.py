@@ -46,7 +46,9 @@ logger = logging.getLogger("train.vqgan")
 # ------------------------------------------------------------------------------------------------ arguments
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """This stage's flags (below) and the shared ones (`hf_vqgan.training.arguments`), checked."""
-    parser = argparse.ArgumentParser(prog="train.py vqgan", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="train.py vqgan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.set_defaults(stage="vqgan")  # recorded in training_args.json
     add_shared_arguments(parser, learning_rate=1e-4, betas=(0.5, 0.9))
     g = parser.add_argument_group("model")

@@ -327,7 +327,7 @@ def test_train_script_refuses_contradictory_options(train_main, capsys, argv, me
 # fmt: off
 TRAIN_PARSER_CASES = [
     ("batch size 0", ["vqgan", "--train_batch_size", "0"], r"argument --train_batch_size: expected a positive integer, got 0"),
-    ("batch size text", ["vqgan", "--train_batch_size", "eight"], r"argument --train_batch_size: invalid _positive_int value: 'eight'"),
+    ("batch size text", ["vqgan", "--train_batch_size", "eight"], r"argument --train_batch_size: invalid positive_int value: 'eight'"),
     ("max_grad_norm < 0", ["vqgan", "--max_grad_norm", "-1"], r"argument --max_grad_norm: expected a finite number >= 0, got -1"),
     ("validation split 1.5", ["vqgan", "--validation_split", "1.5"], r"argument --validation_split: a held-out fraction must be in \(0, 1\), got 1\.5"),
     ("mixed precision", ["vqgan", "--mixed_precision", "fp8"], r"argument --mixed_precision: invalid choice: 'fp8'"),

@@ -100,7 +100,7 @@ def test_resuming_a_training_checkpoint_reads_pickles_only_with_weights_only(tmp
     from diffusers.training_utils import EMAModel
 
     from hf_vqgan.training.checkpointing import CheckpointManager
-    from hf_vqgan.training.loop import TrainingState
+    from hf_vqgan.training.state import TrainingState
 
     def build():
         AcceleratorState._reset_state(reset_partial_state=True)
