@@ -44,12 +44,10 @@ from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.losses.perceptual import lpips_weights_available
 from hf_vqgan.models.fast_sampling import FastImageSampler
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
-from hf_vqgan.training.performance import (
-    prepare_vqgan_for_inference,
-    prepare_vqgan_for_training,
-    reconstruct_images,
-)
 from hf_vqgan.training.presets import vqgan_preset
+from hf_vqgan.training.speedups import prepare_vqgan_for_training
+from random_lpips import random_vgg16_weights_file  # benchmarks/random_lpips.py
+from vqgan_inference import prepare_vqgan_for_inference, reconstruct_images  # benchmarks/vqgan_inference.py
 
 FULL = {
     "prior": dict(codebook_size=16384, latent_height=16, latent_width=16, n_embd=1024, n_layer=24, n_head=16),
@@ -246,8 +244,9 @@ def build_tokenizer_and_loss(sizes: dict, args) -> tuple[VQGANModel, VQGANLoss, 
     torch.manual_seed(args.seed)
     model = VQGANModel(**sizes["vqgan"]).train()
     real_lpips = not args.random_lpips and lpips_weights_available()
+    weights = None if real_lpips else random_vgg16_weights_file(args.seed)
     loss_fn = VQGANLoss(
-        perceptual_weight=1.0, lpips_random_backbone=not real_lpips, disc_weight=0.8, disc_start=0, **sizes["disc"]
+        perceptual_weight=1.0, lpips_vgg_weights_path=weights, disc_weight=0.8, disc_start=0, **sizes["disc"]
     )
     note = "LPIPS with torchvision's pretrained VGG16" if real_lpips else (
         "LPIPS with a RANDOM VGG16 backbone (pretrained weights unavailable here; the cost is identical)")  # fmt: skip

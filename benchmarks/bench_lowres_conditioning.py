@@ -91,7 +91,8 @@ def main() -> None:
         "--num_validation_samples", "8", "--tokenized_cache_dir", str(out / "tokenized"), *common,
     ])  # fmt: skip
 
-    from hf_vqgan.training.evaluation import evaluate_lowres_conditioning
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the demo's scoring
+    from digits_scoring import evaluate_lowres_conditioning
 
     start = time.perf_counter()
     figures = evaluate_lowres_conditioning(

@@ -39,8 +39,8 @@ from PIL import Image
 
 from hf_vqgan import VQGANModel
 from hf_vqgan.training.data import ImageTransform, load_digits_dataset
-from hf_vqgan.training.performance import prepare_vqgan_for_inference, tokenize_images
 from hf_vqgan.training.presets import vqgan_preset
+from vqgan_inference import prepare_vqgan_for_inference, tokenize_images  # benchmarks/vqgan_inference.py
 
 PHOTO_TOKENIZER = dict(
     base_channels=64,

@@ -47,15 +47,17 @@ def run_variant(variant: str, args) -> dict:
     from hf_vqgan import VQGANModel
     from hf_vqgan.losses import VQGANLoss
     from hf_vqgan.training.data import ImageTransform, load_digits_dataset
-    from hf_vqgan.training.performance import prepare_vqgan_for_training
     from hf_vqgan.training.presets import vqgan_preset
+    from hf_vqgan.training.speedups import prepare_vqgan_for_training
+    from random_lpips import random_vgg16_weights_file  # benchmarks/random_lpips.py
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = VQGANModel(**vqgan_preset("digits-tiny")).train()
+    weights = random_vgg16_weights_file(args.seed) if args.perceptual else None  # timing only: a random backbone
     loss_fn = VQGANLoss(
-        perceptual_weight=1.0 if args.perceptual else 0.0, lpips_random_backbone=args.perceptual,
+        perceptual_weight=1.0 if args.perceptual else 0.0, lpips_vgg_weights_path=weights,
         disc_weight=0.1, disc_start=0, disc_num_layers=2, disc_base_channels=32,
         disc_in_channels=model.config.out_channels,
     )  # fmt: skip

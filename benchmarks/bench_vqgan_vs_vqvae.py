@@ -93,7 +93,7 @@ def train(output_dir: Path, steps: int, batch_size: int, extra: list[str]) -> fl
 @torch.no_grad()
 def evaluate(model_dir: Path, images: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
     from hf_vqgan import VQGANModel
-    from hf_vqgan.training.metrics import CodebookUsage, psnr, relative_sharpness, ssim
+    from hf_vqgan.metrics import CodebookUsage, psnr, relative_sharpness, ssim
 
     model = VQGANModel.from_pretrained(model_dir).eval()
     out = model(images)

@@ -2,9 +2,10 @@
 
 - fast sampling (`hf_vqgan.models.fast_sampling`): the captured decode step draws exactly the tokens `sample()` draws
   from the same generator, greedy or not, with guidance, prefixes and conditions, also when traced whole by dynamo;
-- training (`hf_vqgan.training.performance`): gradient checkpointing, channels-last and the single-backward generator
+- training (`hf_vqgan.training.speedups`): gradient checkpointing, channels-last and the single-backward generator
   step leave losses and gradients unchanged;
-- inference: batched, channels-last tokenising and reconstruction match the plain verbs.
+- inference (benchmarks/vqgan_inference.py): batched, channels-last tokenising and reconstruction match the plain
+  verbs.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.models.fast_sampling import FastImageSampler, _Decoder
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
 from hf_vqgan.pipelines.pipeline_vqgan_transformer import VQGANTransformerPipeline
-from hf_vqgan.training.performance import (
-    prepare_vqgan_for_inference,
-    prepare_vqgan_for_training,
-    reconstruct_images,
-    tokenize_images,
-)
+from hf_vqgan.training.speedups import prepare_vqgan_for_training
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the inference helpers the benchmarks time
+from vqgan_inference import prepare_vqgan_for_inference, reconstruct_images, tokenize_images  # noqa: E402
+
 K, H, W, NUM_CLASSES = 16, 3, 4, 5
 T = H * W
 
@@ -267,10 +266,13 @@ def test_channels_last_gives_the_same_outputs_and_gradients():
 
 
 @pytest.fixture(scope="module")
-def loss_with_lpips_and_gan() -> VQGANLoss:
-    # Built once: LPIPS constructs a whole VGG16, which is slow on a shared CPU.
+def loss_with_lpips_and_gan(tmp_path_factory) -> VQGANLoss:
+    # Built once: LPIPS constructs a whole VGG16, which is slow on a shared CPU; its backbone is random.
+    from random_vgg16 import random_vgg16_weights
+
+    weights = random_vgg16_weights(tmp_path_factory)
     torch.manual_seed(0)
-    return VQGANLoss(lpips_random_backbone=True, disc_start=1, disc_num_layers=2, disc_base_channels=16)
+    return VQGANLoss(lpips_vgg_weights_path=weights, disc_start=1, disc_num_layers=2, disc_base_channels=16)
 
 
 @pytest.mark.slow
