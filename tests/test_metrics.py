@@ -1,6 +1,10 @@
+"""hf_vqgan.metrics: PSNR, SSIM, sharpness, codebook usage; importable without the training extras."""
+
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,16 +12,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from hf_vqgan.training.data import ImageTransform, load_digits_dataset
-from hf_vqgan.training.metrics import (
-    CodebookUsage,
-    DigitsClassifier,
-    make_image_grid,
-    psnr,
-    relative_sharpness,
-    sharpness,
-    ssim,
-)
+from hf_vqgan.metrics import CodebookUsage, psnr, relative_sharpness, sharpness, ssim
 
 
 # ------------------------------------------------------------------------------------------------ psnr
@@ -95,49 +90,14 @@ def test_codebook_usage_accumulates():
     assert usage.num_tokens == 0
 
 
-# ------------------------------------------------------------------------------------------------ grid
-def test_make_image_grid_layout():
-    images = torch.stack([torch.full((1, 4, 4), value) for value in (-1.0, 0.0, 1.0, -1.0, 0.5)])
-    grid = make_image_grid(images, nrow=2, padding=1)
-    assert grid.mode == "L" and grid.size == (2 * 5 + 1, 3 * 5 + 1)  # (width, height)
-    pixels = np.asarray(grid)
-    assert pixels[0, 0] == 255  # white padding
-    assert pixels[1, 1] == 0  # image 0 at the top left
-    assert pixels[1, 6] == 128  # image 1 to its right
-    assert pixels[6, 1] == 255  # image 2 on the second row
-    assert pixels[11, 1] == 191  # image 4 on the third row
-    assert pixels[11, 6] == 255  # the empty last cell is padding
-
-    scaled = make_image_grid(torch.zeros(3, 3, 8, 8), nrow=8, padding=0, scale=4)
-    assert scaled.mode == "RGB" and scaled.size == (3 * 32, 32)
-    with pytest.raises(ValueError, match="N, 1 or 3"):
-        make_image_grid(torch.zeros(2, 2, 4, 4))
-
-
-# ------------------------------------------------------------------------------------------ classifier
-@pytest.fixture(scope="module")
-def classifier():
-    return DigitsClassifier()
-
-
-@pytest.fixture(scope="module")
-def validation_digits():
-    validation = load_digits_dataset()["validation"]
-    return validation["image"], torch.tensor(validation["label"])
-
-
-def test_classifier_on_real_validation_digits(classifier, validation_digits):
-    assert classifier.accuracy_on_real_validation() > 0.9
-    images, labels = validation_digits
-    native = torch.stack([ImageTransform(8, channels=1)(image) for image in images])  # (N, 1, 8, 8)
-    assert classifier.accuracy(native, labels) > 0.9
-
-
-def test_classifier_on_digits_upscaled_to_32(classifier, validation_digits):
-    images, labels = validation_digits
-    upscaled = torch.stack([ImageTransform(32, channels=1)(image) for image in images])  # (N, 1, 32, 32)
-    assert classifier.accuracy(upscaled, labels) > 0.85
-    rgb = upscaled.expand(-1, 3, -1, -1)
-    assert torch.equal(classifier.predict(rgb), classifier.predict(upscaled))
-    noise = torch.rand(32, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert classifier.accuracy(noise, labels[:32]) < 0.5  # the classifier does not score anything highly
+def test_metrics_import_without_training_dependencies():
+    blocked = ["datasets", "accelerate", "lpips", "sklearn", "skimage", "hf_vqgan.training"]
+    code = (
+        "import sys, torch\n"
+        f"for name in {blocked!r}: sys.modules[name] = None  # makes `import name` raise ImportError\n"
+        "from hf_vqgan.metrics import psnr\n"
+        "print(float(psnr(torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 0.5))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert math.isclose(float(result.stdout), 10 * math.log10(4 / 0.25), rel_tol=1e-6)
