@@ -46,7 +46,7 @@ def validation_split(value: str) -> float | str:
     return fraction
 
 
-# A table, one flag per line: long only because it is a table.
+# A table, one flag per line: long only because it is one.
 def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, betas: tuple[float, float]) -> None:
     """Add the flags both stages share to `parser`; `learning_rate` and `betas` are the stage's defaults."""
     g = parser.add_argument_group("data (defaults to the built-in scikit-learn digits)")
@@ -88,8 +88,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     g.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; it is what gets saved.")
     g.add_argument("--ema_decay", type=float, default=0.999)
-    g.add_argument("--max_nonfinite_steps", type=positive_int, default=20,
-                   help="Stop after this many consecutive steps whose loss is NaN or Inf (each one is skipped).")
+    g.add_argument("--max_nonfinite_steps", type=positive_int, default=20, help="Stop after N NaN/Inf steps in a row.")
 
     g = parser.add_argument_group("checkpoints, validation, logging, sharing")
     g.add_argument("--checkpointing_steps", type=positive_int, default=500)
@@ -98,8 +97,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--validation_steps", type=positive_int, default=500)
     g.add_argument("--logging_steps", type=positive_int, default=10)
     g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
-    g.add_argument("--log_jsonl", default=None,
-                   help="Also append every step's losses, averaged over processes, to this JSON-lines file.")
+    g.add_argument("--log_jsonl", default=None, help="Also append each step's losses (process mean) to this file.")
     g.add_argument("--push_to_hub", action="store_true")
     g.add_argument("--hub_model_id", default=None)
     g.add_argument("--hub_private_repo", action="store_true")
