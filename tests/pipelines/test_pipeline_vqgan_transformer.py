@@ -372,9 +372,14 @@ def saved_pipe(class_pipe, tmp_path_factory) -> Path:
 
 def test_save_pretrained_writes_model_index_and_safetensors_components(saved_pipe):
     index = json.loads((saved_pipe / "model_index.json").read_text())
-    assert index["_class_name"] == "VQGANTransformerPipeline"
+    # The generic loader imports the class through the module file named first (diffusers' custom pipelines).
+    assert index["_class_name"] == ["pipeline_vqgan_transformer", "VQGANTransformerPipeline"]
+    assert "from hf_vqgan import VQGANTransformerPipeline" in (saved_pipe / "pipeline_vqgan_transformer.py").read_text()
     assert index["vqgan"][1] == "VQGANModel" and index["transformer"][1] == "VQGANPriorForCausalLM"
     assert index["cond_vqgan"] == [None, None]
+    assert index["image_processor"][1] == "VQGANImageProcessor" and index["condition_processor"] == [None, None]
+    processor = json.loads((saved_pipe / "image_processor" / "preprocessor_config.json").read_text())
+    assert processor["resolution"] == SIZE and processor["channels"] == 3 and processor["condition_type"] is None
     assert (saved_pipe / "vqgan" / "diffusion_pytorch_model.safetensors").is_file()
     assert (saved_pipe / "transformer" / "model.safetensors").is_file()
     assert not list(saved_pipe.rglob("*.bin")) and not list(saved_pipe.rglob("*.pt"))
@@ -519,7 +524,12 @@ def test_unconditional_model_card_shows_a_batch_call(uncond_pipe):
 def test_offload_sequence_names_the_components():
     pipe = make_pipeline()
     sequence = VQGANTransformerPipeline.model_cpu_offload_seq.split("->")
-    assert set(sequence) == {"vqgan", "transformer", "cond_vqgan"} == set(pipe.components)
+    models = {name for name, component in pipe.components.items() if isinstance(component, torch.nn.Module)}
+    assert set(sequence) == {"vqgan", "transformer", "cond_vqgan"} == set(pipe.components) - {
+        "image_processor",
+        "condition_processor",
+    }
+    assert models == {"vqgan", "transformer"}  # cond_vqgan is None here; the processors are no modules
 
 
 def test_model_offload_hooks_leave_samples_unchanged():
