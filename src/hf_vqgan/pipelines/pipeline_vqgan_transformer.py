@@ -26,7 +26,8 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from ..image_processor import VQGANImageProcessor
-from ..models.prior import VQGANPriorForCausalLM, _check_sampling_arguments, sample_next_token
+from ..models.prior import VQGANPriorForCausalLM
+from ..models.sampling import UNSAMPLED_CODE, StaticCacheDecodeStep, check_sampling_arguments
 from ..models.vqgan import VQGANModel
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -249,7 +250,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
     def enable_fast_decode(self, mode: str = "auto") -> None:
         """
         Sample with a static KV cache and a decode step captured whole, sampling included, replayed as a CUDA graph
-        ([`~models.fast_sampling.FastImageSampler`]): on a GPU a large factor faster than `generate()`, with the
+        ([`~models.sampling.StaticCacheDecodeStep`]): on a GPU a large factor faster than `generate()`, with the
         same tokens from the same generator (up to the rounding of fused kernels). The first call for each batch
         size and sampling setting compiles or captures its step; later calls reuse it. Move the pipeline to its
         device and dtype first (model CPU offload is not supported with it). Sets `fast_decode_step`.
@@ -258,9 +259,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             mode (`str`, defaults to `"auto"`): `"compile"` (torch.compile with CUDA graphs), `"cuda_graph"` (plain
                 capture, no compile time), `"eager"`, or `"auto"` (`"compile"` on CUDA, `"eager"` elsewhere).
         """
-        from ..models.fast_sampling import FastImageSampler
-
-        self.fast_decode_step = FastImageSampler(self.transformer, mode=mode)
+        self.fast_decode_step = StaticCacheDecodeStep(mode=mode)
 
     def disable_fast_decode(self) -> None:
         """Go back to transformers' `generate()` for each token (`fast_decode_step = None`)."""
@@ -316,7 +315,8 @@ class VQGANTransformerPipeline(DiffusionPipeline):
                 callback_kwargs)`, with `timestep` the raster position of the token and `callback_kwargs` holding
                 the tensors named in `callback_on_step_end_tensor_inputs` (`"tokens"`: the image codes so far, of
                 shape `(batch, k + step + 1)`). It returns a dict; a `"tokens"` entry replaces the codes sampled so
-                far. Setting `pipe._interrupt = True` stops sampling (unsampled positions stay 0).
+                far. Setting `pipe._interrupt = True` stops sampling: unsampled positions hold `UNSAMPLED_CODE` (-1)
+                in `"latent"` output and decode as code 0.
             callback_on_step_end_tensor_inputs: see above; defaults to `["tokens"]`.
             callback: deprecated, `callback(step, tokens)`; use `callback_on_step_end`.
 
@@ -331,16 +331,18 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         cond_tokens = self._condition_tokens(condition_image, n)
         grid = self._output_grid(height, width)
         prefix = self._completion_prefix(image, keep_rows, n, grid)
-        on_token = self._token_callback(callback_on_step_end, tensor_inputs, callback)
         self._interrupt = False
         total = grid[0] * grid[1] - (0 if prefix is None else prefix.shape[1])
         with self.progress_bar(total=total) as bar:
+            on_token = self._token_callback(bar, callback_on_step_end, tensor_inputs, callback)
             tokens = self._sample_codes(
-                labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p, generator,
-                lambda step, tokens: (bar.update(1), on_token(step, tokens))[1],
-            )  # fmt: skip
+                labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p, generator, on_token
+            )
         tokens = tokens.reshape(n, *grid)  # (B, h, w)
-        images = tokens if output_type == "latent" else self.decode_tokens(tokens, output_type)
+        if output_type == "latent":
+            images = tokens
+        else:  # an interrupted run decodes its unsampled positions as code 0
+            images = self.decode_tokens(tokens.masked_fill(tokens == UNSAMPLED_CODE, 0), output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
@@ -356,7 +358,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-        _check_sampling_arguments(temperature, top_k, top_p)
+        check_sampling_arguments(temperature, top_k, top_p)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
         if guidance_scale != 1.0 and not self.transformer.config.num_classes:
@@ -401,13 +403,11 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         return labels, labels.shape[0]
 
     def _output_grid(self, height: int | None, width: int | None) -> tuple[int, int]:
-        """The token grid of the output; checks that a larger one fits a sliding window of the trained size."""
+        """The token grid of the output (the prior checks that a larger one fits its sliding window)."""
         factor = self.vqgan.downsample_factor
         grid_h, grid_w = self.latent_grid
         out_h = grid_h if height is None else self._grid_size(height, factor, "height")
         out_w = grid_w if width is None else self._grid_size(width, factor, "width")
-        if out_h < grid_h or out_w < grid_w:
-            raise ValueError(f"Sliding-window sampling needs a grid at least {grid_h}x{grid_w}, got {out_h}x{out_w}.")
         return out_h, out_w
 
     @staticmethod
@@ -440,10 +440,11 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         prefix = indices[:, :keep_rows].reshape(indices.shape[0], -1)
         return prefix.expand(n, -1) if prefix.shape[0] == 1 else prefix
 
-    def _token_callback(self, callback_on_step_end, tensor_inputs: list[str], callback):
+    def _token_callback(self, bar, callback_on_step_end, tensor_inputs: list[str], callback):
         """The per-token hook handed to the sampling loop: `(step, tokens) -> tokens or None`."""
 
         def on_token(step: int, tokens: torch.LongTensor) -> torch.LongTensor | None:
+            bar.update(1)
             if callback is not None:
                 callback(step, tokens)
             if callback_on_step_end is None:
@@ -456,53 +457,13 @@ class VQGANTransformerPipeline(DiffusionPipeline):
 
     def _sample_codes(self, labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p,
                       generator, on_token) -> torch.LongTensor:  # fmt: skip
-        """INTERIM until the prior's single loop lands: the prior's `sample` or the old sliding window."""
-        if grid == self.latent_grid:
-            sampler = self.fast_decode_step or self.transformer
-            return sampler.sample(
-                class_labels=labels, cond_indices=cond_tokens, batch_size=n, prefix_indices=prefix,
-                guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-                generator=generator, callback=on_token,
-            )  # fmt: skip
-        return self._sample_sliding_window(
-            labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p, generator, on_token
-        )
+        """The prior's one sampling loop: `(n, h, w)` codes, a sliding window of the trained size on larger grids.
 
-    def _sample_sliding_window(self, labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p,
-                               generator, on_token):  # fmt: skip
-        """Sample a grid larger than the prior's: each token sees a trained-size window around it (taming sec. 3.2).
-
-        The window's top-left corner is centred on the position and clamped to the grid; the sequence fed to the
-        prior is that window's tokens in raster order up to the position, after the usual prefix.
+        `fast_decode_step` (static cache) runs the trained grid; a larger grid keeps the prior's sliding window.
         """
-        config = self.transformer.config
-        H, W = grid
-        th, tw = config.latent_height, config.latent_width
-        if H < th or W < tw:
-            raise ValueError(f"Sliding-window sampling needs a grid at least {th}x{tw}, got {H}x{W}.")
-        device = self._execution_device
-        tokens = torch.zeros(n, H, W, dtype=torch.long, device=device)
-        known = 0 if prefix is None else prefix.shape[1]
-        if known:
-            tokens.view(n, -1)[:, :known] = prefix.to(device)
-        guided = guidance_scale != 1.0
-        start, stop = config.image_token_range
-        for step, position in enumerate(range(known, H * W)):
-            i, j = divmod(position, W)
-            top, left = min(max(i - th // 2, 0), H - th), min(max(j - tw // 2, 0), W - tw)
-            window = tokens[:, top : top + th, left : left + tw].reshape(n, -1)  # (B, th*tw)
-            local = (i - top) * tw + (j - left)
-            input_ids = self.transformer.build_input_ids(indices=window, class_labels=labels, cond_indices=cond_tokens)
-            input_ids = input_ids[:, : config.prefix_length + local]  # (B, prefix + local)
-            if guided:
-                null_ids = input_ids.clone()
-                null_ids[:, config.cond_length] = config.null_class_token  # the class token follows the condition
-                input_ids = torch.cat([input_ids, null_ids])
-            logits = self.transformer(input_ids=input_ids).logits[:, -1].float()  # (B or 2B, V)
-            if guided:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + guidance_scale * (cond - uncond)
-            next_token = sample_next_token(logits, (start, stop), temperature, top_k, top_p, generator)
-            tokens[:, i, j] = next_token
-            on_token(step, tokens.view(n, -1)[:, : position + 1])
-        return tokens
+        decode_step = self.fast_decode_step if grid == self.latent_grid else None
+        return self.transformer.sample(
+            class_labels=labels, cond_indices=cond_tokens, batch_size=n, prefix_indices=prefix,
+            guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            grid=grid, decode_step=decode_step, callback=on_token, interrupt=lambda: self._interrupt,
+        )  # fmt: skip
