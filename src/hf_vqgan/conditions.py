@@ -89,7 +89,7 @@ def check_labels(labels: np.ndarray | torch.Tensor, num_labels: int) -> None:
 
 
 def one_hot_labels(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """Labels of shape `(..., height, width)` -> float one-hot of shape `(..., num_labels, height, width)` in {-1, 1}."""
+    """Labels of shape `(..., height, width)` -> float one-hot `(..., num_labels, height, width)` in {-1, 1}."""
     check_labels(labels, num_labels)
     one_hot = F.one_hot(labels.long(), num_labels).movedim(-1, -3)  # (..., num_labels, H, W)
     return one_hot.float() * 2.0 - 1.0
@@ -265,7 +265,8 @@ def edges_condition(
     high_threshold: float | None = None,
 ) -> torch.Tensor:
     """
-    Canny edges of images in [-1, 1] of shape `(C, H, W)` or `(B, C, H, W)`, as `(1, H, W)` / `(B, 1, H, W)` in {-1, 1}.
+    Canny edges of images in [-1, 1] of shape `(C, H, W)` or `(B, C, H, W)`, as `(1, H, W)` / `(B, 1, H, W)` in
+    {-1, 1}.
 
     The grayscale image (ITU-R 601 luma, as PIL's `"L"` conversion, for 3 channels) is scaled to [0, 1] and passed to
     `canny_edges` with `sigma` and the thresholds (scikit-image's defaults when `None`).

@@ -34,7 +34,8 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 PIPELINE_MODULE = "pipeline_vqgan_transformer"
 """The module file a saved folder carries for diffusers' generic loader (`_class_name` in `model_index.json`)."""
 
-_PIPELINE_MODULE_SOURCE = '''"""Lets `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` find this folder's pipeline class.
+_PIPELINE_MODULE_SOURCE = '''"""
+Lets `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` find this folder's pipeline class.
 
 It only imports the class from the installed `hf_vqgan` package (`pip install hf_vqgan`); no model code lives here.
 """
@@ -44,7 +45,7 @@ from hf_vqgan import VQGANTransformerPipeline  # noqa: F401
 
 
 def default_image_processor(vqgan: VQGANModel, transformer: VQGANPriorForCausalLM) -> VQGANImageProcessor:
-    """The image processor of a folder saved without one: the prior's grid times the tokenizer's factor, centre crop."""
+    """The image processor of a folder saved without one: the prior's grid times the tokenizer's factor."""
     height, width = transformer.config.latent_height, transformer.config.latent_width
     resolution = height * vqgan.downsample_factor if height == width else None
     return VQGANImageProcessor(resolution=resolution, channels=vqgan.config.in_channels)
@@ -363,14 +364,15 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
         if guidance_scale != 1.0 and not self.transformer.config.num_classes:
             raise ValueError(
-                f"`guidance_scale`={guidance_scale} needs a class-conditional prior with a null class; this one has none "
-                f"(use guidance_scale=1.0)."
+                f"`guidance_scale`={guidance_scale} needs a class-conditional prior with a null class; this one has "
+                "none (use guidance_scale=1.0)."
             )
         tensor_inputs = list(callback_on_step_end_tensor_inputs or self._callback_tensor_inputs)
         unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` has {unknown}; the pipeline offers {self._callback_tensor_inputs}."
+                f"`callback_on_step_end_tensor_inputs` has {unknown}; the pipeline offers "
+                f"{self._callback_tensor_inputs}."
             )
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")

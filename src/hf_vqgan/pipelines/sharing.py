@@ -14,7 +14,10 @@ from .. import hub
 def _usage_call(config, condition_type: str | None) -> str:
     seed = "generator=torch.Generator().manual_seed(0)"
     if config.num_classes:
-        return f"images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0,\n              {seed}).images"
+        indent = " " * len("images = pipe(")
+        return (
+            f"images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0,\n{indent}{seed}).images"
+        )
     if config.cond_length:
         return f"images = pipe(condition_image=condition, {seed}).images  # a {condition_type} condition"
     return f"images = pipe(batch_size=4, {seed}).images"
