@@ -60,7 +60,7 @@ def pixels_from_images(images: Any, channels: int, name: str = "image") -> torch
         images = [images]
     if isinstance(images, list) and images and all(isinstance(image, PIL.Image.Image) for image in images):
         tensors = [VQGANImageProcessor.to_tensor(convert_image_mode(image, channels)) for image in images]
-        sizes = {tuple(t.shape[-2:]) for t in tensors}
+        sizes = {(*t.shape[-2:], t.shape[0]) for t in tensors}  # (H, W, C), as numpy shapes them
         if len(sizes) != 1:
             raise ValueError(f"All `{name}` images must have the same size, got {sorted(sizes)}.")
         return torch.stack(tensors)  # (B, C, H, W)

@@ -644,3 +644,16 @@ def test_generic_diffusion_pipeline_loader_in_a_fresh_interpreter(class_pipe, sa
     assert result.returncode == 0, result.stderr[-3000:]
     expected = class_pipe(class_labels=1, generator=seeded(2), output_type="latent").images
     assert torch.equal(torch.load(out), expected)
+
+
+def test_loading_with_the_class_never_runs_the_folder_module(class_pipe, tmp_path):
+    """The module file is for the generic loader, and only with `trust_remote_code=True`; loading through the class
+    (or the generic loader without trust) executes nothing from the folder."""
+    from diffusers import DiffusionPipeline
+
+    class_pipe.save_pretrained(tmp_path)
+    (tmp_path / "pipeline_vqgan_transformer.py").write_text("raise SystemExit('folder code ran')\n")
+    loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
+    assert type(loaded) is VQGANTransformerPipeline
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(tmp_path)
