@@ -11,9 +11,15 @@ import PIL.Image
 import pytest
 import torch
 
-from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan import (
+    VQGANImageProcessor,
+    VQGANModel,
+    VQGANPriorConfig,
+    VQGANPriorForCausalLM,
+    VQGANTransformerPipeline,
+)
 from hf_vqgan.cli import build_parser, main
-from hf_vqgan.training.metrics import make_image_grid
+from hf_vqgan.image_utils import make_image_grid
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "taming"
 SIZE = 16  # pixels; the tokenizer's factor is 2, so the prior's grid is 8x8
@@ -151,6 +157,25 @@ def test_reconstruct_from_a_pipeline_or_a_tokenizer_folder(saved, tmp_path, caps
     pixels = pixels[None, None] if mode == "L" else pixels.permute(2, 0, 1)[None]
     with torch.no_grad():
         reconstruction = vqgan.decode_indices(vqgan.tokenize(pixels)).sample.clamp(-1, 1)
+    np.testing.assert_array_equal(read(output), np.asarray(make_image_grid(reconstruction, nrow=1)))
+
+
+def test_reconstruct_crops_the_centre_as_training_does(saved, tmp_path):
+    """A wide photo is resized by its shorter side and centre-cropped, exactly as the training transform does it;
+    the old command stretched it to a square."""
+    wide = np.random.default_rng(1).integers(0, 256, (20, 36, 3), dtype=np.uint8)  # (H, W, C)
+    wide[:, :8] = 255  # white margins that a centre crop drops and a stretch keeps
+    wide[:, -8:] = 255
+    source = tmp_path / "wide.png"
+    PIL.Image.fromarray(wide).save(source)
+    output = tmp_path / "recon.png"
+    assert main(["reconstruct", "--model", str(saved["class"]), "--input", str(source), "--output", str(output)]) == 0
+    vqgan = VQGANModel.from_pretrained(saved["class"] / "vqgan")
+    training_transform = VQGANImageProcessor(resolution=SIZE, channels=3, center_crop=True)
+    pixels, geometry = training_transform.transform(PIL.Image.open(source))
+    assert geometry.box[0] > 0  # a crop, not a stretch
+    with torch.no_grad():
+        reconstruction = vqgan.decode_indices(vqgan.tokenize(pixels[None])).sample.clamp(-1, 1)
     np.testing.assert_array_equal(read(output), np.asarray(make_image_grid(reconstruction, nrow=1)))
 
 

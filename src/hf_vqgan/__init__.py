@@ -8,8 +8,10 @@ Importing the package registers `VQGANPriorConfig` / `VQGANPriorForCausalLM` wit
 __version__ = "0.1.0.dev0"
 
 # diffusers' pipeline loader finds how to load a third-party component by looking its base classes up by name on
-# the component's library module (`getattr(hf_vqgan, "ModelMixin")`), so both bases must be reachable here.
-from diffusers import ModelMixin  # noqa: E402, F401, I001
+# the component's library module (`getattr(hf_vqgan, "ModelMixin")`), so every base must be reachable here:
+# ModelMixin for the VQGANs, SchedulerMixin for the image processors (a config-only loadable base), PreTrainedModel
+# for the prior.
+from diffusers import ModelMixin, SchedulerMixin  # noqa: E402, F401, I001
 from transformers import PreTrainedModel  # noqa: E402, F401
 
 from .losses import (
@@ -30,6 +32,7 @@ from .models import (
     VQGANPriorConfig,
     VQGANPriorForCausalLM,
 )
+from .image_processor import VQGANImageProcessor
 from .pipelines import VQGANTransformerPipeline
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "VQGANDiscriminatorLossOutput",
     "VQGANEncoderOutput",
     "VQGANGeneratorLossOutput",
+    "VQGANImageProcessor",
     "VQGANLoss",
     "VQGANModel",
     "VQGANModelOutput",

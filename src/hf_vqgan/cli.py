@@ -19,8 +19,8 @@ from pathlib import Path
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
+    from .image_utils import make_image_grid
     from .pipelines import VQGANTransformerPipeline
-    from .training.metrics import make_image_grid
 
     pipe = VQGANTransformerPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=args.quiet)
@@ -46,14 +46,14 @@ def _sample(args: argparse.Namespace) -> None:
 def _reconstruct(args: argparse.Namespace) -> None:
     import torch
 
-    from .pipelines.pipeline_vqgan_transformer import pil_or_array_to_tensor
-    from .training.metrics import make_image_grid
+    from .image_processor import VQGANImageProcessor
+    from .image_utils import make_image_grid
 
     vqgan = _load_tokenizer(args.model)
-    image = _open(args.input)
     size = args.resolution or vqgan.config.sample_size
-    image = image.convert("L" if vqgan.config.in_channels == 1 else "RGB").resize((size, size))
-    pixels = pil_or_array_to_tensor(image, vqgan.config.in_channels, "input")
+    # As the training data pipeline does: the shorter side resized to `size`, then the centre cropped (no stretching).
+    processor = VQGANImageProcessor(resolution=size, channels=vqgan.config.in_channels)
+    pixels = processor.preprocess(_open(args.input), name="input")  # (1, C, size, size)
     with torch.no_grad():
         indices = vqgan.tokenize(pixels)
         reconstruction = vqgan.decode_indices(indices).sample.clamp(-1, 1)

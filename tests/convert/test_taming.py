@@ -142,9 +142,11 @@ def test_convert_checkpoint_writes_loadable_folders(fixtures, tmp_path):
         fixtures / "transformer_tiny_uncond.yaml", fixtures / "transformer_tiny_uncond.ckpt", tmp_path / "pipe"
     )
     index = json.loads((pipe_dir / "model_index.json").read_text())
-    assert index["_class_name"] == "VQGANTransformerPipeline" and "_diffusers_version" in index
-    assert index["vqgan"] == ["hf_vqgan", "VQGANModel"]
-    assert index["transformer"] == ["hf_vqgan", "VQGANPriorForCausalLM"]
+    # The same index as any saved pipeline, with the module file the generic DiffusionPipeline loader imports.
+    assert index["_class_name"] == ["pipeline_vqgan_transformer", "VQGANTransformerPipeline"]
+    assert "_diffusers_version" in index and (pipe_dir / "pipeline_vqgan_transformer.py").is_file()
+    assert index["vqgan"][0].startswith("hf_vqgan") and index["vqgan"][1] == "VQGANModel"
+    assert index["transformer"][0].startswith("hf_vqgan") and index["transformer"][1] == "VQGANPriorForCausalLM"
     assert index["cond_vqgan"] == [None, None]
     assert (pipe_dir / "transformer" / "model.safetensors").is_file()
     prior = VQGANPriorForCausalLM.from_pretrained(pipe_dir / "transformer")
@@ -407,7 +409,7 @@ def test_pipeline_folder_for_a_cond_stage_model(tmp_path):
     config, sd, _, _ = _net2net("vqgan")
     out = taming.save_pipeline_folder(convert_taming_transformer(config, sd), tmp_path / "pipe")
     index = json.loads((out / "model_index.json").read_text())
-    assert index["cond_vqgan"] == ["hf_vqgan", "VQGANModel"]
+    assert index["cond_vqgan"][0].startswith("hf_vqgan") and index["cond_vqgan"][1] == "VQGANModel"
     assert VQGANModel.from_pretrained(out / "cond_vqgan").config.in_channels == 5
     assert VQGANPriorForCausalLM.from_pretrained(out / "transformer").config.cond_image_size == 8
 
@@ -461,3 +463,32 @@ def test_transformer_checkpoint_problems_are_named():
     unmasked["transformer.blocks.0.attn.mask"] = torch.ones_like(sd["transformer.blocks.0.attn.mask"])
     with pytest.raises(ValueError, match="causal mask"):
         convert_taming_transformer(config, unmasked)
+
+
+def test_converted_cond_stage_pipeline_samples_from_a_condition_image(tmp_path):
+    """A converted pipeline with a VQGAN condition stage carries its processors, so a condition map samples
+    (before: `ValueError: Unknown condition type None`)."""
+    from hf_vqgan import VQGANTransformerPipeline
+
+    config, sd, _, _ = _net2net("vqgan")
+    components = convert_taming_transformer(config, sd)
+    out = taming.save_pipeline_folder({**components, **taming.taming_processors(config, components)}, tmp_path / "p")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["condition_processor"][1] == index["image_processor"][1] == "VQGANImageProcessor"
+    processor = json.loads((out / "condition_processor" / "preprocessor_config.json").read_text())
+    assert (processor["condition_type"], processor["num_labels"], processor["resolution"]) == ("segmentation", 5, 8)
+    pipe = VQGANTransformerPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    labels = torch.randint(0, 5, (8, 8), generator=torch.Generator().manual_seed(0))
+    tokens = pipe(condition_image=labels, top_k=1, output_type="latent").images
+    cond_codes = pipe.cond_vqgan.tokenize(F.one_hot(labels, 5).permute(2, 0, 1)[None].float() * 2 - 1).flatten(1)
+    assert torch.equal(tokens, pipe.transformer.sample(cond_indices=cond_codes, top_k=1))
+    assert pipe(condition_image=labels, output_type="pt").images.shape == (1, 3, 8, 8)
+
+
+def test_convert_checkpoint_writes_the_processors(fixtures, tmp_path):
+    out = convert_taming_checkpoint(fixtures / "transformer_tiny_uncond.yaml",
+                                    fixtures / "transformer_tiny_uncond.ckpt", tmp_path / "pipe")  # fmt: skip
+    processor = json.loads((out / "image_processor" / "preprocessor_config.json").read_text())
+    assert processor["resolution"] == 32 and processor["channels"] == 3 and processor["condition_type"] is None
+    assert not (out / "condition_processor").exists()

@@ -5,15 +5,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationConfig
-from transformers.generation import LogitsProcessorList
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from hf_vqgan.models.prior import (
-    ImageTokenSampler,
     VQGANPriorConfig,
     VQGANPriorForCausalLM,
     VQGANPriorModel,
     register_auto_classes,
+)
+from hf_vqgan.models.sampling import (
+    NoCacheDecodeStep,
+    SamplingSettings,
+    StaticCacheDecodeStep,
+    choose_image_codes,
     sample_next_token,
 )
 
@@ -361,8 +365,8 @@ def test_samples_are_image_grids(name):
 def test_greedy_with_cache_equals_recomputing_the_prefix(name):
     model = tiny_prior(**CONDITIONINGS[name])
     inputs = conditioning_inputs(model.config, 3)
-    cached = model.sample(**inputs, top_k=1, use_cache=True)
-    recomputed = model.sample(**inputs, top_k=1, use_cache=False)
+    cached = model.sample(**inputs, top_k=1)
+    recomputed = model.sample(**inputs, top_k=1, decode_step=NoCacheDecodeStep())
     assert torch.equal(cached, recomputed)
     assert torch.equal(cached, greedy_by_hand(model, model.build_input_ids(**inputs)))
     assert len(torch.unique(cached)) > 1  # the decoder really depends on context
@@ -372,9 +376,10 @@ def test_static_cache_equals_dynamic_cache():
     model = tiny_prior(num_classes=NUM_CLASSES)
     labels = torch.tensor([0, 3])
     dynamic = model.sample(class_labels=labels, top_k=1)
-    static = model.sample(class_labels=labels, top_k=1, cache_implementation="static")
+    static = model.sample(class_labels=labels, top_k=1, decode_step=StaticCacheDecodeStep(mode="eager"))
     assert torch.equal(dynamic, static)
-    guided = model.sample(class_labels=labels, guidance_scale=3.0, generator=seeded(4), cache_implementation="static")
+    step = StaticCacheDecodeStep(mode="eager")
+    guided = model.sample(class_labels=labels, guidance_scale=3.0, generator=seeded(4), decode_step=step)
     assert torch.equal(guided, model.sample(class_labels=labels, guidance_scale=3.0, generator=seeded(4)))
 
 
@@ -386,30 +391,18 @@ def test_same_seed_same_tokens_different_seed_different_tokens():
 
 
 def test_guidance_scale_one_equals_conditional_sampling():
-    # Run the guided path (conditional and null-class rows in one batch) at s = 1 and compare it with plain sampling.
+    # The guided combination (conditional and null-class rows) at s = 1 is the conditional distribution itself.
     model = tiny_prior(num_classes=NUM_CLASSES)
-    config = model.config
+    logits = torch.randn(6, model.config.vocab_size, generator=seeded(0))  # 3 conditional rows, 3 null-class rows
+    noise = torch.empty(3, K).exponential_(generator=seeded(1))
+    guided = choose_image_codes(logits, noise, SamplingSettings(guidance_scale=1.0, temperature=0.7), (0, K))
+    plain = choose_image_codes(logits[:3], noise, SamplingSettings(temperature=0.7), (0, K))
+    assert torch.equal(guided, plain)
     labels = torch.tensor([1, 4, 0])
-    plain = model.sample(class_labels=labels, generator=seeded(3), temperature=0.7)
-
-    cond_ids = model.build_input_ids(class_labels=labels)
-    null_ids = model.build_input_ids(class_labels=torch.full_like(labels, NUM_CLASSES))
-    sampler = ImageTokenSampler(
-        config.image_token_range,
-        config.prefix_length,
-        1,
-        1 + T,
-        guidance_scale=1.0,
-        temperature=0.7,
-        generator=seeded(3),
+    assert torch.equal(
+        model.sample(class_labels=labels, generator=seeded(3), temperature=0.7),
+        model.sample(class_labels=labels, generator=seeded(3), temperature=0.7, guidance_scale=1.0),
     )
-    sequences = model.generate(
-        torch.cat([cond_ids, null_ids]),
-        generation_config=GenerationConfig(max_new_tokens=T, do_sample=False),
-        logits_processor=LogitsProcessorList([sampler]),
-    )
-    assert torch.equal(sequences[:3, 1:], sequences[3:, 1:])
-    assert torch.equal(sequences[:3, 1:].reshape(3, H, W), plain)
 
 
 def test_guidance_runs_one_batched_forward_per_step_with_shared_tokens():
@@ -435,23 +428,12 @@ def test_guidance_combines_logits_as_uncond_plus_scale_times_difference():
     cond = torch.tensor([[0.0, 1.0, 0.9, 0.0, 50.0, 50.0]])
     uncond = torch.tensor([[0.0, 1.0, 0.0, 0.0, 50.0, 50.0]])
     scores = torch.cat([cond, uncond])  # (2B, V)
-    common = {"prefix_length": 1, "prompt_length": 1, "total_length": 10, "top_k": 1}
-    guided = ImageTokenSampler((0, 4), guidance_scale=3.0, **common)(torch.zeros(2, 1).long(), scores.clone())
+    noise = torch.ones(1, 4)
+    guided = choose_image_codes(scores, noise, SamplingSettings(guidance_scale=3.0, top_k=1), (0, 4))
     # uncond + 3 * (cond - uncond) = [0, 1, 2.7, 0]: code 2 wins, while cond alone prefers code 1.
-    assert guided.argmax(-1).tolist() == [2, 2]
-    assert torch.all(torch.isinf(guided).sum(-1) == 5)
-    plain = ImageTokenSampler((0, 4), guidance_scale=1.0, **common)(torch.zeros(2, 1).long(), scores.clone())
-    assert plain.argmax(-1).tolist() == [1, 1]
-
-
-def test_sampler_ignores_steps_past_the_last_image_token():
-    # Some devices (mps) run one extra, discarded generate step; it must neither draw nor report a token.
-    reports = []
-    sampler = ImageTokenSampler((0, 4), 1, 1, 5, generator=seeded(0), callback=lambda *args: reports.append(args))
-    scores = torch.randn(2, 6)
-    assert torch.equal(sampler(torch.zeros(2, 5).long(), scores), scores)
-    assert reports == []
-    assert torch.isinf(sampler(torch.zeros(2, 4).long(), scores)).sum() == 2 * 5 and len(reports) == 1
+    assert guided.tolist() == [2]
+    plain = choose_image_codes(scores, noise, SamplingSettings(guidance_scale=1.0, top_k=1), (0, 4))
+    assert plain.tolist() == [1]
 
 
 def test_prefix_indices_are_kept_and_callback_reports_each_token():
@@ -498,7 +480,10 @@ BAD_SAMPLE_ARGUMENTS = {
     "prefix too long": {"prefix_indices": torch.zeros(2, T + 1).long()},
     "prefix 3d": {"prefix_indices": torch.zeros(2, H, W).long()},
     "prefix batch mismatch": {"prefix_indices": torch.zeros(3, 2).long()},
-    "static without cache": {"use_cache": False, "cache_implementation": "static"},
+    "grid not a pair": {"grid": (3,)},
+    "grid zero": {"grid": (0, W)},
+    "grid smaller than trained": {"grid": (H - 1, W)},
+    "prefix longer than grid": {"prefix_indices": torch.zeros(2, T + 1).long(), "grid": (H, W)},
 }
 
 

@@ -11,16 +11,22 @@ import PIL.Image
 import pytest
 import torch
 
-from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
-from hf_vqgan.losses import VQGANLoss
-from hf_vqgan.training.conditions import (
-    ConditionTransform,
+from hf_vqgan import (
+    VQGANImageProcessor,
+    VQGANModel,
+    VQGANPriorConfig,
+    VQGANPriorForCausalLM,
+    VQGANTransformerPipeline,
+)
+from hf_vqgan.conditions import (
     condition_channels,
     derive_condition,
     labels_from_logits,
     lowres_condition,
     one_hot_labels,
 )
+from hf_vqgan.losses import VQGANLoss
+from hf_vqgan.training.conditions import ConditionTransform
 from hf_vqgan.training.data import ImageTransform, preprocess_batch
 from hf_vqgan.training.tokenize import tokenize_split
 
@@ -46,25 +52,29 @@ def make_pipeline(condition_type: str | None, num_classes: int = 0, image_channe
     torch.manual_seed(seed)
     vqgan = VQGANModel(in_channels=image_channels, out_channels=image_channels, channel_multipliers=(1, 2),
                        sample_size=SIZE, **TINY)  # fmt: skip
-    cond_vqgan, cond_kwargs = None, {}
+    cond_vqgan, cond_kwargs, condition_processor = None, {}, None
     if condition_type is not None:
         channels = condition_channels(condition_type, NUM_LABELS, image_channels)
-        transform = ConditionTransform(condition_type, num_labels=NUM_LABELS, lowres_factor=LOWRES_FACTOR)
-        _, height, width = transform.output_shape(image_channels, SIZE)
+        transform = VQGANImageProcessor(
+            condition_type=condition_type, num_labels=NUM_LABELS, lowres_factor=LOWRES_FACTOR
+        )
+        _, height, width = transform.condition_shape(image_channels, SIZE)
         multipliers = (1,) if condition_type == "lowres" else (1, 2)
         cond_vqgan = VQGANModel(in_channels=channels, out_channels=channels, channel_multipliers=multipliers,
                                 sample_size=height, **TINY)  # fmt: skip
         cond_kwargs = dict(
             cond_codebook_size=cond_vqgan.config.codebook_size,
             cond_length=math.prod(cond_vqgan.latent_shape(height, width)),
-            condition_type=condition_type,
-            cond_num_labels=NUM_LABELS if condition_type == "segmentation" else None,
-            lowres_factor=LOWRES_FACTOR,
         )
+        condition_processor = VQGANImageProcessor(
+            resolution=SIZE, channels=image_channels, condition_type=condition_type, lowres_factor=LOWRES_FACTOR,
+            num_labels=NUM_LABELS if condition_type == "segmentation" else None,
+        )  # fmt: skip
     config = VQGANPriorConfig(codebook_size=vqgan.config.codebook_size, latent_height=GRID, latent_width=GRID,
                               num_classes=num_classes, n_layer=1, n_embd=32, n_head=2, **cond_kwargs)  # fmt: skip
     pipe = VQGANTransformerPipeline(vqgan=vqgan.eval(), transformer=VQGANPriorForCausalLM(config).eval(),
-                                    cond_vqgan=None if cond_vqgan is None else cond_vqgan.eval())  # fmt: skip
+                                    cond_vqgan=None if cond_vqgan is None else cond_vqgan.eval(),
+                                    condition_processor=condition_processor if cond_vqgan is not None else None)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -227,7 +237,7 @@ def test_derived_conditions_identical_at_training_and_sampling(condition_type):
     import datasets
 
     pipe = make_pipeline(condition_type)
-    config = pipe.transformer.config
+    config = pipe.condition_processor.config
     # PNG round trips keep pixels; RGBA and grayscale images go through the same mode conversion on both sides.
     images = [random_image(0), random_image(1, mode="RGBA"), random_image(2, mode="L"), random_image(3)]
     dataset = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
@@ -294,3 +304,25 @@ def test_condition_and_model_must_agree():
             make_pipeline(condition_type)(output_type="latent")
     with pytest.raises(ValueError, match="Got 2 condition images for a batch of 3 images"):
         make_pipeline("edges")(condition_image=[random_image(0), random_image(1)], batch_size=3, output_type="latent")
+
+
+# ------------------------------------------------------------------------------------------ legacy folders
+def test_legacy_prior_condition_attributes_build_the_condition_processor(tmp_path):
+    """Folders saved before the condition processor existed carry the condition settings in the prior's config."""
+    pipe = make_pipeline("lowres", image_channels=1)
+    config = pipe.transformer.config.to_dict()
+    config.update(condition_type="lowres", lowres_factor=LOWRES_FACTOR)
+    legacy = VQGANTransformerPipeline(vqgan=pipe.vqgan, transformer=VQGANPriorForCausalLM(
+        VQGANPriorConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
+    ).eval(), cond_vqgan=pipe.cond_vqgan)  # fmt: skip
+    processor = legacy.condition_processor.config
+    assert (processor.condition_type, processor.lowres_factor, processor.resolution, processor.channels) == (
+        "lowres", LOWRES_FACTOR, SIZE, 1,
+    )  # fmt: skip
+    legacy.save_pretrained(tmp_path)
+    (tmp_path / "condition_processor" / "preprocessor_config.json").unlink()  # as an old folder has none
+    index = (tmp_path / "model_index.json").read_text().replace('"VQGANImageProcessor"', "null")
+    (tmp_path / "model_index.json").write_text(index.replace('"hf_vqgan.image_processor"', "null"))
+    loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
+    digit = random_image(0, mode="L")
+    torch.testing.assert_close(loaded.prepare_condition(digit), pipe.prepare_condition(digit))

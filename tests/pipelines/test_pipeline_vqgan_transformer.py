@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan.models.sampling import SlidingWindowDecodeStep
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
 CODEBOOK_SIZE = 32
@@ -220,13 +221,18 @@ def test_sliding_window_feeds_the_trained_window_around_each_token(uncond_pipe):
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
 def test_sliding_window_at_the_trained_size_matches_the_plain_sampler(class_pipe, guidance_scale):
-    # Same tokens from the window sampler (full re-computation, null class placed by hand) and from generate().
+    # Same tokens from the window step (full re-computation) and from the KV-cache step of the one loop.
     labels = torch.tensor([0, 2])
-    window = class_pipe._sample_sliding_window(
-        labels, None, 2, None, (GRID, GRID), guidance_scale, 1.0, 1, None, None, lambda step, tokens: None
-    )
-    plain = class_pipe.transformer.sample(class_labels=labels, guidance_scale=guidance_scale, top_k=1)
+    prior = class_pipe.transformer
+    window = prior.sample(class_labels=labels, guidance_scale=guidance_scale, top_k=1,
+                          decode_step=SlidingWindowDecodeStep())  # fmt: skip
+    plain = prior.sample(class_labels=labels, guidance_scale=guidance_scale, top_k=1)
     assert torch.equal(window, plain)
+    # The pipeline hands a larger grid to the prior, which samples it with the window.
+    tokens = class_pipe(class_labels=[0, 2], height=10 * FACTOR, top_k=1, guidance_scale=guidance_scale,
+                        output_type="latent").images  # fmt: skip
+    expected = prior.sample(class_labels=labels, guidance_scale=guidance_scale, top_k=1, grid=(10, GRID))
+    assert torch.equal(tokens, expected)
 
 
 def test_completion_with_a_sliding_window(class_pipe):
@@ -372,9 +378,16 @@ def saved_pipe(class_pipe, tmp_path_factory) -> Path:
 
 def test_save_pretrained_writes_model_index_and_safetensors_components(saved_pipe):
     index = json.loads((saved_pipe / "model_index.json").read_text())
-    assert index["_class_name"] == "VQGANTransformerPipeline"
+    # The generic loader imports the class through the module file named first (diffusers' custom pipelines).
+    assert index["_class_name"] == ["pipeline_vqgan_transformer", "VQGANTransformerPipeline"]
+    assert (
+        "from hf_vqgan import VQGANTransformerPipeline" in (saved_pipe / "pipeline_vqgan_transformer.py").read_text()
+    )
     assert index["vqgan"][1] == "VQGANModel" and index["transformer"][1] == "VQGANPriorForCausalLM"
     assert index["cond_vqgan"] == [None, None]
+    assert index["image_processor"][1] == "VQGANImageProcessor" and index["condition_processor"] == [None, None]
+    processor = json.loads((saved_pipe / "image_processor" / "preprocessor_config.json").read_text())
+    assert processor["resolution"] == SIZE and processor["channels"] == 3 and processor["condition_type"] is None
     assert (saved_pipe / "vqgan" / "diffusion_pytorch_model.safetensors").is_file()
     assert (saved_pipe / "transformer" / "model.safetensors").is_file()
     assert not list(saved_pipe.rglob("*.bin")) and not list(saved_pipe.rglob("*.pt"))
@@ -519,7 +532,17 @@ def test_unconditional_model_card_shows_a_batch_call(uncond_pipe):
 def test_offload_sequence_names_the_components():
     pipe = make_pipeline()
     sequence = VQGANTransformerPipeline.model_cpu_offload_seq.split("->")
-    assert set(sequence) == {"vqgan", "transformer", "cond_vqgan"} == set(pipe.components)
+    models = {name for name, component in pipe.components.items() if isinstance(component, torch.nn.Module)}
+    assert (
+        set(sequence)
+        == {"vqgan", "transformer", "cond_vqgan"}
+        == set(pipe.components)
+        - {
+            "image_processor",
+            "condition_processor",
+        }
+    )
+    assert models == {"vqgan", "transformer"}  # cond_vqgan is None here; the processors are no modules
 
 
 def test_model_offload_hooks_leave_samples_unchanged():
@@ -542,3 +565,95 @@ def test_model_cpu_offload_on_gpu():
     assert images.shape == (2, 3, SIZE, SIZE)
     # After the call the hooks have moved every model back to the CPU.
     assert pipe.transformer.device.type == "cpu" and pipe.vqgan.device.type == "cpu"
+
+
+# ------------------------------------------------------------------------------- diffusers callback convention
+def test_callback_on_step_end_sees_and_edits_the_tokens(class_pipe):
+    seen = []
+
+    def force_code_5_first(pipe, step, timestep, callback_kwargs):
+        tokens = callback_kwargs["tokens"]
+        seen.append((step, timestep, tuple(tokens.shape)))
+        if step == 0:
+            tokens = tokens.clone()
+            tokens[:, 0] = 5
+        return {"tokens": tokens}
+
+    tokens = class_pipe(class_labels=[0, 1], generator=seeded(), output_type="latent",
+                        callback_on_step_end=force_code_5_first,
+                        callback_on_step_end_tensor_inputs=["tokens"]).images  # fmt: skip
+    T = GRID * GRID
+    assert seen == [(step, step, (2, step + 1)) for step in range(T)]
+    assert (tokens[:, 0, 0] == 5).all()
+    with pytest.raises(ValueError, match=r"\['latents'\]"):
+        class_pipe(class_labels=0, callback_on_step_end=force_code_5_first,
+                   callback_on_step_end_tensor_inputs=["latents"])  # fmt: skip
+
+
+def test_interrupt_from_the_callback_stops_sampling(class_pipe):
+    def stop_after_ten(pipe, step, timestep, callback_kwargs):
+        if step == 9:
+            pipe._interrupt = True
+        return callback_kwargs
+
+    tokens = class_pipe(class_labels=[0, 1], generator=seeded(), output_type="latent",
+                        callback_on_step_end=stop_after_ten).images.reshape(2, -1)  # fmt: skip
+    assert (tokens[:, :10] >= 0).all() and (tokens[:, 10:] == -1).all()
+    images = class_pipe(class_labels=0, callback_on_step_end=stop_after_ten, output_type="pt").images
+    assert images.shape == (1, 3, SIZE, SIZE)  # unsampled positions decode as code 0
+    assert class_pipe.interrupt is True
+    class_pipe(class_labels=0, output_type="latent")
+    assert class_pipe.interrupt is False  # every call starts uninterrupted
+
+
+def test_the_old_callback_still_works_with_a_deprecation_warning(class_pipe):
+    steps = []
+    with pytest.warns(FutureWarning, match="callback_on_step_end"):
+        class_pipe(class_labels=0, output_type="latent", callback=lambda step, tokens: steps.append(step))
+    assert steps == list(range(GRID * GRID))
+
+
+# ------------------------------------------------------------------------------------------- generic loader
+GENERIC_LOAD = """
+import sys
+from diffusers import DiffusionPipeline
+assert "hf_vqgan" not in sys.modules
+try:
+    DiffusionPipeline.from_pretrained(sys.argv[1])
+except ValueError as error:
+    assert "trust_remote_code=True" in str(error), error
+else:
+    raise AssertionError("loaded custom code without trust_remote_code")
+pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(pipe).__name__ == "VQGANTransformerPipeline" and type(pipe).__module__.startswith("hf_vqgan.")
+import torch
+tokens = pipe(class_labels=1, generator=torch.Generator().manual_seed(2), output_type="latent").images
+torch.save(tokens, sys.argv[2])
+"""
+
+
+def test_generic_diffusion_pipeline_loader_in_a_fresh_interpreter(class_pipe, saved_pipe, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "tokens.pt"
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", GENERIC_LOAD, str(saved_pipe), str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = class_pipe(class_labels=1, generator=seeded(2), output_type="latent").images
+    assert torch.equal(torch.load(out), expected)
+
+
+def test_loading_with_the_class_never_runs_the_folder_module(class_pipe, tmp_path):
+    """The module file is for the generic loader, and only with `trust_remote_code=True`; loading through the class
+    (or the generic loader without trust) executes nothing from the folder."""
+    from diffusers import DiffusionPipeline
+
+    class_pipe.save_pretrained(tmp_path)
+    (tmp_path / "pipeline_vqgan_transformer.py").write_text("raise SystemExit('folder code ran')\n")
+    loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
+    assert type(loaded) is VQGANTransformerPipeline
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(tmp_path)

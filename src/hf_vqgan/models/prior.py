@@ -4,8 +4,8 @@ The network is transformers' own GPT-2 configured to hold taming-transformers' m
 position embeddings, pre-LayerNorm blocks (eps 1e-5), attention and a 4x MLP with biases, exact (erf) GELU, a final
 LayerNorm and an untied output head without bias. Attention backends (sdpa, flash), the KV cache, `generate()` and the
 static cache therefore all come from transformers. This file adds what is specific to images: the token layout, the
-training-time corruptions (taming's `pkeep`, class dropout) and a reproducible image-token sampler with
-classifier-free guidance that runs inside `generate()`.
+training-time corruptions (taming's `pkeep`, class dropout) and `sample()`, the reproducible image-code sampler with
+classifier-free guidance (its loop and decode steps live in `sampling.py`).
 
 Importing this module registers the classes with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`.
 """
@@ -30,9 +30,22 @@ from transformers import (
     PreTrainedModel,  # noqa: E402, F401, I001
 )
 from transformers import initialization as init
-from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 from transformers.pytorch_utils import Conv1D
+
+from .sampling import (
+    UNSAMPLED_CODE,
+    DecodeStep,
+    KVCacheDecodeStep,
+    SamplingRun,
+    SamplingSettings,
+    SlidingWindowDecodeStep,
+    check_sampling_arguments,
+    draw_on_generator_device,
+    run_sampling_loop,
+    sample_next_token,  # noqa: F401 (old import path)
+)
+from .sampling import check_sampling_arguments as _check_sampling_arguments  # noqa: F401 (old import path)
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (torch and transformers default)
 
@@ -69,10 +82,6 @@ class VQGANPriorConfig(GPT2Config):
         cond_codebook_size (`int`, defaults to 0): M, the codebook size of a conditioning VQGAN (depth, segmentation,
             ... in taming's Net2Net); 0 for none.
         cond_length (`int`, defaults to 0): the number of condition tokens; positive exactly when M is.
-        condition_type (`str`, *optional*): what the condition tokens encode (`"segmentation"`, `"depth"`, `"edges"`
-            or `"lowres"`), so a pipeline can preprocess condition images as training did.
-        cond_num_labels (`int`, *optional*): segmentation classes of the condition maps.
-        lowres_factor (`int`, defaults to 8): downsampling factor of `"lowres"` conditions.
         vocab_size (`int`, *optional*): derived from the layout; passing the derived value is accepted so that saved
             configs load back, any other value is rejected.
         n_positions (`int`, *optional*): number of learned positions, defaults to `prefix_length + num_image_tokens`
@@ -94,9 +103,6 @@ class VQGANPriorConfig(GPT2Config):
     num_classes: int = 0
     cond_codebook_size: int = 0
     cond_length: int = 0
-    condition_type: str | None = None
-    cond_num_labels: int | None = None
-    lowres_factor: int = 8
     vocab_size: int | None = None
     n_positions: int | None = None
     n_embd: int = 1024
@@ -126,15 +132,6 @@ class VQGANPriorConfig(GPT2Config):
                 f"`cond_codebook_size` ({self.cond_codebook_size}) and `cond_length` ({self.cond_length}) must be "
                 "both positive (a conditioning VQGAN) or both 0 (none)."
             )
-        condition_types = ("segmentation", "depth", "edges", "lowres")
-        if self.condition_type is not None and self.condition_type not in condition_types:
-            raise ValueError(
-                f"`condition_type` must be None or one of {condition_types}, got {self.condition_type!r}."
-            )
-        if self.condition_type == "segmentation" and (self.cond_num_labels is None or self.cond_num_labels < 2):
-            raise ValueError(f"Segmentation conditions need `cond_num_labels` >= 2, got {self.cond_num_labels!r}.")
-        if self.lowres_factor < 1:
-            raise ValueError(f"`lowres_factor` must be a positive integer, got {self.lowres_factor}.")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"`n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head}).")
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
@@ -192,174 +189,6 @@ class VQGANPriorConfig(GPT2Config):
         return self.cond_length + (1 if self.num_classes > 0 else 0) + (1 if uses_start else 0)
 
 
-def _check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"`temperature` must be a positive finite number, got {temperature!r}.")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"`top_k` must be None or an integer >= 1, got {top_k!r}.")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ValueError(f"`top_p` must be None or a number in (0, 1], got {top_p!r}.")
-
-
-def _draw_on_generator_device(draw: Callable[..., torch.Tensor], generator, device, *args, **kwargs) -> torch.Tensor:
-    # Random numbers come from the generator's own device and are then moved, so one CPU generator reproduces the
-    # same samples whichever device the model runs on.
-    source_device = generator.device if generator is not None else device
-    return draw(*args, generator=generator, device=source_device, **kwargs).to(device)
-
-
-def image_token_probs(
-    logits: torch.Tensor,
-    image_token_range: tuple[int, int],
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> torch.Tensor:
-    """
-    The distribution the next image token is drawn from: the image-code logits, divided by `temperature`, filtered
-    by `top_k` and `top_p`, softmaxed. Tensor operations only (no checks, no host sync), so that a captured decode
-    step (`hf_vqgan.models.fast_sampling`) can run it inside a CUDA graph; [`sample_next_token`] validates first.
-
-    Args:
-        logits (`torch.Tensor` of shape `(batch_size, vocab_size)`): next-token logits.
-        image_token_range, temperature, top_k, top_p: see [`sample_next_token`].
-
-    Returns:
-        `torch.Tensor` of shape `(batch_size, K)`, float32 probabilities over the image codes.
-    """
-    start, end = image_token_range
-    logits = logits[:, start:end].float() / temperature  # (B, K)
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_largest, -math.inf)
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, K)
-        sorted_probs = sorted_logits.softmax(dim=-1)
-        # Drop a code once the codes ranked above it already reach top_p; the most likely code always stays.
-        mass_above = sorted_probs.cumsum(dim=-1) - sorted_probs
-        drop = torch.zeros_like(mass_above, dtype=torch.bool).scatter(1, order, mass_above >= top_p)
-        logits = logits.masked_fill(drop, -math.inf)
-    return logits.softmax(dim=-1)  # (B, K)
-
-
-def exponential_noise(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str
-) -> torch.Tensor:
-    """
-    Exp(1) noise of `shape` for [`draw_image_codes`], drawn on the generator's device (the default generator of
-    `device` when `generator` is None) and moved to `device`, so one CPU generator gives the same samples on any device.
-    """
-    return _draw_on_generator_device(
-        lambda *size, generator, device: torch.empty(size, device=device).exponential_(generator=generator),
-        generator,
-        device,
-        *shape,
-    )
-
-
-def draw_image_codes(probs: torch.Tensor, noise: torch.Tensor) -> torch.LongTensor:
-    """
-    One draw per row from `probs` of shape `(batch_size, K)` given Exp(1) `noise` of the same shape:
-    `argmax(probs / noise)` (the exponential form of the Gumbel-max trick) is distributed as `probs`, and it is
-    the very draw `torch.multinomial(probs, 1, generator)` makes from the same noise. Keeping the noise outside
-    makes a draw a pure tensor function, which a captured decode step can replay.
-
-    Returns:
-        `torch.LongTensor` of shape `(batch_size,)`: code indices in `[0, K)`.
-    """
-    # A filtered code (probability 0) must never win, even against noise that is exactly 0 (0 / 0 is NaN, and
-    # argmax would pick the NaN).
-    scores = torch.where(probs > 0, probs / noise, torch.zeros_like(probs))  # (B, K)
-    return scores.argmax(dim=-1)
-
-
-def sample_next_token(
-    logits: torch.Tensor,
-    image_token_range: tuple[int, int],
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.LongTensor:
-    """
-    Draws one image token per row from next-token logits, restricted to the image codes.
-
-    Args:
-        logits (`torch.Tensor` of shape `(batch_size, vocab_size)`): next-token logits.
-        image_token_range (`tuple[int, int]`): `(start, end)` of the image ids; all other ids are never drawn.
-        temperature (`float`): divides the logits; must be positive.
-        top_k (`int`, *optional*): keep only the k most likely image codes (`top_k=1` is greedy decoding).
-        top_p (`float`, *optional*): nucleus sampling, keep the smallest set of codes whose probability reaches p.
-        generator (`torch.Generator`, *optional*): the source of randomness, for reproducible samples. Each call
-            draws `batch_size * K` Exp(1) numbers from it ([`exponential_noise`]).
-
-    Returns:
-        `torch.LongTensor` of shape `(batch_size,)`: the drawn token ids, in `[start, end)`.
-    """
-    _check_sampling_arguments(temperature, top_k, top_p)
-    if logits.ndim != 2:
-        raise ValueError(f"`logits` must have shape (batch_size, vocab_size), got {tuple(logits.shape)}.")
-    probs = image_token_probs(logits, image_token_range, temperature, top_k, top_p)  # (B, K)
-    noise = exponential_noise(tuple(probs.shape), generator, probs.device)  # (B, K)
-    return draw_image_codes(probs, noise) + image_token_range[0]  # (B,)
-
-
-class ImageTokenSampler(LogitsProcessor):
-    """
-    Draws the next image token inside `generate()` with a `torch.Generator`, applying classifier-free guidance.
-
-    transformers' own sampling draws from the global RNG, so the draw happens here: the returned scores are `-inf`
-    except at the chosen token, and `generate(do_sample=False)` then appends exactly that token.
-
-    With `guidance_scale` set, the batch holds the conditional rows followed by their null-class copies
-    `(2 * batch_size)`; the logits are combined as `uncond + s * (cond - uncond)`, one token is drawn per pair and the
-    same token is appended to both rows, so both halves always see the same image tokens.
-    """
-
-    def __init__(
-        self,
-        image_token_range: tuple[int, int],
-        prefix_length: int,
-        prompt_length: int,
-        total_length: int,
-        guidance_scale: float | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-        callback: Callable[[int, torch.LongTensor], None] | None = None,
-    ):
-        _check_sampling_arguments(temperature, top_k, top_p)
-        self.image_token_range = image_token_range
-        self.prefix_length = prefix_length
-        self.prompt_length = prompt_length
-        self.total_length = total_length
-        self.guidance_scale = guidance_scale
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.generator = generator
-        self.callback = callback
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        if input_ids.shape[1] >= self.total_length:
-            # Some devices (mps) run one extra, discarded step; it must not draw or report a token.
-            return scores
-        logits = scores  # (B, V) or (2B, V)
-        if self.guidance_scale is not None:
-            cond, uncond = scores.chunk(2, dim=0)  # (B, V) each
-            # lerp is uncond + s * (cond - uncond) and returns `cond` exactly at s = 1.
-            logits = torch.lerp(uncond, cond, self.guidance_scale)
-        tokens = sample_next_token(
-            logits, self.image_token_range, self.temperature, self.top_k, self.top_p, self.generator
-        )  # (B,)
-        if self.callback is not None:
-            image_tokens = torch.cat([input_ids[: tokens.shape[0], self.prefix_length :], tokens[:, None]], dim=1)
-            self.callback(input_ids.shape[1] - self.prompt_length, image_tokens)
-        if self.guidance_scale is not None:
-            tokens = tokens.repeat(2)  # (2B,) the same token for the conditional row and its null-class copy
-        chosen = torch.full_like(scores, -math.inf)
-        return chosen.scatter_(1, tokens[:, None], 0.0)
-
-
 class VQGANPriorPreTrainedModel(GPT2PreTrainedModel):
     config_class = VQGANPriorConfig
 
@@ -387,13 +216,27 @@ class VQGANPriorModel(VQGANPriorPreTrainedModel, GPT2Model):
     """The bare GPT-2 body of the prior (embeddings, blocks, final LayerNorm), as `VQGANPriorForCausalLM.transformer`."""
 
 
+def _default_generation_config(config: VQGANPriorConfig) -> GenerationConfig:
+    """`generate()` defaults that keep a plain call in range: only image codes, one whole image after the prefix."""
+    start, end = config.image_token_range
+    return GenerationConfig(
+        max_length=config.prefix_length + config.num_image_tokens,
+        suppress_tokens=[token for token in range(config.vocab_size) if not start <= token < end],
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+
+
 class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
     """
     The VQGAN prior: GPT-2 with an untied, bias-free head over the token layout of [`VQGANPriorConfig`].
 
     `forward(input_ids, labels=...)` is transformers' GPT-2 forward (labels are shifted inside); pass
     `labels=model.image_token_labels(input_ids)` so the loss covers image positions only. `generate()` works as for any
-    causal LM; `sample()` wraps it with the image-token sampler, guidance and the token layout.
+    causal LM; its default generation config suppresses every id that is not an image code and stops after one image,
+    so `generate(model.prefix_ids(...))` emits image codes only. `sample()` is the image sampler: reproducible draws
+    from a generator, classifier-free guidance, grids larger than the trained one, pluggable decode steps.
     """
 
     _tied_weights_keys = None  # minGPT's head is its own matrix
@@ -404,23 +247,43 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         self.transformer = VQGANPriorModel(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
+        # A saved generation_config.json, when the folder has one, replaces this default in `from_pretrained`.
+        self.generation_config = _default_generation_config(config)
+
+    def _check_length(self, length: int, what: str) -> None:
+        if length > self.config.n_positions:
+            raise ValueError(
+                f"{what} needs {length} positions, but the prior has n_positions={self.config.n_positions} "
+                f"(prefix_length {self.config.prefix_length} + num_image_tokens {self.config.num_image_tokens})."
+            )
 
     def forward(self, input_ids: torch.LongTensor | None = None, *args, **kwargs):
-        """transformers' GPT-2 forward, after checking that `input_ids` are in the vocabulary.
+        """transformers' GPT-2 forward, after a shape check: the sequence must fit the learned positions.
 
-        Out-of-vocabulary ids would otherwise fail inside the embedding (an IndexError on the CPU, a device-side
-        assert on CUDA). One-token steps skip the check: in `generate()` they only append sampled ids, and its prompt
-        is checked once, in `generate`.
+        Token ids are not range-checked here (a min/max check reads back to the host at every training step): they
+        are checked where they enter, in `build_input_ids`, `sample` and `generate`.
         """
-        if isinstance(input_ids, torch.Tensor) and input_ids.shape[-1] > 1 and not torch.compiler.is_compiling():
-            self._check_codes(input_ids, "input_ids", self.config.vocab_size)
+        if isinstance(input_ids, torch.Tensor) and not torch.compiler.is_compiling():
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            past = cache.get_seq_length() if cache is not None else 0
+            if isinstance(past, int):  # a static cache keeps its length in a tensor: not read back
+                self._check_length(
+                    past + input_ids.shape[-1], f"A forward over {past} cached + {input_ids.shape[-1]} ids"
+                )
         return super().forward(input_ids, *args, **kwargs)
 
     def generate(self, inputs: torch.LongTensor | None = None, *args, **kwargs):
-        """transformers' `generate()`, after checking that the prompt's ids are in the vocabulary."""
+        """transformers' `generate()`, after checking the prompt's ids and that the requested length fits."""
         prompt = inputs if inputs is not None else kwargs.get("input_ids")
         if isinstance(prompt, torch.Tensor):
             self._check_codes(prompt, "input_ids", self.config.vocab_size)
+            generation_config = kwargs.get("generation_config") or self.generation_config
+            max_new_tokens = kwargs.get("max_new_tokens", generation_config.max_new_tokens)
+            if max_new_tokens is not None:
+                length = prompt.shape[-1] + max_new_tokens
+            else:
+                length = kwargs.get("max_length", generation_config.max_length)
+            self._check_length(length, f"generate() of {length} tokens from a prompt of {prompt.shape[-1]}")
         return super().generate(inputs, *args, **kwargs)
 
     # ----- token layout -------------------------------------------------------------------------------------------
@@ -435,21 +298,23 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             raise ValueError(f"All inputs must share one batch size, got {given}.")
         return next(iter(given.values()))
 
-    def _check_codes(self, codes: torch.Tensor, name: str, high: int) -> None:
+    def _check_codes(self, codes: torch.Tensor, name: str, high: int, validate: bool = True) -> None:
+        """Type checks always; with `validate`, the range check too (one read back to the host)."""
         if not isinstance(codes, torch.Tensor):
             raise TypeError(f"`{name}` must be a torch.Tensor, got {type(codes).__name__}.")
         if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
             raise TypeError(f"`{name}` must be an integer tensor, got dtype {codes.dtype}.")
-        if codes.numel() > 0 and (codes.min() < 0 or codes.max() >= high):
-            raise ValueError(
-                f"`{name}` must lie in [0, {high}), got values in [{codes.min().item()}, {codes.max().item()}]."
-            )
+        if validate and codes.numel() > 0:
+            low, top = torch.stack(torch.aminmax(codes)).tolist()
+            if low < 0 or top >= high:
+                raise ValueError(f"`{name}` must lie in [0, {high}), got values in [{low}, {top}].")
 
     def prefix_ids(
         self,
         class_labels: torch.LongTensor | None = None,
         cond_indices: torch.LongTensor | None = None,
         batch_size: int | None = None,
+        validate: bool = True,
     ) -> torch.LongTensor:
         """
         The tokens before the image: condition tokens, class token or start token (see [`VQGANPriorConfig`]).
@@ -460,6 +325,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             cond_indices (`torch.LongTensor` of shape `(batch_size, cond_length)`): raw codes of the conditioning
                 VQGAN in `[0, cond_codebook_size)`, required exactly when `cond_codebook_size > 0`.
             batch_size (`int`, *optional*): needed only when neither tensor is given (unconditional prior).
+            validate (`bool`, defaults to True): check that labels and codes lie in range (a read back to the host);
+                `False` keeps the type and shape checks only, for data validated once when loaded.
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, prefix_length)`, on the model's device.
@@ -477,11 +344,11 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             raise ValueError(f"This prior is conditioned on {config.cond_length} codes: pass `cond_indices`.")
         if class_labels is not None:
             # num_classes itself is the null class (see VQGANPriorConfig), hence the inclusive bound.
-            self._check_codes(class_labels, "class_labels", config.num_classes + 1)
+            self._check_codes(class_labels, "class_labels", config.num_classes + 1, validate)
             if class_labels.ndim != 1:
                 raise ValueError(f"`class_labels` must have shape (batch_size,), got {tuple(class_labels.shape)}.")
         if cond_indices is not None:
-            self._check_codes(cond_indices, "cond_indices", config.cond_codebook_size)
+            self._check_codes(cond_indices, "cond_indices", config.cond_codebook_size, validate)
             if cond_indices.ndim != 2 or cond_indices.shape[1] != config.cond_length:
                 raise ValueError(
                     f"`cond_indices` must have shape (batch_size, {config.cond_length}), got {tuple(cond_indices.shape)}."
@@ -512,6 +379,7 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         class_labels: torch.LongTensor | None = None,
         cond_indices: torch.LongTensor | None = None,
         batch_size: int | None = None,
+        validate: bool = True,
     ) -> torch.LongTensor:
         """
         The full token sequence: prefix ids followed by image codes.
@@ -520,15 +388,16 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             indices (`torch.LongTensor` of shape `(batch_size, latent_height, latent_width)` or `(batch_size, T)`):
                 image codes in `[0, codebook_size)`; a flat sequence may hold the first `T <= num_image_tokens`
                 codes in raster order. `None` returns the prefix only.
-            class_labels, cond_indices, batch_size: as in [`~VQGANPriorForCausalLM.prefix_ids`].
+            class_labels, cond_indices, batch_size, validate: as in [`~VQGANPriorForCausalLM.prefix_ids`]. Training
+                on a token dataset checked once when loaded passes `validate=False`: no read back per step.
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, prefix_length + T)`.
         """
         config = self.config
         if indices is None:
-            return self.prefix_ids(class_labels, cond_indices, batch_size)
-        self._check_codes(indices, "indices", config.codebook_size)
+            return self.prefix_ids(class_labels, cond_indices, batch_size, validate)
+        self._check_codes(indices, "indices", config.codebook_size, validate)
         grid = (config.latent_height, config.latent_width)
         if indices.ndim not in (2, 3):
             raise ValueError(
@@ -545,7 +414,7 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         batch = indices.shape[0]
         if batch_size is not None and batch_size != batch:
             raise ValueError(f"`batch_size` ({batch_size}) differs from the batch of `indices` ({batch}).")
-        prefix = self.prefix_ids(class_labels, cond_indices, batch_size=batch)
+        prefix = self.prefix_ids(class_labels, cond_indices, batch_size=batch, validate=validate)
         image_ids = indices.reshape(batch, -1).long().to(prefix.device) + config.image_token_range[0]  # (B, T)
         return torch.cat([prefix, image_ids], dim=1)  # (B, prefix_length + T)
 
@@ -580,15 +449,19 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             raise ValueError(f"`pkeep` must be a probability in [0, 1], got {pkeep}.")
         prefix_length = self.config.prefix_length
         image_ids = input_ids[:, prefix_length:]  # (B, T)
-        keep = _draw_on_generator_device(torch.rand, generator, input_ids.device, image_ids.shape) < pkeep
+        keep = draw_on_generator_device(torch.rand, generator, input_ids.device, image_ids.shape) < pkeep
         start, end = self.config.image_token_range
-        random_ids = _draw_on_generator_device(torch.randint, generator, input_ids.device, start, end, image_ids.shape)
+        random_ids = draw_on_generator_device(torch.randint, generator, input_ids.device, start, end, image_ids.shape)
         corrupted = input_ids.clone()
         corrupted[:, prefix_length:] = torch.where(keep, image_ids, random_ids)
         return corrupted
 
     def drop_class_labels(
-        self, class_labels: torch.LongTensor, prob: float, generator: torch.Generator | None = None
+        self,
+        class_labels: torch.LongTensor,
+        prob: float,
+        generator: torch.Generator | None = None,
+        validate: bool = True,
     ) -> torch.LongTensor:
         """
         Class dropout for classifier-free guidance (Ho & Salimans 2022): each label becomes the null class
@@ -598,6 +471,7 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             class_labels (`torch.LongTensor` of shape `(batch_size,)`): labels in `[0, num_classes)`.
             prob (`float`): dropout probability in `[0, 1]`.
             generator (`torch.Generator`, *optional*): for reproducible dropout.
+            validate (`bool`, defaults to True): range-check the labels (a read back to the host); see `prefix_ids`.
 
         Returns:
             `torch.LongTensor` of shape `(batch_size,)`.
@@ -606,11 +480,64 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             raise ValueError("`drop_class_labels` needs a class-conditional prior, but `num_classes=0`.")
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"`prob` must be a probability in [0, 1], got {prob}.")
-        self._check_codes(class_labels, "class_labels", self.config.num_classes + 1)
-        drop = _draw_on_generator_device(torch.rand, generator, class_labels.device, class_labels.shape) < prob
+        self._check_codes(class_labels, "class_labels", self.config.num_classes + 1, validate)
+        drop = draw_on_generator_device(torch.rand, generator, class_labels.device, class_labels.shape) < prob
         return torch.where(drop, torch.full_like(class_labels, self.config.num_classes), class_labels)
 
     # ----- sampling ------------------------------------------------------------------------------------------------
+
+    def _sampling_run(
+        self, class_labels, cond_indices, batch_size, prefix_indices, guidance_scale, temperature, top_k, top_p,
+        generator, grid,
+    ) -> tuple[SamplingRun, torch.LongTensor, int]:  # fmt: skip
+        """Checks `sample()`'s arguments once; returns the run, the code buffer `(B, h * w)` and the first position."""
+        config = self.config
+        check_sampling_arguments(temperature, top_k, top_p)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+        if not (isinstance(guidance_scale, (int, float)) and math.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"`guidance_scale` must be a non-negative finite number, got {guidance_scale!r}.")
+        guided = guidance_scale != 1.0
+        if guided and config.num_classes == 0:
+            raise ValueError(
+                f"`guidance_scale={guidance_scale}` needs a null class, but this prior has no classes (`num_classes=0`)."
+            )
+        grid = (config.latent_height, config.latent_width) if grid is None else grid
+        if not (
+            isinstance(grid, (tuple, list))
+            and len(grid) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in grid)
+        ):
+            raise ValueError(f"`grid` must be None or a pair of positive ints (h, w), got {grid!r}.")
+        known = 0
+        if prefix_indices is not None:
+            self._check_codes(prefix_indices, "prefix_indices", config.codebook_size)
+            if prefix_indices.ndim != 2 or prefix_indices.shape[1] > grid[0] * grid[1]:
+                raise ValueError(
+                    f"`prefix_indices` must have shape (batch_size, k) with k <= {grid[0] * grid[1]} (the grid's "
+                    f"codes), got {tuple(prefix_indices.shape)}."
+                )
+            if batch_size is None and class_labels is None and cond_indices is None:
+                batch_size = prefix_indices.shape[0]
+            known = prefix_indices.shape[1]
+        prefix_ids = self.prefix_ids(class_labels, cond_indices, batch_size)  # (B, P)
+        batch = prefix_ids.shape[0]
+        if prefix_indices is not None:
+            self._batch_size(inputs=batch, prefix_indices=prefix_indices.shape[0])
+        if guided:
+            null_ids = prefix_ids.clone()
+            null_ids[:, config.prefix_length - 1] = config.null_class_token  # the class token is the last prefix token
+            prefix_ids = torch.cat([prefix_ids, null_ids])  # (2B, P)
+        settings = SamplingSettings(
+            float(guidance_scale) if guided else None,
+            float(temperature),
+            top_k,
+            None if top_p is None else float(top_p),
+        )
+        codes = torch.full((batch, grid[0] * grid[1]), UNSAMPLED_CODE, dtype=torch.long, device=self.device)
+        if known:
+            codes[:, :known] = prefix_indices.to(self.device)
+        return SamplingRun(self, prefix_ids, settings, tuple(grid)), codes, known
 
     @torch.no_grad()
     def sample(
@@ -619,104 +546,71 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         cond_indices: torch.LongTensor | None = None,
         batch_size: int | None = None,
         prefix_indices: torch.LongTensor | None = None,
+        *,
         guidance_scale: float = 1.0,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        callback: Callable[[int, torch.LongTensor], None] | None = None,
-        cache_implementation: str | None = None,
+        grid: tuple[int, int] | None = None,
+        decode_step: DecodeStep | None = None,
+        callback: Callable[[int, torch.LongTensor], torch.LongTensor | None] | None = None,
+        interrupt: Callable[[], bool] | None = None,
     ) -> torch.LongTensor:
         """
-        Samples image codes autoregressively with `generate()`, one token per step.
+        Samples image codes autoregressively, one position per step in raster order. Arguments are checked once here;
+        the loop ([`~models.sampling.run_sampling_loop`]) reads nothing back to the host.
 
         Args:
             class_labels (`torch.LongTensor` of shape `(batch_size,)`): for a class-conditional prior.
             cond_indices (`torch.LongTensor` of shape `(batch_size, cond_length)`): for a prior with a condition.
             batch_size (`int`, *optional*): for an unconditional prior.
-            prefix_indices (`torch.LongTensor` of shape `(batch_size, k)`): the first k image codes in raster order,
-                kept as given; the remaining codes are sampled (image completion).
+            prefix_indices (`torch.LongTensor` of shape `(batch_size, k)`): the first k codes of the grid in raster
+                order, kept as given; the remaining codes are sampled (image completion).
             guidance_scale (`float`, defaults to 1.0): classifier-free guidance scale s. Other than 1, each step runs
                 the conditional and null-class sequences in one batch of `2 * batch_size` and samples from
                 `uncond + s * (cond - uncond)`; needs a class-conditional prior.
-            temperature, top_k, top_p: see [`sample_next_token`].
-            generator (`torch.Generator`, *optional*): makes the samples reproducible.
-            use_cache (`bool`, defaults to True): reuse keys and values across steps. `False` re-runs the whole
-                sequence at every step, as taming's original sampler (the benchmark baseline).
-            callback (`Callable[[int, torch.LongTensor], None]`, *optional*): called once per sampled token as
-                `callback(step, tokens)` with `step` counting from 0 and `tokens` the image codes so far, of shape
-                `(batch_size, k + step + 1)`.
-            cache_implementation (`str`, *optional*): passed to `generate()`, e.g. `"static"`.
+            temperature, top_k, top_p: see [`~models.sampling.sample_next_token`].
+            generator (`torch.Generator`, *optional*): makes the samples reproducible; each position draws
+                `batch_size * K` Exp(1) numbers from it, whatever the decode step.
+            grid (`tuple[int, int]`, *optional*): the output grid `(h, w)`; defaults to the trained
+                `(latent_height, latent_width)`. A larger grid is sampled with a sliding window of the trained size
+                ([`~models.sampling.SlidingWindowDecodeStep`]).
+            decode_step ([`~models.sampling.DecodeStep`], *optional*): how logits are computed; defaults to the KV
+                cache ([`~models.sampling.KVCacheDecodeStep`]) on the trained grid and the sliding window beyond it.
+                Others: `NoCacheDecodeStep()` (taming's sampler) and `StaticCacheDecodeStep(mode=...)` (captured,
+                keep one object across calls). All give the same codes from the same generator.
+            callback (`Callable`, *optional*): called after each sampled code as `callback(step, tokens)`, `step`
+                counting from 0, `tokens` a copy of the grid's codes so far in raster order (given prefix included),
+                of shape `(batch_size, k + step + 1)`. Returning None changes nothing. Returning a tensor of that
+                shape replaces those codes (in `[0, codebook_size)`, not re-checked): the result holds them and every
+                later code is sampled given exactly them (the decode step restarts from the edited codes, one prefill).
+            interrupt (`Callable[[], bool]`, *optional*): called before each code; when it returns True, sampling
+                stops there. Positions not sampled hold -1 (`models.sampling.UNSAMPLED_CODE`), which no code uses.
 
         Returns:
-            `torch.LongTensor` of shape `(batch_size, latent_height, latent_width)`: codes in `[0, codebook_size)`.
+            `torch.LongTensor` of shape `(batch_size, h, w)`: codes in `[0, codebook_size)` (-1 where an interrupt
+            left a position unsampled).
         """
-        config = self.config
-        _check_sampling_arguments(temperature, top_k, top_p)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-        if not (isinstance(guidance_scale, (int, float)) and math.isfinite(guidance_scale) and guidance_scale >= 0):
-            raise ValueError(f"`guidance_scale` must be a non-negative finite number, got {guidance_scale!r}.")
-        use_guidance = guidance_scale != 1.0
-        if use_guidance and config.num_classes == 0:
-            raise ValueError(
-                f"`guidance_scale={guidance_scale}` needs a null class, but this prior has no classes (`num_classes=0`)."
-            )
-        if cache_implementation is not None and not use_cache:
-            raise ValueError(f"`cache_implementation={cache_implementation!r}` needs `use_cache=True`.")
-        if prefix_indices is not None:
-            if isinstance(prefix_indices, torch.Tensor) and prefix_indices.ndim != 2:
-                raise ValueError(
-                    f"`prefix_indices` must have shape (batch_size, k), got {tuple(prefix_indices.shape)}."
-                )
-            if batch_size is None and class_labels is None and cond_indices is None:
-                batch_size = prefix_indices.shape[0] if isinstance(prefix_indices, torch.Tensor) else None
-        input_ids = self.build_input_ids(prefix_indices, class_labels, cond_indices, batch_size).to(self.device)
-        batch, prompt_length = input_ids.shape
-        total_length = config.prefix_length + config.num_image_tokens
-        if use_guidance:
-            null_ids = input_ids.clone()
-            null_ids[:, config.prefix_length - 1] = config.null_class_token  # the class token is the last prefix token
-            input_ids = torch.cat([input_ids, null_ids], dim=0)  # (2B, prompt_length)
-
-        if prompt_length < total_length:
-            sampler = ImageTokenSampler(
-                config.image_token_range,
-                prefix_length=config.prefix_length,
-                prompt_length=prompt_length,
-                total_length=total_length,
-                guidance_scale=guidance_scale if use_guidance else None,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                generator=generator,
-                callback=callback,
-            )
-            generation_config = GenerationConfig(
-                max_new_tokens=total_length - prompt_length,
-                do_sample=False,  # the sampler already chose the token; greedy selection just appends it
-                num_beams=1,
-                use_cache=use_cache,
-                cache_implementation=cache_implementation,
-                bos_token_id=None,
-                eos_token_id=None,
-                pad_token_id=None,
-            )
-            was_training = self.training
-            self.eval()  # dropout off while sampling
-            try:
-                input_ids = self.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    generation_config=generation_config,
-                    logits_processor=LogitsProcessorList([sampler]),
-                )
-            finally:
-                self.train(was_training)
-
-        image_ids = input_ids[:batch, config.prefix_length :]  # (B, T)
-        return image_ids.reshape(batch, config.latent_height, config.latent_width)
+        run, codes, known = self._sampling_run(
+            class_labels, cond_indices, batch_size, prefix_indices, guidance_scale, temperature, top_k, top_p,
+            generator, grid,
+        )  # fmt: skip
+        if decode_step is None:
+            decode_step = KVCacheDecodeStep() if run.grid == run.trained_grid else SlidingWindowDecodeStep()
+        if not isinstance(decode_step, DecodeStep):
+            raise TypeError(f"`decode_step` must be a DecodeStep or None, got {type(decode_step).__name__}.")
+        decode_step.check(self, run.grid)
+        for name, function in (("callback", callback), ("interrupt", interrupt)):
+            if function is not None and not callable(function):
+                raise TypeError(f"`{name}` must be callable or None, got {type(function).__name__}.")
+        was_training = self.training
+        self.eval()  # dropout off while sampling
+        try:
+            codes = run_sampling_loop(run, decode_step, codes, known, generator, callback, interrupt)
+        finally:
+            self.train(was_training)
+        return codes.reshape(codes.shape[0], *run.grid)
 
 
 def register_auto_classes() -> None:

@@ -3,56 +3,66 @@
     pipe = VQGANTransformerPipeline.from_pretrained("user/vqgan-digits")   # a Hub id or a folder
     images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0).images
 
+    # Without importing hf_vqgan (it must be installed): the folder names its pipeline module, which diffusers
+    # imports only when told to trust it.
+    pipe = DiffusionPipeline.from_pretrained("path/to/folder", trust_remote_code=True)
+
 Besides plain sampling it does the paper's image completion (keep the top token rows of a given image, sample the
 rest), sliding-window sampling of grids larger than the prior was trained on (Esser et al. 2021, sec. 3.2), and
-image-conditional sampling through a second tokenizer (`cond_vqgan`).
+image-conditional sampling through a second tokenizer (`cond_vqgan`) whose inputs the `condition_processor` makes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from ..models.prior import VQGANPriorForCausalLM, _check_sampling_arguments, sample_next_token
+from ..image_processor import VQGANImageProcessor
+from ..models.prior import VQGANPriorForCausalLM
+from ..models.sampling import UNSAMPLED_CODE, StaticCacheDecodeStep, check_sampling_arguments
 from ..models.vqgan import VQGANModel
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+PIPELINE_MODULE = "pipeline_vqgan_transformer"
+"""The module file a saved folder carries for diffusers' generic loader (`_class_name` in `model_index.json`)."""
+
+_PIPELINE_MODULE_SOURCE = '''"""
+Lets `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` find this folder's pipeline class.
+
+It only imports the class from the installed `hf_vqgan` package (`pip install hf_vqgan`); no model code lives here.
+"""
+
+from hf_vqgan import VQGANTransformerPipeline  # noqa: F401
+'''
 
 
-def pil_or_array_to_tensor(image, channels: int, name: str = "image") -> torch.Tensor:
-    """PIL images, uint8/float arrays or tensors to a float tensor `(B, C, H, W)` in [-1, 1]."""
-    if isinstance(image, PIL.Image.Image):
-        image = [image]
-    if isinstance(image, list) and image and isinstance(image[0], PIL.Image.Image):
-        mode = "L" if channels == 1 else "RGB"
-        arrays = [np.asarray(im.convert(mode), dtype=np.float32) / 127.5 - 1.0 for im in image]
-        sizes = {a.shape for a in arrays}
-        if len(sizes) != 1:
-            raise ValueError(f"All `{name}` images must have the same size, got {sorted(sizes)}.")
-        tensor = torch.from_numpy(np.stack(arrays))
-        return tensor[:, None] if channels == 1 else tensor.permute(0, 3, 1, 2)
-    if isinstance(image, np.ndarray):
-        tensor = torch.from_numpy(image)
-        if tensor.ndim == 3:
-            tensor = tensor[None]
-        if tensor.ndim == 4 and tensor.shape[-1] in (1, 3) and tensor.shape[1] not in (1, 3):
-            tensor = tensor.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-        image = tensor.float() / 127.5 - 1.0 if image.dtype == np.uint8 else tensor.float()
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(
-            f"`{name}` must be a PIL image, a list of them, a numpy array or a tensor; got {type(image).__name__}."
-        )
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[1] != channels:
-        raise ValueError(f"`{name}` must have shape (batch, {channels}, height, width), got {tuple(image.shape)}.")
-    return image.float()
+def default_image_processor(vqgan: VQGANModel, transformer: VQGANPriorForCausalLM) -> VQGANImageProcessor:
+    """The image processor of a folder saved without one: the prior's grid times the tokenizer's factor."""
+    height, width = transformer.config.latent_height, transformer.config.latent_width
+    resolution = height * vqgan.downsample_factor if height == width else None
+    return VQGANImageProcessor(resolution=resolution, channels=vqgan.config.in_channels)
+
+
+def default_condition_processor(vqgan: VQGANModel, transformer: VQGANPriorForCausalLM) -> VQGANImageProcessor | None:
+    """The condition processor of a folder saved without one, from the condition attributes older prior configs
+    carried (`condition_type`, `cond_num_labels`, `lowres_factor`); `None` when they name no condition type."""
+    config = transformer.config
+    condition_type = getattr(config, "condition_type", None)
+    if condition_type is None:
+        return None
+    image = default_image_processor(vqgan, transformer)
+    return VQGANImageProcessor(
+        resolution=image.config.resolution, channels=image.config.channels, condition_type=condition_type,
+        num_labels=getattr(config, "cond_num_labels", None), lowres_factor=getattr(config, "lowres_factor", 8),
+    )  # fmt: skip
 
 
 class VQGANTransformerPipeline(DiffusionPipeline):
@@ -64,14 +74,39 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         transformer ([`VQGANPriorForCausalLM`]): the prior over the tokenizer's codes.
         cond_vqgan ([`VQGANModel`], *optional*): the tokenizer of image-like conditions (segmentation, depth,
             edges, low-resolution images), for priors trained with them.
+        image_processor ([`VQGANImageProcessor`], *optional*): images in and out; built from the tokenizer and the
+            prior when not given.
+        condition_processor ([`VQGANImageProcessor`], *optional*): makes `cond_vqgan`'s inputs from condition
+            images; built from older prior configs' condition attributes when not given.
+
+    Attributes:
+        fast_decode_step: the decode step `sample()` runs each token with (`None`: transformers' `generate()`);
+            set by `enable_fast_decode` / `disable_fast_decode`.
     """
 
     model_cpu_offload_seq = "cond_vqgan->transformer->vqgan"
-    _optional_components = ["cond_vqgan"]
+    _optional_components = ["cond_vqgan", "image_processor", "condition_processor"]
+    _callback_tensor_inputs = ["tokens"]
 
-    def __init__(self, vqgan: VQGANModel, transformer: VQGANPriorForCausalLM, cond_vqgan: VQGANModel | None = None):
+    def __init__(
+        self,
+        vqgan: VQGANModel,
+        transformer: VQGANPriorForCausalLM,
+        cond_vqgan: VQGANModel | None = None,
+        image_processor: VQGANImageProcessor | None = None,
+        condition_processor: VQGANImageProcessor | None = None,
+    ):
         super().__init__()
-        self.register_modules(vqgan=vqgan, transformer=transformer, cond_vqgan=cond_vqgan)
+        if image_processor is None:
+            image_processor = default_image_processor(vqgan, transformer)
+        if condition_processor is None and cond_vqgan is not None:
+            condition_processor = default_condition_processor(vqgan, transformer)
+        self.register_modules(
+            vqgan=vqgan, transformer=transformer, cond_vqgan=cond_vqgan, image_processor=image_processor,
+            condition_processor=condition_processor,
+        )  # fmt: skip
+        self.fast_decode_step = None
+        self._interrupt = False
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -80,7 +115,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
 
         diffusers refuses components from third-party libraries when handed a repo id (diffusers issue 6563), so a
         repo id is first downloaded (or found in the local Hugging Face cache) with `snapshot_download`, and the
-        resulting folder is loaded like any local one.
+        resulting folder is loaded like any local one. No code from the folder runs (see `load_config`).
         """
         path = os.fspath(pretrained_model_name_or_path)
         if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith((".", "~")) or os.path.exists(path)):
@@ -93,10 +128,33 @@ class VQGANTransformerPipeline(DiffusionPipeline):
 
             download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
             download_kwargs = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
-            path = snapshot_download(
-                path, allow_patterns=["*.json", "*.safetensors", "*.md", "*.txt"], **download_kwargs
-            )
+            allow = ["*.json", "*.safetensors", "*.md", "*.txt", f"{PIPELINE_MODULE}.py"]
+            path = snapshot_download(path, allow_patterns=allow, **download_kwargs)
         return super().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' `load_config`, reading a folder's `["pipeline_vqgan_transformer", "VQGANTransformerPipeline"]`
+        `_class_name` as this class: loading through this class needs no code from the folder, only the generic
+        `DiffusionPipeline.from_pretrained` does."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if cls is not DiffusionPipeline and isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][1]
+        return loaded
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """diffusers' `save_pretrained`, plus the module file and `_class_name` the generic loader needs."""
+        super().save_pretrained(save_directory, **kwargs)
+        with open(os.path.join(save_directory, f"{PIPELINE_MODULE}.py"), "w", encoding="utf-8") as f:
+            f.write(_PIPELINE_MODULE_SOURCE)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        index["_class_name"] = [PIPELINE_MODULE, type(self).__name__]
+        with open(index_path, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
 
     # -------------------------------------------------------------------------------------- token helpers
     @property
@@ -105,9 +163,9 @@ class VQGANTransformerPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_images(self, images) -> torch.LongTensor:
-        """Images (PIL, arrays, or tensors in [-1, 1] of shape `(batch, channels, height, width)`) to indices of
-        shape `(batch, h, w)`."""
-        pixels = pil_or_array_to_tensor(images, self.vqgan.config.in_channels)
+        """Images (PIL, arrays, or tensors in [-1, 1] of shape `(batch, channels, height, width)`) at the size they
+        are given to indices of shape `(batch, h, w)`."""
+        pixels = self.image_processor.preprocess(images, resize=False)
         return self.vqgan.tokenize(pixels.to(self.vqgan.device, self.vqgan.dtype))
 
     @torch.no_grad()
@@ -120,21 +178,14 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         if not isinstance(indices, torch.Tensor):
             raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
         pixels = self.vqgan.decode_indices(indices.to(self.vqgan.device)).sample
-        images = (pixels.float() / 2 + 0.5).clamp(0, 1)  # (B, C, H, W) in [0, 1]
-        if output_type == "pt":
-            return images.cpu()
-        array = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
-        if output_type == "np":
-            return array
-        uint8 = (array * 255).round().astype(np.uint8)
-        return [PIL.Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in uint8]
+        return self.image_processor.postprocess(pixels, output_type)
 
     # ----------------------------------------------------------------------------------------- conditions
     def _condition_tokens(self, condition_image, batch_size: int) -> torch.LongTensor | None:
         config = self.transformer.config
-        condition_type = getattr(config, "condition_type", None)
         if condition_image is None:
             if self.cond_vqgan is not None or config.cond_length:
+                condition_type = self.condition_processor.config.condition_type if self.condition_processor else None
                 raise ValueError(
                     f"This pipeline was trained with `{condition_type}` conditions: pass `condition_image`."
                 )
@@ -156,73 +207,16 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         return tokens.repeat_interleave(batch_size // count, dim=0)  # (batch_size, cond_length)
 
     def prepare_condition(self, condition_image) -> torch.Tensor:
-        """Check and preprocess a condition for `cond_vqgan`, exactly as the training data pipeline does.
-
-        - `segmentation`: a label map (a palette or grayscale PIL image, or an integer array/tensor of shape
-          `(H, W)` or `(batch, H, W)`) with labels in `[0, num_labels)`, at the output resolution.
-        - `depth`: a float map (PIL, array or tensor of shape `(H, W)`, `(batch, H, W)` or `(batch, 1, H, W)`).
-        - `edges`, `lowres`: the image to derive the condition from, at the output resolution (for `lowres`, an
-          already downsampled image of `resolution / lowres_factor` pixels is taken as is).
+        """`condition_processor.preprocess_condition` (see there), checked against the condition tokenizer.
 
         Returns a tensor of shape `(batch, channels, height, width)` in [-1, 1].
         """
-        from ..training import conditions
-
-        config = self.transformer.config
-        condition_type = config.condition_type
-        transform = conditions.ConditionTransform(
-            condition_type, num_labels=config.cond_num_labels, lowres_factor=config.lowres_factor
-        )
-        resolution = self.latent_grid[0] * self.vqgan.downsample_factor
-        if transform.derived:
-            channels = self.vqgan.config.in_channels
-            if isinstance(condition_image, PIL.Image.Image):
-                condition_image = [condition_image]
-            if isinstance(condition_image, list) and all(isinstance(im, PIL.Image.Image) for im in condition_image):
-                # The training transform's mode conversion (16-bit rescaling, transparency on white): same pixels.
-                from ..training.data import convert_image_mode
-
-                condition_image = [convert_image_mode(im, channels) for im in condition_image]
-            pixels = pil_or_array_to_tensor(condition_image, channels, "condition_image")
-            if pixels.numel() and (pixels.min() < -1.001 or pixels.max() > 1.001):
-                raise ValueError(
-                    "A float `condition_image` must hold pixels in [-1, 1] (pass uint8 arrays or PIL images for 0..255), "
-                    f"got values in [{float(pixels.min()):.3g}, {float(pixels.max()):.3g}]."
-                )
-            size = tuple(pixels.shape[-2:])
-            low = resolution // config.lowres_factor
-            if condition_type == "lowres" and size == (low, low):
-                condition = pixels
-            elif size != (resolution, resolution):
-                expected = f"{resolution}x{resolution}" + (f" (or {low}x{low})" if condition_type == "lowres" else "")
-                raise ValueError(f"`condition_image` must be {expected} pixels, got {size[0]}x{size[1]}.")
-            else:
-                condition = transform.derive(pixels)
-        else:
-            if isinstance(condition_image, PIL.Image.Image):
-                reader = conditions.read_label_map if condition_type == "segmentation" else conditions.read_depth_map
-                condition_image = reader(condition_image)
-            maps = torch.as_tensor(
-                np.asarray(condition_image) if not isinstance(condition_image, torch.Tensor) else condition_image
+        if self.condition_processor is None:
+            raise ValueError(
+                "This pipeline has a condition tokenizer but no `condition_processor` saying how to make its inputs; "
+                "add one: `pipe.register_modules(condition_processor=VQGANImageProcessor(condition_type=...))`."
             )
-            if maps.ndim == 4 and maps.shape[1] == 1:
-                maps = maps[:, 0]
-            if maps.ndim == 2:
-                maps = maps[None]
-            if maps.ndim != 3 or tuple(maps.shape[-2:]) != (resolution, resolution):
-                raise ValueError(
-                    f"A {condition_type} `condition_image` must be a map of shape ({resolution}, {resolution}) or "
-                    f"(batch, {resolution}, {resolution}), got {tuple(maps.shape)}."
-                )
-            if condition_type == "segmentation":
-                if maps.is_floating_point() and not torch.equal(maps, maps.round()):
-                    raise ValueError(
-                        "A segmentation `condition_image` must hold integer labels, got fractional values."
-                    )
-                conditions.check_labels(maps.long(), config.cond_num_labels)
-                condition = conditions.one_hot_labels(maps.long(), config.cond_num_labels)  # (B, num_labels, H, W)
-            else:
-                condition = torch.stack([conditions.normalize_depth(m.float()) for m in maps])[:, None]
+        condition = self.condition_processor.preprocess_condition(condition_image)
         expected = self.cond_vqgan.config.in_channels
         if condition.shape[1] != expected:
             raise ValueError(
@@ -233,39 +227,9 @@ class VQGANTransformerPipeline(DiffusionPipeline):
     # ---------------------------------------------------------------------------------------------- sharing
     def model_card(self, repo_id: str = "path/to/this/folder", metrics: dict | None = None, **fields):
         """A model card rendered from `model_cards/pipeline.md`."""
-        from ..hub import render_model_card
+        from .sharing import pipeline_model_card
 
-        config = self.transformer.config
-        f = self.vqgan.downsample_factor
-        if config.num_classes:
-            call = "images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0,\n" \
-                   "              generator=torch.Generator().manual_seed(0)).images"  # fmt: skip
-        elif config.cond_length:
-            call = f"images = pipe(condition_image=condition, generator=torch.Generator().manual_seed(0)).images  # a {config.condition_type} condition"
-        else:
-            call = "images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images"
-        prior = (
-            f"A GPT with {config.n_layer} layers, width {config.n_embd} and {config.n_head} heads "
-            f"({self.transformer.num_parameters():,} parameters) over {config.codebook_size} image codes"
-            + (
-                f", {config.num_classes} classes and a null class for classifier-free guidance"
-                if config.num_classes
-                else ""
-            )
-            + (f", and {config.cond_length} `{config.condition_type}` condition tokens" if config.cond_length else "")
-            + ". "
-            + fields.pop("training_description", "")
-        )
-        defaults = dict(
-            model_name=fields.pop("model_name", repo_id.rstrip("/").split("/")[-1]),
-            latent_height=config.latent_height, latent_width=config.latent_width, resolution=config.latent_height * f,
-            has_condition=bool(config.cond_length), condition_type=config.condition_type, usage_call=call,
-            prior_description=prior, dataset_description=fields.pop("dataset_description", "Not recorded."),
-        )  # fmt: skip
-        tags = ["image-generation", "autoregressive"] + (["class-conditional"] if config.num_classes else [])
-        return render_model_card("pipeline", repo_id=repo_id, metrics=metrics, tags=tags,
-                                 pipeline_tag="unconditional-image-generation" if not config.num_classes else None,
-                                 **defaults, **fields)  # fmt: skip
+        return pipeline_model_card(self, repo_id=repo_id, metrics=metrics, **fields)
 
     def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload VQGANTransformerPipeline",
                     private: bool = False, token: str | None = None, model_card=None,
@@ -276,55 +240,36 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         one rendered from `model_cards/pipeline.md` (`card_fields` go into it). Images of that folder (its sample
         grid) are uploaded with it; `sample_grid`, if given, is uploaded as `samples.png` and shown in a rendered card.
         """
-        import shutil
-        import tempfile
+        from .sharing import push_pipeline_to_hub
 
-        from ..hub import push_folder_to_hub
-
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder)
-            source = getattr(self.config, "_name_or_path", None)
-            source = source if source and os.path.isdir(source) else None
-            # A card copied from the source folder links to that folder's sample grid: the image must go along.
-            for name in os.listdir(source) if source else []:
-                if name.lower().endswith((".png", ".jpg", ".jpeg")):
-                    shutil.copy(os.path.join(source, name), os.path.join(folder, name))
-            if sample_grid is not None:
-                sample_grid.save(os.path.join(folder, "samples.png"))
-            if model_card is not None:
-                card_text = str(model_card)
-            elif source and os.path.isfile(os.path.join(source, "README.md")):
-                with open(os.path.join(source, "README.md"), encoding="utf-8") as f:
-                    card_text = f.read()
-            else:
-                if os.path.isfile(os.path.join(folder, "samples.png")):
-                    card_fields.setdefault("grid_file", "samples.png")
-                card_text = str(self.model_card(repo_id=repo_id, **card_fields))
-            with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-                f.write(card_text)
-            return push_folder_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message)
+        return push_pipeline_to_hub(
+            self, repo_id, commit_message=commit_message, private=private, token=token, model_card=model_card,
+            sample_grid=sample_grid, **card_fields,
+        )  # fmt: skip
 
     # --------------------------------------------------------------------------------------------- sampling
     def enable_fast_decode(self, mode: str = "auto") -> None:
         """
         Sample with a static KV cache and a decode step captured whole, sampling included, replayed as a CUDA graph
-        ([`~models.fast_sampling.FastImageSampler`]): on a GPU a large factor faster than `generate()`, with the
+        ([`~models.sampling.StaticCacheDecodeStep`]): on a GPU a large factor faster than `generate()`, with the
         same tokens from the same generator (up to the rounding of fused kernels). The first call for each batch
         size and sampling setting compiles or captures its step; later calls reuse it. Move the pipeline to its
-        device and dtype first (model CPU offload is not supported with it). Sliding-window sampling (`height` /
-        `width` beyond the trained grid) keeps the plain path.
+        device and dtype first (model CPU offload is not supported with it). Sets `fast_decode_step`.
 
         Args:
             mode (`str`, defaults to `"auto"`): `"compile"` (torch.compile with CUDA graphs), `"cuda_graph"` (plain
                 capture, no compile time), `"eager"`, or `"auto"` (`"compile"` on CUDA, `"eager"` elsewhere).
         """
-        from ..models.fast_sampling import FastImageSampler
-
-        self._fast_sampler = FastImageSampler(self.transformer, mode=mode)
+        self.fast_decode_step = StaticCacheDecodeStep(mode=mode)
 
     def disable_fast_decode(self) -> None:
-        """Go back to `VQGANPriorForCausalLM.sample()` (transformers' `generate()`)."""
-        self._fast_sampler = None
+        """Go back to transformers' `generate()` for each token (`fast_decode_step = None`)."""
+        self.fast_decode_step = None
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` from `callback_on_step_end` to stop sampling after the current token."""
+        return self._interrupt
 
     @torch.no_grad()
     def __call__(
@@ -344,6 +289,8 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         guidance_scale: float = 1.0,
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
         callback: Callable[[int, torch.LongTensor], None] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
@@ -355,7 +302,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             batch_size: how many images an unconditional prior samples (times `num_images_per_prompt`).
             num_images_per_prompt: images per class label (or per condition image).
             condition_image: the condition of an image-conditional prior: a PIL image, an array or a tensor (a label
-                map for segmentation).
+                map for segmentation), made into the condition tokenizer's input by `condition_processor`.
             image, keep_rows: image completion: `image` is tokenised, its top `keep_rows` token rows are kept
                 exactly and the rest is sampled.
             height, width: output size in pixels. Beyond the prior's training grid, tokens are sampled with a
@@ -365,88 +312,105 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance weight (needs a prior trained with a null class).
             output_type: `"pil"`, `"np"`, `"pt"`, or `"latent"` (the token grid, `(batch, h, w)`).
             return_dict: return an `ImagePipelineOutput` rather than a tuple.
-            callback: called as `callback(step, tokens)` after each sampled token.
+            callback_on_step_end: called after each sampled token as `callback_on_step_end(pipe, step, timestep,
+                callback_kwargs)`, with `timestep` the raster position of the token and `callback_kwargs` holding
+                the tensors named in `callback_on_step_end_tensor_inputs` (`"tokens"`: the image codes so far, of
+                shape `(batch, k + step + 1)`). It returns a dict; a `"tokens"` entry replaces the codes sampled so
+                far. Setting `pipe._interrupt = True` stops sampling: unsampled positions hold `UNSAMPLED_CODE` (-1)
+                in `"latent"` output and decode as code 0.
+            callback_on_step_end_tensor_inputs: see above; defaults to `["tokens"]`.
+            callback: deprecated, `callback(step, tokens)`; use `callback_on_step_end`.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the images.
         """
-        config = self.transformer.config
+        tensor_inputs = self.check_inputs(
+            output_type, batch_size, num_images_per_prompt, temperature, top_k, top_p, generator, guidance_scale,
+            callback_on_step_end, callback_on_step_end_tensor_inputs, callback,
+        )  # fmt: skip
+        labels, n = self._prepare_labels(class_labels, batch_size, num_images_per_prompt)
+        cond_tokens = self._condition_tokens(condition_image, n)
+        grid = self._output_grid(height, width)
+        prefix = self._completion_prefix(image, keep_rows, n, grid)
+        self._interrupt = False
+        total = grid[0] * grid[1] - (0 if prefix is None else prefix.shape[1])
+        with self.progress_bar(total=total) as bar:
+            on_token = self._token_callback(bar, callback_on_step_end, tensor_inputs, callback)
+            tokens = self._sample_codes(
+                labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p, generator, on_token
+            )
+        tokens = tokens.reshape(n, *grid)  # (B, h, w)
+        if output_type == "latent":
+            images = tokens
+        else:  # an interrupted run decodes its unsampled positions as code 0
+            images = self.decode_tokens(tokens.masked_fill(tokens == UNSAMPLED_CODE, 0), output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    # ------------------------------------------------------------------------------------------ __call__ steps
+    def check_inputs(
+        self, output_type, batch_size, num_images_per_prompt, temperature, top_k, top_p, generator, guidance_scale,
+        callback_on_step_end, callback_on_step_end_tensor_inputs, callback,
+    ) -> list[str]:  # fmt: skip
+        """Validate the sampling arguments once, before anything runs; returns the callback's tensor inputs."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-        _check_sampling_arguments(temperature, top_k, top_p)
+        check_sampling_arguments(temperature, top_k, top_p)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-        if guidance_scale != 1.0 and not config.num_classes:
+        if guidance_scale != 1.0 and not self.transformer.config.num_classes:
             raise ValueError(
-                f"`guidance_scale`={guidance_scale} needs a class-conditional prior with a null class; this one has none "
-                f"(use guidance_scale=1.0)."
+                f"`guidance_scale`={guidance_scale} needs a class-conditional prior with a null class; this one has "
+                "none (use guidance_scale=1.0)."
             )
-        device = self._execution_device
+        tensor_inputs = list(callback_on_step_end_tensor_inputs or self._callback_tensor_inputs)
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` has {unknown}; the pipeline offers "
+                f"{self._callback_tensor_inputs}."
+            )
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
+        if callback is not None:
+            warnings.warn(
+                "`callback(step, tokens)` is deprecated; use `callback_on_step_end(pipe, step, timestep, "
+                "callback_kwargs)`.",
+                FutureWarning,
+                stacklevel=3,
+            )
+        return tensor_inputs
 
-        if class_labels is not None:
-            labels = torch.as_tensor(class_labels).reshape(-1)
-            # A cast to long would silently truncate 2.7 to class 2.
-            if labels.numel() and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
-                raise TypeError(f"`class_labels` must be integers, got {labels.tolist()} ({labels.dtype}).")
-            labels = labels.long()
-            if not config.num_classes:
-                raise ValueError(f"`class_labels`={labels.tolist()} given, but this prior is unconditional.")
-            if labels.numel() == 0 or labels.min() < 0 or labels.max() >= config.num_classes:
-                raise ValueError(f"`class_labels` must lie in [0, {config.num_classes}), got {labels.tolist()}.")
-            labels = labels.repeat_interleave(num_images_per_prompt).to(device)
-            n = labels.shape[0]
-        else:
-            if config.num_classes:
-                raise ValueError(
-                    f"This prior is class-conditional ({config.num_classes} classes): pass `class_labels`."
-                )
-            labels, n = None, batch_size * num_images_per_prompt
-        cond_tokens = self._condition_tokens(condition_image, n)
+    def _prepare_labels(self, class_labels, batch_size: int, num_images_per_prompt: int):
+        """Class labels repeated per prompt, on the execution device, and the number of images to sample."""
+        num_classes = self.transformer.config.num_classes
+        if class_labels is None:
+            if num_classes:
+                raise ValueError(f"This prior is class-conditional ({num_classes} classes): pass `class_labels`.")
+            return None, batch_size * num_images_per_prompt
+        labels = torch.as_tensor(class_labels).reshape(-1)
+        # A cast to long would silently truncate 2.7 to class 2.
+        if labels.numel() and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
+            raise TypeError(f"`class_labels` must be integers, got {labels.tolist()} ({labels.dtype}).")
+        labels = labels.long()
+        if not num_classes:
+            raise ValueError(f"`class_labels`={labels.tolist()} given, but this prior is unconditional.")
+        if labels.numel() == 0 or labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"`class_labels` must lie in [0, {num_classes}), got {labels.tolist()}.")
+        labels = labels.repeat_interleave(num_images_per_prompt).to(self._execution_device)
+        return labels, labels.shape[0]
 
-        f = self.vqgan.downsample_factor
+    def _output_grid(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """The token grid of the output (the prior checks that a larger one fits its sliding window)."""
+        factor = self.vqgan.downsample_factor
         grid_h, grid_w = self.latent_grid
-        out_h = grid_h if height is None else self._grid_size(height, f, "height")
-        out_w = grid_w if width is None else self._grid_size(width, f, "width")
-
-        prefix = None
-        if image is not None or keep_rows is not None:
-            if image is None or keep_rows is None:
-                raise ValueError("Image completion needs both `image` and `keep_rows`.")
-            prefix = self._completion_prefix(image, keep_rows, n, (out_h, out_w))
-
-        total = out_h * out_w - (0 if prefix is None else prefix.shape[1])
-        with self.progress_bar(total=total) as bar:
-
-            def on_token(step: int, tokens: torch.LongTensor) -> None:
-                bar.update(1)
-                if callback is not None:
-                    callback(step, tokens)
-
-            if (out_h, out_w) == (grid_h, grid_w):
-                # enable_fast_decode() swaps in the captured decode step; same arguments, same tokens.
-                sampler = getattr(self, "_fast_sampler", None) or self.transformer
-                tokens = sampler.sample(
-                    class_labels=labels, cond_indices=cond_tokens, batch_size=n, prefix_indices=prefix,
-                    guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-                    generator=generator, callback=on_token,
-                )  # fmt: skip
-            else:
-                tokens = self._sample_sliding_window(
-                    labels, cond_tokens, n, prefix, (out_h, out_w), guidance_scale, temperature, top_k, top_p,
-                    generator, on_token,
-                )  # fmt: skip
-        tokens = tokens.reshape(n, out_h, out_w)  # (B, h, w)
-
-        if output_type == "latent":
-            images = tokens
-        else:
-            images = self.decode_tokens(tokens, output_type)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        out_h = grid_h if height is None else self._grid_size(height, factor, "height")
+        out_w = grid_w if width is None else self._grid_size(width, factor, "width")
+        return out_h, out_w
 
     @staticmethod
     def _grid_size(pixels: int, factor: int, name: str) -> int:
@@ -456,9 +420,14 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             )
         return pixels // factor
 
-    def _completion_prefix(self, image, keep_rows: int, n: int, grid: tuple[int, int]) -> torch.LongTensor:
+    def _completion_prefix(self, image, keep_rows: int | None, n: int, grid: tuple[int, int]):
+        """The codes of the top `keep_rows` token rows of `image`, `(n, keep_rows * w)`, or `None`."""
+        if image is None and keep_rows is None:
+            return None
+        if image is None or keep_rows is None:
+            raise ValueError("Image completion needs both `image` and `keep_rows`.")
         h, w = grid
-        pixels = pil_or_array_to_tensor(image, self.vqgan.config.in_channels, "image")
+        pixels = self.image_processor.preprocess(image, resize=False)
         f = self.vqgan.downsample_factor
         if tuple(pixels.shape[-2:]) != (h * f, w * f):
             raise ValueError(
@@ -473,41 +442,30 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         prefix = indices[:, :keep_rows].reshape(indices.shape[0], -1)
         return prefix.expand(n, -1) if prefix.shape[0] == 1 else prefix
 
-    def _sample_sliding_window(self, labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p,
-                               generator, on_token):  # fmt: skip
-        """Sample a grid larger than the prior's: each token sees a trained-size window around it (taming sec. 3.2).
+    def _token_callback(self, bar, callback_on_step_end, tensor_inputs: list[str], callback):
+        """The per-token hook handed to the sampling loop: `(step, tokens) -> tokens or None`."""
 
-        The window's top-left corner is centred on the position and clamped to the grid; the sequence fed to the
-        prior is that window's tokens in raster order up to the position, after the usual prefix.
+        def on_token(step: int, tokens: torch.LongTensor) -> torch.LongTensor | None:
+            bar.update(1)
+            if callback is not None:
+                callback(step, tokens)
+            if callback_on_step_end is None:
+                return None
+            timestep = tokens.shape[1] - 1  # the raster position of the token just sampled
+            outputs = callback_on_step_end(self, step, timestep, {name: tokens for name in tensor_inputs}) or {}
+            return outputs.get("tokens")
+
+        return on_token
+
+    def _sample_codes(self, labels, cond_tokens, n, prefix, grid, guidance_scale, temperature, top_k, top_p,
+                      generator, on_token) -> torch.LongTensor:  # fmt: skip
+        """The prior's one sampling loop: `(n, h, w)` codes, a sliding window of the trained size on larger grids.
+
+        `fast_decode_step` (static cache) runs the trained grid; a larger grid keeps the prior's sliding window.
         """
-        config = self.transformer.config
-        H, W = grid
-        th, tw = config.latent_height, config.latent_width
-        if H < th or W < tw:
-            raise ValueError(f"Sliding-window sampling needs a grid at least {th}x{tw}, got {H}x{W}.")
-        device = self._execution_device
-        tokens = torch.zeros(n, H, W, dtype=torch.long, device=device)
-        known = 0 if prefix is None else prefix.shape[1]
-        if known:
-            tokens.view(n, -1)[:, :known] = prefix.to(device)
-        guided = guidance_scale != 1.0
-        start, stop = config.image_token_range
-        for step, position in enumerate(range(known, H * W)):
-            i, j = divmod(position, W)
-            top, left = min(max(i - th // 2, 0), H - th), min(max(j - tw // 2, 0), W - tw)
-            window = tokens[:, top : top + th, left : left + tw].reshape(n, -1)  # (B, th*tw)
-            local = (i - top) * tw + (j - left)
-            input_ids = self.transformer.build_input_ids(indices=window, class_labels=labels, cond_indices=cond_tokens)
-            input_ids = input_ids[:, : config.prefix_length + local]  # (B, prefix + local)
-            if guided:
-                null_ids = input_ids.clone()
-                null_ids[:, config.cond_length] = config.null_class_token  # the class token follows the condition
-                input_ids = torch.cat([input_ids, null_ids])
-            logits = self.transformer(input_ids=input_ids).logits[:, -1].float()  # (B or 2B, V)
-            if guided:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + guidance_scale * (cond - uncond)
-            next_token = sample_next_token(logits, (start, stop), temperature, top_k, top_p, generator)
-            tokens[:, i, j] = next_token
-            on_token(step, tokens.view(n, -1)[:, : position + 1])
-        return tokens
+        decode_step = self.fast_decode_step if grid == self.latent_grid else None
+        return self.transformer.sample(
+            class_labels=labels, cond_indices=cond_tokens, batch_size=n, prefix_indices=prefix,
+            guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            grid=grid, decode_step=decode_step, callback=on_token, interrupt=lambda: self._interrupt,
+        )  # fmt: skip

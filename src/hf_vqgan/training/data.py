@@ -8,7 +8,8 @@ Everything here sits at the edge where files become tensors: images leave this m
   validation).
 - `load_image_dataset` opens any dataset `datasets.load_dataset` can open (a Hub id, a local folder or loader script,
   an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
-- `ImageTransform` turns a PIL image of any mode into the model's channels, resized and cropped.
+- `ImageTransform` (`hf_vqgan.VQGANImageProcessor`) turns a PIL image of any mode into the model's channels, resized
+  and cropped.
 - `with_image_transform` / `preprocess_batch` / `collate_fn` wire the transform into a dataset so that images which
   fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter` instead of
   stopping a run.
@@ -16,16 +17,17 @@ Everything here sits at the edge where files become tensors: images leave this m
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ..image_processor import Geometry, VQGANImageProcessor  # noqa: F401
+from ..image_utils import convert_image_mode, decode_image  # noqa: F401
 
 if TYPE_CHECKING:
     import datasets
@@ -273,160 +275,9 @@ def image_source(value: Any) -> str | None:
     return getattr(value, "filename", None) or None
 
 
-def decode_image(value: Any) -> Image.Image:
-    """
-    Decode an image value fully, so that a corrupt or truncated file fails here and not later.
-
-    Accepts a PIL image, an undecoded `datasets.Image` value (a dict with `bytes` and/or `path`), a file path, or a
-    `uint8` array of shape `(height, width)` or `(height, width, channels)`.
-
-    Raises:
-        `OSError` (PIL's errors for unreadable files), `ValueError` for an image with a zero width or height,
-        `TypeError` for an unsupported value.
-    """
-    if isinstance(value, Image.Image):
-        image = value
-    elif isinstance(value, dict):
-        if value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            image = Image.open(value["path"])
-        else:
-            raise ValueError(f"Image value has neither bytes nor a path: {value!r}.")
-    elif isinstance(value, (str, os.PathLike)):
-        image = Image.open(value)
-    elif isinstance(value, np.ndarray):
-        image = Image.fromarray(value)
-    else:
-        raise TypeError(f"Cannot decode an image from a value of type {type(value).__name__}.")
-    image.load()  # PIL opens lazily; decoding now surfaces truncated data as an OSError
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"Image has zero size {image.size}.")
-    return image
-
-
-def _scale_to_uint8(array: np.ndarray, max_value: float) -> Image.Image:
-    pixels = np.rint(np.nan_to_num(array.astype(np.float64)) * (255.0 / max_value))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
-
-
-def convert_image_mode(image: Image.Image, channels: int) -> Image.Image:
-    """
-    Convert an image of any PIL mode to 8-bit `"L"` (`channels=1`) or `"RGB"` (`channels=3`).
-
-    Unlike a bare `Image.convert`, high-bit-depth images are rescaled instead of clipped: 16-bit modes (`"I;16*"`, and
-    `"I"`, which PIL uses for 16-bit PNGs) map 0..65535 onto 0..255; float `"F"` images are read as 0..1 when their
-    maximum is at most 1 and as 0..255 otherwise. Transparent images (`"RGBA"`, `"LA"`, `"PA"`, palette images with a
-    transparency key) are composited on white, the usual background of such images.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 (grayscale) or 3 (RGB), got {channels}.")
-    if image.mode == "I" or image.mode.startswith("I;16"):
-        image = _scale_to_uint8(np.asarray(image), 65535.0)
-    elif image.mode == "F":
-        array = np.asarray(image)
-        image = _scale_to_uint8(array, 1.0 if np.nanmax(array, initial=0.0) <= 1.0 else 255.0)
-    elif image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    target = "L" if channels == 1 else "RGB"
-    return image if image.mode == target else image.convert(target)
-
-
-# --------------------------------------------------------------------------------------------------- transform
-@dataclass(frozen=True)
-class Geometry:
-    """
-    Where one example is resized, cropped and flipped; shared by an image and its paired condition map.
-
-    Args:
-        source_size (`tuple[int, int]`): `(width, height)` of the original image.
-        size (`tuple[int, int]`): `(width, height)` after resizing the shorter side to the resolution.
-        box (`tuple[int, int, int, int]`): The `(left, top, right, bottom)` crop in the resized image.
-        flip (`bool`): Whether the crop is mirrored left-right.
-    """
-
-    source_size: tuple[int, int]
-    size: tuple[int, int]
-    box: tuple[int, int, int, int]
-    flip: bool
-
-
-class ImageTransform:
-    """
-    PIL image (any mode) -> `float32` tensor of shape `(channels, resolution, resolution)` in [-1, 1].
-
-    The image is converted with `convert_image_mode`, its shorter side resized to `resolution` with bicubic
-    resampling (antialiased when shrinking, smooth when enlarging tiny images such as the 8x8 digits), then center- or
-    randomly cropped to a square and optionally mirrored. Random choices use the `generator` passed to
-    `transform` / `sample_geometry`, else the `generator` attribute (set by `SeededDataset` to make them a function of
-    the example), else torch's global generator (seeded per process and per `DataLoader` worker).
-
-    Args:
-        resolution (`int`): Output height and width.
-        channels (`int`, defaults to 3): 1 for grayscale models, 3 for RGB.
-        center_crop (`bool`, defaults to `True`): Center crop; otherwise a random crop.
-        random_flip (`bool`, defaults to `False`): Mirror left-right with probability 0.5.
-    """
-
-    def __init__(self, resolution: int, channels: int = 3, center_crop: bool = True, random_flip: bool = False):
-        if not isinstance(resolution, int) or resolution < 1:
-            raise ValueError(f"`resolution` must be a positive int, got {resolution!r}.")
-        if channels not in (1, 3):
-            raise ValueError(f"`channels` must be 1 (grayscale) or 3 (RGB), got {channels}.")
-        self.resolution = resolution
-        self.channels = channels
-        self.center_crop = center_crop
-        self.random_flip = random_flip
-        self.generator: torch.Generator | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(resolution={self.resolution}, channels={self.channels}, "
-            f"center_crop={self.center_crop}, random_flip={self.random_flip})"
-        )
-
-    def sample_geometry(self, width: int, height: int, generator: torch.Generator | None = None) -> Geometry:
-        """Draw the resize, crop and flip for an image of `width` x `height` pixels."""
-        if width < 1 or height < 1:
-            raise ValueError(f"Image has zero size ({width}, {height}).")
-        scale = self.resolution / min(width, height)
-        new_width = max(self.resolution, round(width * scale))
-        new_height = max(self.resolution, round(height * scale))
-        if self.center_crop:
-            left, top = (new_width - self.resolution) // 2, (new_height - self.resolution) // 2
-        else:
-            left = int(torch.randint(new_width - self.resolution + 1, (), generator=generator))
-            top = int(torch.randint(new_height - self.resolution + 1, (), generator=generator))
-        flip = self.random_flip and bool(torch.rand((), generator=generator) < 0.5)
-        box = (left, top, left + self.resolution, top + self.resolution)
-        return Geometry(source_size=(width, height), size=(new_width, new_height), box=box, flip=flip)
-
-    @staticmethod
-    def apply_geometry(image: Image.Image, geometry: Geometry, resample: int = Image.BICUBIC) -> Image.Image:
-        """Resize, crop and flip `image` as `geometry` says; pass `Image.NEAREST` for label maps."""
-        image = image.resize(geometry.size, resample=resample).crop(geometry.box)
-        return image.transpose(Image.FLIP_LEFT_RIGHT) if geometry.flip else image
-
-    @staticmethod
-    def to_tensor(image: Image.Image) -> torch.Tensor:
-        """An 8-bit `"L"` or `"RGB"` image -> `float32` tensor of shape `(channels, height, width)` in [-1, 1]."""
-        array = np.array(image, dtype=np.uint8)  # (H, W) or (H, W, C)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0  # (C, H, W)
-
-    def transform(self, image: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Geometry]:
-        """Like calling the transform, but also return the `Geometry` used, to apply it to a paired condition map."""
-        generator = self.generator if generator is None else generator
-        image = convert_image_mode(decode_image(image), self.channels)
-        geometry = self.sample_geometry(image.width, image.height, generator=generator)
-        return self.to_tensor(self.apply_geometry(image, geometry)), geometry
-
-    def __call__(self, image: Any, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.transform(image, generator=generator)[0]
+# `decode_image`, `convert_image_mode`, `Geometry` and the per-example transform live with the image processor, which
+# the sampling pipeline shares; `ImageTransform` is its training-side name.
+ImageTransform = VQGANImageProcessor
 
 
 # ------------------------------------------------------------------------------------ batches with bad images

@@ -1,0 +1,147 @@
+"""`VQGANImageProcessor`: preprocess / postprocess round trips, the inference crop equal to the training transform's,
+condition maps, saving as a pipeline component, and the pipeline features a non-module component must not break."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from hf_vqgan import (
+    SchedulerMixin,
+    VQGANImageProcessor,
+    VQGANModel,
+    VQGANPriorConfig,
+    VQGANPriorForCausalLM,
+    VQGANTransformerPipeline,
+)
+
+SIZE = 16
+
+
+def photo(width: int = 24, height: int = 20, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:
+    array = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return PIL.Image.fromarray(array).convert(mode)
+
+
+def test_preprocess_accepts_pil_arrays_and_tensors_alike():
+    processor = VQGANImageProcessor(resolution=SIZE, channels=3)
+    images = [photo(SIZE, SIZE, 0), photo(SIZE, SIZE, 1)]
+    from_pil = processor.preprocess(images)
+    array = np.stack([np.asarray(image) for image in images])  # (B, H, W, C) uint8
+    assert from_pil.shape == (2, 3, SIZE, SIZE) and from_pil.dtype == torch.float32
+    assert -1 <= from_pil.min() and from_pil.max() <= 1
+    assert torch.equal(processor.preprocess(array), from_pil)
+    assert torch.equal(processor.preprocess(torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1), from_pil)
+    assert torch.equal(processor.preprocess(images[1]), from_pil[1:])
+    with pytest.raises(TypeError, match="PIL image"):
+        processor.preprocess("image.png")
+    with pytest.raises(ValueError, match=r"shape \(batch, 3, height, width\)"):
+        processor.preprocess(torch.zeros(1, 1, SIZE, SIZE))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_inference_crop_is_the_training_transform(mode):
+    """`preprocess` resizes the shorter side and crops the centre exactly as the training transform does."""
+    image = photo(37, 23, seed=3, mode=mode)
+    channels = 1 if mode == "L" else 3
+    training = VQGANImageProcessor(resolution=SIZE, channels=channels, center_crop=True)
+    pixels, geometry = training.transform(image)
+    assert geometry.box[0] > 0 and geometry.size[1] == SIZE  # a crop of the wide image, not a stretch
+    inference = VQGANImageProcessor(resolution=SIZE, channels=channels, center_crop=False, random_flip=True)
+    assert torch.equal(inference.preprocess(image)[0], pixels)  # centred and unflipped, whatever the training crop
+    assert torch.equal(training(image), pixels)
+
+
+def test_tensors_are_resized_and_cropped_like_images():
+    processor = VQGANImageProcessor(resolution=SIZE, channels=3)
+    big = torch.rand(2, 3, 40, 32) * 2 - 1  # (B, C, H, W)
+    pixels = processor.preprocess(big)
+    assert pixels.shape == (2, 3, SIZE, SIZE) and pixels.abs().max() <= 1
+    assert processor.preprocess(big, resize=False).shape == (2, 3, 40, 32)
+    assert VQGANImageProcessor().preprocess(big).shape == (2, 3, 40, 32)  # no resolution: the size is kept
+
+
+def test_postprocess_round_trips_uint8_pixels():
+    processor = VQGANImageProcessor(resolution=SIZE, channels=3)
+    images = [photo(SIZE, SIZE, 0), photo(SIZE, SIZE, 1)]
+    pixels = processor.preprocess(images)
+    back = processor.postprocess(pixels, "pil")
+    assert [np.asarray(b).tolist() for b in back] == [np.asarray(i).tolist() for i in images]
+    as_np = processor.postprocess(pixels, "np")
+    assert as_np.shape == (2, SIZE, SIZE, 3) and 0 <= as_np.min() and as_np.max() <= 1
+    assert torch.equal(processor.postprocess(pixels, "pt"), torch.from_numpy(as_np).permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="'latent'"):
+        processor.postprocess(pixels, "latent")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(resolution=0), "resolution"),
+        (dict(channels=2), "channels"),
+        (dict(condition_type="normals"), "normals"),
+        (dict(condition_type="segmentation"), "num_labels"),
+        (dict(condition_type="depth", depth_range=[3.0, 1.0]), "depth_range"),
+        (dict(condition_type="lowres", lowres_factor=0), "lowres_factor"),
+    ],
+)
+def test_bad_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VQGANImageProcessor(**kwargs)
+
+
+def test_depth_range_of_the_config_is_used_at_sampling_time():
+    depth = np.array([[0.0, 2.0], [4.0, 8.0]], dtype=np.float32)
+    fixed = VQGANImageProcessor(resolution=2, condition_type="depth", depth_range=[0.0, 16.0])
+    torch.testing.assert_close(fixed.preprocess_condition(depth)[0, 0], torch.from_numpy(depth) / 8 - 1)
+    per_image = VQGANImageProcessor(resolution=2, condition_type="depth")
+    torch.testing.assert_close(per_image.preprocess_condition(depth)[0, 0], torch.from_numpy(depth) / 4 - 1)
+    # The training-side map of one example uses the same setting.
+    torch.testing.assert_close(fixed.condition_map(condition=depth), fixed.preprocess_condition(depth)[0])
+
+
+def test_save_load_and_pickle(tmp_path):
+    processor = VQGANImageProcessor(resolution=SIZE, channels=1, condition_type="lowres", lowres_factor=4)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert config["_class_name"] == "VQGANImageProcessor" and config["lowres_factor"] == 4
+    loaded = VQGANImageProcessor.from_pretrained(tmp_path)
+    settings = {k: v for k, v in processor.config.items() if not k.startswith("_")}
+    assert {k: v for k, v in loaded.config.items() if not k.startswith("_")} == settings
+    assert isinstance(loaded, SchedulerMixin)  # the loadable base diffusers' pipeline loader looks for
+    copy = pickle.loads(pickle.dumps(loaded))  # DataLoader workers receive the transform pickled
+    assert {k: v for k, v in copy.config.items() if not k.startswith("_")} == settings and copy.resolution == SIZE
+
+
+def tiny_pipeline() -> VQGANTransformerPipeline:
+    torch.manual_seed(0)
+    vqgan = VQGANModel(in_channels=3, out_channels=3, channel_multipliers=(1, 2), sample_size=SIZE, base_channels=8,
+                       num_res_blocks=1, attention_resolutions=(), latent_channels=8, code_dim=4, codebook_size=16,
+                       norm_num_groups=4).eval()  # fmt: skip
+    config = VQGANPriorConfig(codebook_size=16, latent_height=8, latent_width=8, num_classes=2, n_layer=1, n_embd=16,
+                              n_head=2)  # fmt: skip
+    pipe = VQGANTransformerPipeline(vqgan=vqgan, transformer=VQGANPriorForCausalLM(config).eval())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_pipeline_features_are_unaffected_by_the_processor_component(tmp_path):
+    pipe = tiny_pipeline()
+    assert pipe.image_processor.config.resolution == SIZE and pipe.condition_processor is None
+    assert isinstance(pipe.components["image_processor"], VQGANImageProcessor)
+    assert pipe.to("cpu", torch.float32) is pipe and pipe.image_processor.config.resolution == SIZE
+    expected = pipe(class_labels=1, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    other = VQGANTransformerPipeline.from_pipe(pipe)
+    assert other.image_processor is pipe.image_processor and other.transformer is pipe.transformer
+    assert torch.equal(other(class_labels=1, generator=torch.Generator().manual_seed(0), output_type="latent").images,
+                       expected)  # fmt: skip
+    custom = VQGANImageProcessor(resolution=SIZE, channels=3, random_flip=True)
+    pipe.register_modules(image_processor=custom)
+    pipe.save_pretrained(tmp_path)
+    loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
+    assert loaded.image_processor.config.random_flip is True
