@@ -13,6 +13,7 @@ Importing this module registers the classes with `AutoConfig`, `AutoModel` and `
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -48,6 +49,24 @@ from .sampling import (
 from .sampling import check_sampling_arguments as _check_sampling_arguments  # noqa: F401 (old import path)
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (torch and transformers default)
+
+# transformers' mechanism for classes outside its tree: config.json's `auto_map` names a module file saved next to it,
+# which `Auto*.from_pretrained(folder, trust_remote_code=True)` imports. Ours holds no code, only imports the installed
+# package, so a folder never carries a stale copy of the model.
+AUTO_MAP_MODULE = "hf_vqgan_prior"
+AUTO_MAP = {
+    "AutoConfig": f"{AUTO_MAP_MODULE}.VQGANPriorConfig",
+    "AutoModel": f"{AUTO_MAP_MODULE}.VQGANPriorModel",
+    "AutoModelForCausalLM": f"{AUTO_MAP_MODULE}.VQGANPriorForCausalLM",
+}
+AUTO_MAP_SOURCE = """\
+# Lets transformers' Auto classes load this folder without `import hf_vqgan` (pip install hf-vqgan):
+#     AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+# The classes are those of the installed package; this file holds no model code.
+from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM, VQGANPriorModel
+
+__all__ = ["VQGANPriorConfig", "VQGANPriorForCausalLM", "VQGANPriorModel"]
+"""
 
 
 @strict
@@ -157,6 +176,18 @@ class VQGANPriorConfig(GPT2Config):
                 f"tokens, got {self.n_positions}."
             )
         super().__post_init__(**kwargs)
+        self.auto_map = dict(AUTO_MAP)  # saved configs name the module file `to_json_file` writes next to them
+
+    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
+        """Writes the config and, next to it, the module file its `auto_map` names (see `AUTO_MAP_SOURCE`)."""
+        super().to_json_file(json_file_path, use_diff=use_diff)
+        module_path = os.path.join(os.path.dirname(os.fspath(json_file_path)), f"{AUTO_MAP_MODULE}.py")
+        with open(module_path, "w", encoding="utf-8") as f:
+            f.write(AUTO_MAP_SOURCE)
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoConfig") -> None:
+        """No-op: `auto_map` already names `hf_vqgan_prior.py`; registering would copy this file's code on save."""
 
     @property
     def num_image_tokens(self) -> int:
@@ -191,6 +222,10 @@ class VQGANPriorConfig(GPT2Config):
 
 class VQGANPriorPreTrainedModel(GPT2PreTrainedModel):
     config_class = VQGANPriorConfig
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoModel") -> None:
+        """No-op, as [`VQGANPriorConfig.register_for_auto_class`]: the saved config's `auto_map` covers the models."""
 
     def _init_weights(self, module: nn.Module) -> None:
         """All initialisation decisions of the prior (GPT-2, Radford et al. 2019, as minGPT)."""
@@ -249,6 +284,14 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         self.post_init()
         # A saved generation_config.json, when the folder has one, replaces this default in `from_pretrained`.
         self.generation_config = _default_generation_config(config)
+
+    def adjust_generation_fn(self, *args, **kwargs) -> None:
+        """transformers' loading of `generation_config.json`; a folder without one gets the default above."""
+        super().adjust_generation_fn(*args, **kwargs)
+        # transformers would build it from config.json, which holds no generation settings (folders saved before the
+        # default existed): `generate()` would then emit class and start tokens.
+        if getattr(self.generation_config, "_from_model_config", False):
+            self.generation_config = _default_generation_config(self.config)
 
     def _check_length(self, length: int, what: str) -> None:
         if length > self.config.n_positions:
@@ -514,8 +557,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             self._check_codes(prefix_indices, "prefix_indices", config.codebook_size)
             if prefix_indices.ndim != 2 or prefix_indices.shape[1] > grid[0] * grid[1]:
                 raise ValueError(
-                    f"`prefix_indices` must have shape (batch_size, k) with k <= {grid[0] * grid[1]} (the grid's "
-                    f"codes), got {tuple(prefix_indices.shape)}."
+                    f"`prefix_indices` must have shape (batch_size, k), got {tuple(prefix_indices.shape)}; k is at "
+                    f"most {grid[0] * grid[1]}, the number of codes of the grid {tuple(grid)}."
                 )
             if batch_size is None and class_labels is None and cond_indices is None:
                 batch_size = prefix_indices.shape[0]

@@ -375,19 +375,6 @@ class VQGANModel(ModelMixin, ConfigMixin):
                 f"`{name}` is an empty batch (shape {tuple(pixel_values.shape)}); pass at least one image."
             )
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        if not isinstance(indices, torch.Tensor):
-            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
-        if indices.ndim != 3:
-            raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.config.codebook_size):
-            raise ValueError(
-                f"`indices` must lie in [0, {self.config.codebook_size}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]."
-            )
-
     # --------------------------------------------------------------------------------------------- verbs
     # `apply_forward_hook`: with `enable_model_cpu_offload()`, verbs other than forward move the model too.
     @apply_forward_hook
@@ -422,8 +409,7 @@ class VQGANModel(ModelMixin, ConfigMixin):
     @apply_forward_hook
     def decode_indices(self, indices: torch.LongTensor, return_dict: bool = True) -> VQGANDecoderOutput | tuple:
         """Decode code indices of shape `(batch_size, h, w)` into pixels in [-1, 1]."""
-        self._check_indices(indices)
-        quantized = self.quantizer.lookup(indices.long())
+        quantized = self.quantizer.lookup(indices)  # checks the indices once: type, shape, range
         return self.decode(quantized, return_dict=return_dict)
 
     @apply_forward_hook
