@@ -74,7 +74,8 @@ def exponential_noise(
 ) -> torch.Tensor:
     """
     Exp(1) noise of `shape` for [`draw_image_codes`], drawn on the generator's device (the default generator of
-    `device` when `generator` is None) and moved to `device`, so one CPU generator gives the same samples on any device.
+    `device` when `generator` is None) and moved to `device`: one CPU generator gives the same samples on any
+    device.
     """
     return draw_on_generator_device(
         lambda *size, generator, device: torch.empty(size, device=device).exponential_(generator=generator),

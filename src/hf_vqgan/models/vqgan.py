@@ -344,7 +344,8 @@ class VQGANModel(ModelMixin, ConfigMixin):
         f = self.downsample_factor
         if height % f or width % f or height < 1 or width < 1:
             raise ValueError(
-                f"Image height and width must be positive multiples of the downsampling factor {f}, got {height}x{width}."
+                f"Image height and width must be positive multiples of the downsampling factor {f}, "
+                f"got {height}x{width}."
             )
         return height // f, width // f
 
@@ -433,8 +434,20 @@ class VQGANModel(ModelMixin, ConfigMixin):
         return out if return_dict else out.to_tuple()
 
 
-def _validate_config(*, in_channels, out_channels, base_channels, channel_multipliers, num_res_blocks,
-                     attention_resolutions, sample_size, latent_channels, code_dim, dropout, norm_num_groups):  # fmt: skip
+def _validate_config(
+    *,
+    in_channels,
+    out_channels,
+    base_channels,
+    channel_multipliers,
+    num_res_blocks,
+    attention_resolutions,
+    sample_size,
+    latent_channels,
+    code_dim,
+    dropout,
+    norm_num_groups,
+):
     for name, value in [
         ("in_channels", in_channels),
         ("out_channels", out_channels),
