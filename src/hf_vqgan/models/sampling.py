@@ -252,7 +252,8 @@ def run_sampling_loop(
     height, width = run.grid
     noise_shape = (run.batch_size, run.model.config.codebook_size)
     device = codes.device
-    step.start(run, codes, start)
+    if start < height * width:  # a prefix may already fill the grid
+        step.start(run, codes, start)
     for index, position in enumerate(range(start, height * width)):
         if interrupt is not None and interrupt():
             break
