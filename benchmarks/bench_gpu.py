@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Every GPU figure of issue 8 in one run (budgeted to finish in under 8 minutes on one H100 or H200).
 
-1. Sampling the prior (GPT 24 layers x 1024 wide, 16,384 codes, 16x16 = 256 tokens, batch 16, bf16):
-   re-running the whole prefix per token (taming's sampler, `sample(use_cache=False)`), `generate()` with the dynamic
-   KV cache (`sample()`), and the captured decode step (`FastImageSampler`: `"compile"` = torch.compile
-   reduce-overhead, `"cuda_graph"` = plain CUDA-graph capture), with compile/capture time reported separately.
+1. Sampling the prior (GPT 24 layers x 1024 wide, 16,384 codes, 16x16 = 256 tokens, batch 16, bf16), one loop with
+   three decode steps: re-running the whole prefix per token (taming's sampler, `NoCacheDecodeStep`), the dynamic KV
+   cache (`sample()`'s default), and the captured static-cache step (`StaticCacheDecodeStep`: `"compile"` =
+   torch.compile reduce-overhead, `"cuda_graph"` = plain CUDA-graph capture), compile/capture time reported apart.
 2. One VQGAN training step on taming's f16 ImageNet configuration (256 px, batch 16, LPIPS-VGG + PatchGAN + adaptive
    weight, bf16 autocast): a reference step built from the same modules without the optimisations (NCHW, eager, two
    generator forwards per step as taming's Lightning module runs, the adaptive weight's extra LPIPS/discriminator
@@ -42,8 +42,8 @@ import torch
 from hf_vqgan import VQGANModel
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.losses.perceptual import lpips_weights_available
-from hf_vqgan.models.fast_sampling import FastImageSampler
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
+from hf_vqgan.models.sampling import NoCacheDecodeStep, StaticCacheDecodeStep
 from hf_vqgan.training.presets import vqgan_preset
 from hf_vqgan.training.speedups import prepare_vqgan_for_training
 from random_lpips import random_vgg16_weights_file  # benchmarks/random_lpips.py
@@ -168,15 +168,17 @@ def bench_sampling(report: Report, args, sizes: dict, device: torch.device, dtyp
 
     # Warm-up: a completion of the last 4 tokens touches every kernel of both eager paths.
     warm = torch.zeros(batch, config.num_image_tokens - 4, dtype=torch.long, device=device)
-    model.sample(prefix_indices=warm, use_cache=False)
+    model.sample(prefix_indices=warm, decode_step=NoCacheDecodeStep())
     model.sample(prefix_indices=warm)
 
     results = {}
 
     def rerun_prefix():
-        seconds, tokens = timed(lambda: model.sample(batch_size=batch, generator=generator(), use_cache=False), device)
+        no_cache = NoCacheDecodeStep()
+        seconds, tokens = timed(lambda: model.sample(batch_size=batch, generator=generator(), decode_step=no_cache),
+                                device)  # fmt: skip
         results["rerun"] = (seconds, tokens)
-        report(f"re-run the prefix every step (taming, sample(use_cache=False)): {seconds:8.3f} s")
+        report(f"{'re-run the prefix every step (taming, NoCacheDecodeStep):':65}{seconds:8.3f} s")
 
     def dynamic_cache():
         runs = [
@@ -185,57 +187,52 @@ def bench_sampling(report: Report, args, sizes: dict, device: torch.device, dtyp
         seconds = statistics.median(s for s, _ in runs)
         results["dynamic"] = (seconds, runs[0][1])
         spread = ", ".join(f"{s:.3f}" for s, _ in runs)
-        report(f"generate() dynamic cache (sample()):                        {seconds:8.3f} s  (runs {spread})")
-
-    def static_generate():
-        first, _ = timed(lambda: model.sample(batch_size=batch, generator=generator(),
-                                              cache_implementation="static"), device)  # fmt: skip
-        seconds, _ = timed(lambda: model.sample(batch_size=batch, generator=generator(),
-                                                cache_implementation="static"), device)  # fmt: skip
-        report(
-            f"generate() static cache (transformers' own compile):        {seconds:8.3f} s  (first call {first:.1f} s)"
-        )
+        report(f"{'dynamic KV cache (sample(), KVCacheDecodeStep):':65}{seconds:8.3f} s  (runs {spread})")
 
     def captured(mode: str):
         compile_kwargs = None
         if mode == "compile" and device.type != "cuda":
             compile_kwargs = {"backend": "eager", "fullgraph": True}  # on CPU: trace only, no code generation
-        sampler = FastImageSampler(model, mode=mode, compile_kwargs=compile_kwargs)
-        first, tokens = timed(lambda: sampler.sample(batch_size=batch, generator=generator()), device)
-        setup = sum(sampler.setup_seconds.values())
-        runs = [timed(lambda: sampler.sample(batch_size=batch, generator=generator()), device)[0]
+        step = StaticCacheDecodeStep(mode=mode, compile_kwargs=compile_kwargs)
+        first, tokens = timed(lambda: model.sample(batch_size=batch, generator=generator(), decode_step=step), device)
+        setup = sum(step.setup_seconds.values())
+        runs = [timed(lambda: model.sample(batch_size=batch, generator=generator(), decode_step=step), device)[0]
                 for _ in range(args.repeats)]  # fmt: skip
         seconds = statistics.median(runs)
         results[mode] = (seconds, tokens)
         backend = "" if compile_kwargs is None else " [CPU: dynamo trace only, backend='eager']"
         what = {"compile": "compile + warm-up", "cuda_graph": "capture + warm-up", "eager": "setup"}[mode]
-        report(f"captured decode step, FastImageSampler(mode={mode!r}):{' ' * (13 - len(mode))}{seconds:8.3f} s  "
+        label = f"captured decode step, StaticCacheDecodeStep(mode={mode!r}):"
+        report(f"{label:65}{seconds:8.3f} s  "
                f"(runs {', '.join(f'{r:.3f}' for r in runs)}; {what} {setup:.1f} s, first call {first:.1f} s)"
                f"{backend}")  # fmt: skip
 
     report.guarded("sampling: re-run the prefix", rerun_prefix)
-    report.guarded("sampling: generate() dynamic cache", dynamic_cache)
-    if args.static_generate:
-        report.guarded("sampling: generate() static cache", static_generate)
+    report.guarded("sampling: dynamic KV cache", dynamic_cache)
     report.guarded("sampling: captured decode (compile)", lambda: captured("compile"))
     if device.type == "cuda":
         report.guarded("sampling: captured decode (cuda_graph)", lambda: captured("cuda_graph"))
     else:
-        report("captured decode step, FastImageSampler(mode='cuda_graph'): skipped (needs CUDA)")
+        report("captured decode step, StaticCacheDecodeStep(mode='cuda_graph'): skipped (needs CUDA)")
         report.guarded("sampling: static-cache decode loop (eager)", lambda: captured("eager"))
 
     if "dynamic" in results:
-        base_seconds, base_tokens = results["dynamic"]
-        for name in ("rerun", "compile", "cuda_graph", "eager"):
-            if name in results:
-                seconds, tokens = results[name]
-                same = (tokens == base_tokens).flatten(1).all(1).sum().item()
-                report(f"  {name:>10}: speed {base_seconds / seconds:6.2f}x the dynamic cache's; "
-                       f"{same}/{batch} samples token-identical to sample() from the same seed")  # fmt: skip
-        best = min((results[n][0] for n in ("compile", "cuda_graph") if n in results), default=None)
-        if best is not None and "rerun" in results and device.type == "cuda" and not args.tiny:
-            report(f"  captured vs re-run the prefix: {results['rerun'][0] / best:.1f}x; "
-                   f"target <= 0.15 s: {'MET' if best <= 0.15 else 'NOT MET'} ({best:.3f} s)")  # fmt: skip
+        compare_sampling_steps(report, results, batch, target=device.type == "cuda" and not args.tiny)
+
+
+def compare_sampling_steps(report: Report, results: dict, batch: int, target: bool) -> None:
+    """Speed of each decode step against the KV cache's, and how many samples are token-identical to it."""
+    base_seconds, base_tokens = results["dynamic"]
+    for name in ("rerun", "compile", "cuda_graph", "eager"):
+        if name in results:
+            seconds, tokens = results[name]
+            same = (tokens == base_tokens).flatten(1).all(1).sum().item()
+            report(f"  {name:>10}: speed {base_seconds / seconds:6.2f}x the dynamic cache's; "
+                   f"{same}/{batch} samples token-identical to sample() from the same seed")  # fmt: skip
+    best = min((results[n][0] for n in ("compile", "cuda_graph") if n in results), default=None)
+    if best is not None and "rerun" in results and target:
+        report(f"  captured vs re-run the prefix: {results['rerun'][0] / best:.1f}x; "
+               f"target <= 0.15 s: {'MET' if best <= 0.15 else 'NOT MET'} ({best:.3f} s)")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- training step
@@ -430,8 +427,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "width, heads, codebook size, latent side, batch (e.g. 8,512,8,1024,16,4 for a CPU run).")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="Timed sampling runs per method (median).")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps after the first, per variant.")
-    parser.add_argument("--static-generate", action="store_true", help="Also time generate()'s static cache (slow "
-                        "first call: transformers compiles it).")  # fmt: skip
     parser.add_argument("--all-variants", action="store_true", help="Run optional variants whatever the budget.")
     parser.add_argument("--time-budget", type=float, default=420.0, help="Seconds; optional variants are skipped "
                         "when they would not fit.")  # fmt: skip

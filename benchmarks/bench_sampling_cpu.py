@@ -3,7 +3,7 @@
 taming-transformers samples by re-running the whole sequence through the GPT for every new token, so a 16x16 grid
 costs 256 forward passes over ever longer sequences. `VQGANPriorForCausalLM.sample()` keeps keys and values in
 transformers' cache and feeds one token per step. Both run here, side by side, from the same random prior and the
-same generator seed; `use_cache=False` is the original algorithm.
+same generator seed; `NoCacheDecodeStep` is the original algorithm.
 
     python benchmarks/bench_sampling_cpu.py                      # 8 layers, width 512, 16x16 grid, batch 4
     python benchmarks/bench_sampling_cpu.py --n-layer 2 --n-embd 64 --n-head 4 --latent-size 4   # seconds
@@ -17,6 +17,7 @@ import time
 import torch
 
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
+from hf_vqgan.models.sampling import DecodeStep, KVCacheDecodeStep, NoCacheDecodeStep
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,14 +35,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def timed_sample(
-    model: VQGANPriorForCausalLM, use_cache: bool, args: argparse.Namespace
+    model: VQGANPriorForCausalLM, decode_step: DecodeStep, args: argparse.Namespace
 ) -> tuple[float, torch.Tensor]:
     kwargs = {"batch_size": args.batch_size}
     if args.num_classes > 0:
         kwargs = {"class_labels": torch.arange(args.batch_size) % args.num_classes}
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    samples = model.sample(**kwargs, generator=generator, use_cache=use_cache)
+    samples = model.sample(**kwargs, generator=generator, decode_step=decode_step)
     return time.perf_counter() - start, samples
 
 
@@ -68,8 +69,8 @@ def main() -> None:
     warmup = {"class_labels": torch.zeros(args.batch_size, dtype=torch.long)} if args.num_classes > 0 else {}
     model.sample(**warmup, prefix_indices=warmup_prefix)
 
-    cached_seconds, cached = timed_sample(model, use_cache=True, args=args)
-    recomputed_seconds, recomputed = timed_sample(model, use_cache=False, args=args)
+    cached_seconds, cached = timed_sample(model, KVCacheDecodeStep(), args=args)
+    recomputed_seconds, recomputed = timed_sample(model, NoCacheDecodeStep(), args=args)
 
     print(
         f"prior: n_layer={config.n_layer} n_embd={config.n_embd} n_head={config.n_head} "
@@ -80,8 +81,8 @@ def main() -> None:
         f"batch {args.batch_size}, device {model.device}, dtype {dtype}, torch threads {torch.get_num_threads()}, "
         f"attention {config._attn_implementation}, torch {torch.__version__}"
     )
-    print(f"KV cache (sample(use_cache=True)):          {cached_seconds:8.2f} s")
-    print(f"recompute prefix (taming, use_cache=False): {recomputed_seconds:8.2f} s")
+    print(f"KV cache (sample(), KVCacheDecodeStep):       {cached_seconds:8.2f} s")
+    print(f"recompute prefix (taming, NoCacheDecodeStep): {recomputed_seconds:8.2f} s")
     print(f"speed-up: {recomputed_seconds / cached_seconds:.1f}x")
     print(f"identical samples from the same seed: {torch.equal(cached, recomputed)}")
 

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +26,7 @@ from hf_vqgan.models.sampling import (
     sample_next_token,
 )
 
+SRC = Path(__file__).resolve().parents[2] / "src"
 K, H, W = 16, 3, 4  # codebook size and latent grid of the tiny priors
 T = H * W
 NUM_CLASSES, COND_K, COND_LEN = 5, 8, 3
@@ -547,3 +553,121 @@ def test_sample_next_token_is_reproducible_and_validates():
             sample_next_token(logits, (0, K), **kwargs)
     with pytest.raises(ValueError, match="batch_size, vocab_size"):
         sample_next_token(logits[0], (0, K))
+
+
+# ----- generate() stays in range -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CONDITIONINGS))
+def test_plain_generate_emits_one_image_of_image_codes(name):
+    model = tiny_prior(**CONDITIONINGS[name])
+    config = model.config
+    prefix = model.prefix_ids(**conditioning_inputs(config, 3))
+    if name != "unconditional":  # its only non-image id is the start token, which the random network never prefers
+        # Without the default generation config the most likely ids are often class, null or condition tokens.
+        unsuppressed = model.generate(prefix, max_length=config.n_positions, suppress_tokens=None)
+        assert (unsuppressed[:, config.prefix_length :] >= K).any()
+    for kwargs in ({}, {"do_sample": True}):
+        sequences = model.generate(prefix, **kwargs)
+        assert sequences.shape == (3, config.prefix_length + T)
+        assert torch.equal(sequences[:, : config.prefix_length], prefix)
+        image = sequences[:, config.prefix_length :]
+        assert image.min() >= 0 and image.max() < K
+    greedy = model.generate(prefix)[:, config.prefix_length :].reshape(3, H, W)
+    assert torch.equal(greedy, model.sample(**conditioning_inputs(config, 3), top_k=1))
+
+
+def test_going_past_n_positions_is_a_clear_error():
+    model = tiny_prior(num_classes=NUM_CLASSES)
+    prefix = model.prefix_ids(torch.tensor([0, 1]))
+    n = model.config.n_positions  # 13
+    with pytest.raises(ValueError, match=r"generate\(\) of 15 tokens from a prompt of 1 .*n_positions=13"):
+        model.generate(prefix, max_new_tokens=14)
+    with pytest.raises(ValueError, match=r"generate\(\) of 14 tokens.*n_positions=13"):
+        model.generate(prefix, max_length=14)
+    assert model.generate(prefix, max_new_tokens=T).shape == (2, n)
+    too_long = torch.zeros(1, n + 1, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"0 cached \+ 14 ids needs 14 positions, but the prior has n_positions=13"):
+        model(too_long)
+    cache_output = model(too_long[:, :n], use_cache=True)
+    with pytest.raises(ValueError, match=r"13 cached \+ 1 ids needs 14 positions"):
+        model(too_long[:, :1], cache=cache_output.cache, use_cache=True)
+
+
+def test_out_of_vocabulary_ids_are_refused_where_they_enter():
+    model = tiny_prior(num_classes=NUM_CLASSES)  # vocab_size 23
+    with pytest.raises(ValueError, match=r"`input_ids` must lie in \[0, 23\), got values in \[0, 23\]"):
+        model.generate(torch.tensor([[0, 23]]), max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"`indices` must lie in \[0, 16\), got values in \[0, 16\]"):
+        model.build_input_ids(torch.tensor([[0, 16]]), class_labels=torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"`prefix_indices` must lie in \[0, 16\)"):
+        model.sample(class_labels=torch.tensor([0]), prefix_indices=torch.tensor([[16]]))
+
+
+# ----- configs and loaders -------------------------------------------------------------------------------------------
+
+
+def test_configs_saved_with_preprocessing_fields_still_load(tmp_path):
+    # Before issue 13 the prior's config carried the condition preprocessing settings; they now belong to the image
+    # processor, and old folders keep them readable as plain attributes.
+    model = tiny_prior(**CONDITIONINGS["cond"])
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.update(condition_type="segmentation", cond_num_labels=7, lowres_factor=4)
+    saved.pop("auto_map")  # old folders have none
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "generation_config.json").unlink()  # nor a generation config
+    loaded = VQGANPriorForCausalLM.from_pretrained(tmp_path)
+    config = loaded.config
+    assert (config.condition_type, config.cond_num_labels, config.lowres_factor) == ("segmentation", 7, 4)
+    assert getattr(tiny_config(), "condition_type", None) is None  # no longer a field
+    assert loaded.generation_config.max_length == config.prefix_length + T  # the default replaces the missing one
+    assert type(AutoConfig.from_pretrained(tmp_path)) is VQGANPriorConfig
+
+
+LOAD_WITHOUT_IMPORT = """
+import sys
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+assert "hf_vqgan" not in sys.modules
+folder = sys.argv[1]
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+body = AutoModel.from_pretrained(folder, trust_remote_code=True)
+assert type(config).__name__ == "VQGANPriorConfig" and type(body).__name__ == "VQGANPriorModel"
+assert type(model).__module__ == "hf_vqgan.models.prior", type(model).__module__
+ids = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save((model(ids).logits, model.generate(ids[:, : config.prefix_length])), sys.argv[3])
+"""
+
+
+def test_auto_model_loads_a_saved_prior_without_importing_hf_vqgan(tmp_path):
+    model = tiny_prior(**CONDITIONINGS["class+cond"])
+    folder = tmp_path / "prior"
+    model.save_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"] == (
+        "hf_vqgan_prior.VQGANPriorForCausalLM"
+    )
+    assert "import VQGANPriorConfig, VQGANPriorForCausalLM" in (folder / "hf_vqgan_prior.py").read_text()
+    ids = model.build_input_ids(
+        torch.randint(0, K, (2, H, W), generator=seeded(0)), **conditioning_inputs(model.config, 2)
+    )
+    torch.save(ids, tmp_path / "ids.pt")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_IMPORT, str(folder), str(tmp_path / "ids.pt"), str(tmp_path / "out.pt")],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    logits, generated = torch.load(tmp_path / "out.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(ids).logits, rtol=0, atol=0)
+    assert torch.equal(generated, model.generate(ids[:, : model.config.prefix_length]))
+    # After `import hf_vqgan` the registered classes load it the plain way, and a re-save holds no copied model code.
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    loaded.save_pretrained(tmp_path / "again")
+    assert sorted(p.name for p in (tmp_path / "again").glob("*.py")) == ["hf_vqgan_prior.py"]

@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 
 import torch
-from huggingface_hub.dataclasses import strict
 from torch import nn
 
 # diffusers' pipeline loader looks a component's base classes up by name on the module it was saved from
@@ -26,13 +25,13 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     GenerationConfig,
-    GPT2Config,
     PreTrainedModel,  # noqa: E402, F401, I001
 )
 from transformers import initialization as init
 from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
+from .prior_config import VQGANPriorConfig
 from .sampling import (
     UNSAMPLED_CODE,
     DecodeStep,
@@ -50,147 +49,12 @@ from .sampling import check_sampling_arguments as _check_sampling_arguments  # n
 IGNORE_INDEX = -100  # label value that cross-entropy skips (torch and transformers default)
 
 
-@strict
-class VQGANPriorConfig(GPT2Config):
-    r"""
-    Configuration of [`VQGANPriorForCausalLM`], a GPT-2 over the codebook indices of a VQGAN.
-
-    **Token layout** (documented here only; every helper reads the properties below). With K = `codebook_size`,
-    C = `num_classes` and M = `cond_codebook_size`:
-
-    | ids                                  | meaning                                   | property            |
-    |--------------------------------------|-------------------------------------------|---------------------|
-    | `[0, K)`                             | image code k is token k                   | `image_token_range` |
-    | `[K, K + C)`                         | class c is token K + c (only if C > 0)    | `class_token_offset`|
-    | `K + C`                              | null class, for guidance (only if C > 0)  | `null_class_token`  |
-    | next id                              | start token                               | `start_token`       |
-    | `[start + 1, start + 1 + M)`         | condition code m is token offset + m      | `cond_token_offset` |
-
-    `vocab_size` is `cond_token_offset + M`. A sequence reads
-
-        [cond tokens (cond_length, if M > 0)] + [class token (if C > 0)] + [start token (if neither)] + image tokens
-
-    so there is always at least one prefix token (`prefix_length` of them) to predict the first image token from, and
-    the class token, when present, is the last prefix token. Image tokens are the `latent_height * latent_width` codes
-    of the latent grid in raster order (`num_image_tokens`). Wherever class labels are accepted, label C
-    (`num_classes`) stands for the null class.
-
-    Args:
-        codebook_size (`int`, defaults to 1024): K, the number of codes of the image VQGAN.
-        latent_height, latent_width (`int`, default to 16): the latent grid `(h, w)` the prior generates.
-        num_classes (`int`, defaults to 0): C, the number of classes; 0 for an unconditional prior.
-        cond_codebook_size (`int`, defaults to 0): M, the codebook size of a conditioning VQGAN (depth, segmentation,
-            ... in taming's Net2Net); 0 for none.
-        cond_length (`int`, defaults to 0): the number of condition tokens; positive exactly when M is.
-        vocab_size (`int`, *optional*): derived from the layout; passing the derived value is accepted so that saved
-            configs load back, any other value is rejected.
-        n_positions (`int`, *optional*): number of learned positions, defaults to `prefix_length + num_image_tokens`
-            so a full training sequence fits. taming's `block_size` is one less (it never feeds the last token); a
-            converter pads one row, which only the discarded last position reads.
-        n_embd, n_layer, n_head (`int`): width, depth and heads of the GPT.
-        resid_pdrop, embd_pdrop, attn_pdrop (`float`, default to 0.0): dropouts, as taming's GPT defaults.
-        layer_norm_epsilon (`float`, defaults to 1e-5): as `torch.nn.LayerNorm`, which minGPT uses.
-
-    The remaining GPT-2 fields keep the values that make the network minGPT: `activation_function="gelu"` (exact erf
-    GELU, minGPT's `nn.GELU()`) and `tie_word_embeddings=False` (minGPT's head is its own matrix).
-    """
-
-    model_type = "vqgan_prior"
-
-    codebook_size: int = 1024
-    latent_height: int = 16
-    latent_width: int = 16
-    num_classes: int = 0
-    cond_codebook_size: int = 0
-    cond_length: int = 0
-    vocab_size: int | None = None
-    n_positions: int | None = None
-    n_embd: int = 1024
-    n_layer: int = 24
-    n_head: int = 16
-    activation_function: str = "gelu"
-    resid_pdrop: float | int = 0.0
-    embd_pdrop: float | int = 0.0
-    attn_pdrop: float | int = 0.0
-    layer_norm_epsilon: float = 1e-5
-    tie_word_embeddings: bool = False
-    # No end-of-sequence: a sample is always exactly `num_image_tokens` long.
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None
-
-    def __post_init__(self, **kwargs):
-        for name in ("codebook_size", "latent_height", "latent_width", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("num_classes", "cond_codebook_size", "cond_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
-        if (self.cond_codebook_size > 0) != (self.cond_length > 0):
-            raise ValueError(
-                f"`cond_codebook_size` ({self.cond_codebook_size}) and `cond_length` ({self.cond_length}) must be "
-                "both positive (a conditioning VQGAN) or both 0 (none)."
-            )
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"`n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head}).")
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"`{name}` must be a probability in [0, 1), got {getattr(self, name)}.")
-        if not self.layer_norm_epsilon > 0:
-            raise ValueError(f"`layer_norm_epsilon` must be positive, got {self.layer_norm_epsilon}.")
-
-        derived_vocab_size = self.cond_token_offset + self.cond_codebook_size
-        if self.vocab_size is None:
-            self.vocab_size = derived_vocab_size
-        elif self.vocab_size != derived_vocab_size:
-            raise ValueError(
-                f"`vocab_size` is derived from the token layout and must be {derived_vocab_size} (or left unset), "
-                f"got {self.vocab_size}."
-            )
-        sequence_length = self.prefix_length + self.num_image_tokens
-        if self.n_positions is None:
-            self.n_positions = sequence_length
-        elif self.n_positions < sequence_length:
-            raise ValueError(
-                f"`n_positions` must hold a whole sequence of prefix_length + num_image_tokens = {sequence_length} "
-                f"tokens, got {self.n_positions}."
-            )
-        super().__post_init__(**kwargs)
-
-    @property
-    def num_image_tokens(self) -> int:
-        return self.latent_height * self.latent_width
-
-    @property
-    def image_token_range(self) -> tuple[int, int]:
-        """`(start, end)`: image codes are the ids `start <= id < end`."""
-        return 0, self.codebook_size
-
-    @property
-    def class_token_offset(self) -> int:
-        return self.codebook_size
-
-    @property
-    def null_class_token(self) -> int | None:
-        return self.class_token_offset + self.num_classes if self.num_classes > 0 else None
-
-    @property
-    def start_token(self) -> int:
-        return self.class_token_offset + self.num_classes + (1 if self.num_classes > 0 else 0)
-
-    @property
-    def cond_token_offset(self) -> int:
-        return self.start_token + 1
-
-    @property
-    def prefix_length(self) -> int:
-        uses_start = self.num_classes == 0 and self.cond_codebook_size == 0
-        return self.cond_length + (1 if self.num_classes > 0 else 0) + (1 if uses_start else 0)
-
-
 class VQGANPriorPreTrainedModel(GPT2PreTrainedModel):
     config_class = VQGANPriorConfig
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoModel") -> None:
+        """No-op, as [`VQGANPriorConfig.register_for_auto_class`]: the saved config's `auto_map` covers the models."""
 
     def _init_weights(self, module: nn.Module) -> None:
         """All initialisation decisions of the prior (GPT-2, Radford et al. 2019, as minGPT)."""
@@ -213,7 +77,7 @@ class VQGANPriorPreTrainedModel(GPT2PreTrainedModel):
 
 
 class VQGANPriorModel(VQGANPriorPreTrainedModel, GPT2Model):
-    """The bare GPT-2 body of the prior (embeddings, blocks, final LayerNorm), as `VQGANPriorForCausalLM.transformer`."""
+    """The bare GPT-2 body of the prior (embeddings, blocks, final LayerNorm): `VQGANPriorForCausalLM.transformer`."""
 
 
 def _default_generation_config(config: VQGANPriorConfig) -> GenerationConfig:
@@ -249,6 +113,14 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         self.post_init()
         # A saved generation_config.json, when the folder has one, replaces this default in `from_pretrained`.
         self.generation_config = _default_generation_config(config)
+
+    def adjust_generation_fn(self, *args, **kwargs) -> None:
+        """transformers' loading of `generation_config.json`; a folder without one gets the default above."""
+        super().adjust_generation_fn(*args, **kwargs)
+        # transformers would build it from config.json, which holds no generation settings (folders saved before the
+        # default existed): `generate()` would then emit class and start tokens.
+        if getattr(self.generation_config, "_from_model_config", False):
+            self.generation_config = _default_generation_config(self.config)
 
     def _check_length(self, length: int, what: str) -> None:
         if length > self.config.n_positions:
@@ -351,7 +223,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             self._check_codes(cond_indices, "cond_indices", config.cond_codebook_size, validate)
             if cond_indices.ndim != 2 or cond_indices.shape[1] != config.cond_length:
                 raise ValueError(
-                    f"`cond_indices` must have shape (batch_size, {config.cond_length}), got {tuple(cond_indices.shape)}."
+                    f"`cond_indices` must have shape (batch_size, {config.cond_length}), "
+                    f"got {tuple(cond_indices.shape)}."
                 )
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
@@ -409,7 +282,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             )
         if indices.ndim == 2 and indices.shape[1] > config.num_image_tokens:
             raise ValueError(
-                f"`indices` of shape (batch_size, T) must have T <= {config.num_image_tokens}, got {tuple(indices.shape)}."
+                f"`indices` of shape (batch_size, T) must have T <= {config.num_image_tokens}, "
+                f"got {tuple(indices.shape)}."
             )
         batch = indices.shape[0]
         if batch_size is not None and batch_size != batch:
@@ -500,7 +374,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         guided = guidance_scale != 1.0
         if guided and config.num_classes == 0:
             raise ValueError(
-                f"`guidance_scale={guidance_scale}` needs a null class, but this prior has no classes (`num_classes=0`)."
+                f"`guidance_scale={guidance_scale}` needs a null class, but this prior has no classes "
+                "(`num_classes=0`)."
             )
         grid = (config.latent_height, config.latent_width) if grid is None else grid
         if not (
@@ -514,8 +389,8 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
             self._check_codes(prefix_indices, "prefix_indices", config.codebook_size)
             if prefix_indices.ndim != 2 or prefix_indices.shape[1] > grid[0] * grid[1]:
                 raise ValueError(
-                    f"`prefix_indices` must have shape (batch_size, k) with k <= {grid[0] * grid[1]} (the grid's "
-                    f"codes), got {tuple(prefix_indices.shape)}."
+                    f"`prefix_indices` must have shape (batch_size, k), got {tuple(prefix_indices.shape)}; k is at "
+                    f"most {grid[0] * grid[1]}, the number of codes of the grid {tuple(grid)}."
                 )
             if batch_size is None and class_labels is None and cond_indices is None:
                 batch_size = prefix_indices.shape[0]

@@ -172,12 +172,11 @@ class VectorQuantizer(nn.Module):
             raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
         if indices.ndim != 3:
             raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(
-                f"`indices` must lie in [0, {self.codebook_size}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]."
-            )
-        return self._gather(indices).permute(0, 3, 1, 2).contiguous()
+        if indices.numel():
+            low, high = torch.stack(torch.aminmax(indices)).tolist()  # one read back to the host
+            if low < 0 or high >= self.codebook_size:
+                raise ValueError(f"`indices` must lie in [0, {self.codebook_size}), got values in [{low}, {high}].")
+        return self._gather(indices.long()).permute(0, 3, 1, 2).contiguous()
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:

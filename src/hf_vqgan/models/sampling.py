@@ -74,7 +74,8 @@ def exponential_noise(
 ) -> torch.Tensor:
     """
     Exp(1) noise of `shape` for [`draw_image_codes`], drawn on the generator's device (the default generator of
-    `device` when `generator` is None) and moved to `device`, so one CPU generator gives the same samples on any device.
+    `device` when `generator` is None) and moved to `device`: one CPU generator gives the same samples on any
+    device.
     """
     return draw_on_generator_device(
         lambda *size, generator, device: torch.empty(size, device=device).exponential_(generator=generator),
@@ -251,7 +252,8 @@ def run_sampling_loop(
     height, width = run.grid
     noise_shape = (run.batch_size, run.model.config.codebook_size)
     device = codes.device
-    step.start(run, codes, start)
+    if start < height * width:  # a prefix may already fill the grid
+        step.start(run, codes, start)
     for index, position in enumerate(range(start, height * width)):
         if interrupt is not None and interrupt():
             break
@@ -317,6 +319,14 @@ class KVCacheDecodeStep(DecodeStep):
         return self.run.choose(self._logits, noise)
 
 
+def _last_logits_from_scratch(model: VQGANPriorForCausalLM, input_ids: torch.LongTensor) -> torch.Tensor:
+    """Next-token logits `(rows, V)` of a whole sequence `(rows, L)`, nothing reused."""
+    # A fresh cache, dropped after: without any, transformers checks the positions for packed sequences, which reads
+    # a tensor back to the host at every forward.
+    cache = DynamicCache(config=model.config)
+    return model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+
 class NoCacheDecodeStep(DecodeStep):
     """Re-runs the whole sequence at every token: taming's original sampler, the baseline of the benchmarks."""
 
@@ -325,8 +335,7 @@ class NoCacheDecodeStep(DecodeStep):
 
     def __call__(self, codes: torch.LongTensor, position: int, noise: torch.Tensor) -> torch.LongTensor:
         input_ids = self.run.sequence(codes[:, :position])  # (rows, P + position)
-        logits = self.run.model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits[:, -1]
-        return self.run.choose(logits, noise)
+        return self.run.choose(_last_logits_from_scratch(self.run.model, input_ids), noise)
 
 
 class SlidingWindowDecodeStep(DecodeStep):
@@ -352,8 +361,7 @@ class SlidingWindowDecodeStep(DecodeStep):
         window = codes.view(-1, height, width)[:, top : top + th, left : left + tw]  # (B, th, tw)
         local = (i - top) * tw + (j - left)  # the position inside the window, in raster order
         input_ids = self.run.sequence(window.reshape(window.shape[0], -1)[:, :local])  # (rows, P + local)
-        logits = self.run.model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits[:, -1]
-        return self.run.choose(logits, noise)
+        return self.run.choose(_last_logits_from_scratch(self.run.model, input_ids), noise)
 
 
 # ----- the static-cache captured step --------------------------------------------------------------------------------

@@ -344,7 +344,8 @@ class VQGANModel(ModelMixin, ConfigMixin):
         f = self.downsample_factor
         if height % f or width % f or height < 1 or width < 1:
             raise ValueError(
-                f"Image height and width must be positive multiples of the downsampling factor {f}, got {height}x{width}."
+                f"Image height and width must be positive multiples of the downsampling factor {f}, "
+                f"got {height}x{width}."
             )
         return height // f, width // f
 
@@ -373,19 +374,6 @@ class VQGANModel(ModelMixin, ConfigMixin):
         if pixel_values.shape[0] == 0:
             raise ValueError(
                 f"`{name}` is an empty batch (shape {tuple(pixel_values.shape)}); pass at least one image."
-            )
-
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        if not isinstance(indices, torch.Tensor):
-            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
-        if indices.ndim != 3:
-            raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.config.codebook_size):
-            raise ValueError(
-                f"`indices` must lie in [0, {self.config.codebook_size}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]."
             )
 
     # --------------------------------------------------------------------------------------------- verbs
@@ -422,8 +410,7 @@ class VQGANModel(ModelMixin, ConfigMixin):
     @apply_forward_hook
     def decode_indices(self, indices: torch.LongTensor, return_dict: bool = True) -> VQGANDecoderOutput | tuple:
         """Decode code indices of shape `(batch_size, h, w)` into pixels in [-1, 1]."""
-        self._check_indices(indices)
-        quantized = self.quantizer.lookup(indices.long())
+        quantized = self.quantizer.lookup(indices)  # checks the indices once: type, shape, range
         return self.decode(quantized, return_dict=return_dict)
 
     @apply_forward_hook
@@ -447,8 +434,20 @@ class VQGANModel(ModelMixin, ConfigMixin):
         return out if return_dict else out.to_tuple()
 
 
-def _validate_config(*, in_channels, out_channels, base_channels, channel_multipliers, num_res_blocks,
-                     attention_resolutions, sample_size, latent_channels, code_dim, dropout, norm_num_groups):  # fmt: skip
+def _validate_config(
+    *,
+    in_channels,
+    out_channels,
+    base_channels,
+    channel_multipliers,
+    num_res_blocks,
+    attention_resolutions,
+    sample_size,
+    latent_channels,
+    code_dim,
+    dropout,
+    norm_num_groups,
+):
     for name, value in [
         ("in_channels", in_channels),
         ("out_channels", out_channels),
