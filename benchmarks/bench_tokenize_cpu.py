@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_vqgan import VQGANModel
-from hf_vqgan.training.data import ImageTransform, load_digits_dataset
+from hf_vqgan import VQGANImageProcessor, VQGANModel
+from hf_vqgan.training.data import load_digits_dataset
 from hf_vqgan.training.presets import vqgan_preset
 from vqgan_inference import prepare_vqgan_for_inference, tokenize_images  # benchmarks/vqgan_inference.py
 
@@ -59,7 +59,7 @@ PHOTOS = ["astronaut", "brick", "camera", "cat", "coffee", "coins", "colorwheel"
 def digits_pixels(limit: int | None) -> torch.Tensor:
     splits = load_digits_dataset()
     images = list(splits["train"]["image"]) + list(splits["validation"]["image"])
-    transform = ImageTransform(32, channels=1)
+    transform = VQGANImageProcessor(32, channels=1)
     return torch.stack([transform(image) for image in images[:limit]])  # (N, 1, 32, 32)
 
 
@@ -70,7 +70,7 @@ def photo_pixels(folder: Path, resolution: int, limit: int | None) -> torch.Tens
     for name in PHOTOS[:limit]:
         array = getattr(skimage.data, name)()
         Image.fromarray(np.asarray(array)).save(folder / f"{name}.png")
-    transform = ImageTransform(resolution, channels=3)  # grayscale and RGBA photos become RGB
+    transform = VQGANImageProcessor(resolution, channels=3)  # grayscale and RGBA photos become RGB
     return torch.stack([transform(Image.open(path)) for path in sorted(folder.glob("*.png"))])  # (N, 3, H, W)
 
 

@@ -44,9 +44,9 @@ def max_rss_mib() -> float:
 def run_variant(variant: str, args) -> dict:
     import torch
 
-    from hf_vqgan import VQGANModel
+    from hf_vqgan import VQGANImageProcessor, VQGANModel
     from hf_vqgan.losses import VQGANLoss
-    from hf_vqgan.training.data import ImageTransform, load_digits_dataset
+    from hf_vqgan.training.data import load_digits_dataset
     from hf_vqgan.training.presets import vqgan_preset
     from hf_vqgan.training.speedups import prepare_vqgan_for_training
     from random_lpips import random_vgg16_weights_file  # benchmarks/random_lpips.py
@@ -68,7 +68,7 @@ def run_variant(variant: str, args) -> dict:
         )
     opt_g = torch.optim.Adam(model.parameters(), lr=4e-4, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=4e-4, betas=(0.5, 0.9))
-    transform = ImageTransform(32, channels=1)
+    transform = VQGANImageProcessor(32, channels=1)
     images = load_digits_dataset()["train"][: args.batch_size]["image"]
     pixels = torch.stack([transform(image) for image in images])  # (B, 1, 32, 32)
     if channels_last:

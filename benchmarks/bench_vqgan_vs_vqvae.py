@@ -52,11 +52,12 @@ def write_photo_patches(folder: Path, channels: int = 3) -> tuple[Path, torch.Te
     """Cut the photos into 32x32 patches: the training ones into `folder/train` as PNG, the held-out ones returned."""
     import skimage.data
 
-    from hf_vqgan.training.data import ImageTransform, convert_image_mode
+    from hf_vqgan import VQGANImageProcessor
+    from hf_vqgan.image_utils import convert_image_mode
 
     train_dir = folder / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
-    to_tensor = ImageTransform(PATCH, channels=channels)
+    to_tensor = VQGANImageProcessor(PATCH, channels=channels)
     held_out = []
     for name in PHOTOS:
         photo = convert_image_mode(Image.fromarray(np.asarray(getattr(skimage.data, name)())), channels)
@@ -75,9 +76,10 @@ def write_photo_patches(folder: Path, channels: int = 3) -> tuple[Path, torch.Te
 
 
 def digits_held_out() -> torch.Tensor:
-    from hf_vqgan.training.data import ImageTransform, load_digits_dataset
+    from hf_vqgan import VQGANImageProcessor
+    from hf_vqgan.training.data import load_digits_dataset
 
-    transform = ImageTransform(32, channels=1)
+    transform = VQGANImageProcessor(32, channels=1)
     return torch.stack([transform(image) for image in load_digits_dataset()["validation"]["image"]])
 
 
@@ -111,7 +113,7 @@ def evaluate(model_dir: Path, images: torch.Tensor) -> tuple[dict[str, float], t
 
 def write_grid(path: Path, images: torch.Tensor, reconstructions: dict[str, torch.Tensor], count: int = 8) -> None:
     """Rows: held-out originals, then each model's reconstructions of them (spread over the held-out set)."""
-    from hf_vqgan.training.metrics import make_image_grid
+    from hf_vqgan.image_utils import make_image_grid
 
     pick = torch.linspace(0, len(images) - 1, count).round().long()
     rows = [images[pick], *(recon[pick] for recon in reconstructions.values())]

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hf_vqgan import VQGANTransformerPipeline
-from hf_vqgan.training.conditions import condition_to_pixels, lowres_condition
-from hf_vqgan.training.data import ImageTransform, digits_arrays, load_digits_dataset
-from hf_vqgan.training.metrics import make_image_grid
+from hf_vqgan import VQGANImageProcessor, VQGANTransformerPipeline
+from hf_vqgan.conditions import condition_to_pixels, lowres_condition
+from hf_vqgan.image_utils import make_image_grid
+from hf_vqgan.training.data import digits_arrays, load_digits_dataset
 
 
 class DigitsClassifier:
@@ -111,15 +111,16 @@ def evaluate_lowres_conditioning(pipeline_dir, grid_path, *, num_samples=100, se
     """
     pipe = VQGANTransformerPipeline.from_pretrained(str(pipeline_dir))
     pipe.set_progress_bar_config(disable=True)
-    if pipe.transformer.config.condition_type != "lowres":
+    processor = pipe.condition_processor
+    if processor is None or processor.config.condition_type != "lowres":
         raise ValueError(f"{pipeline_dir} is not a lowres-conditional pipeline.")
-    factor = pipe.transformer.config.lowres_factor
+    factor = processor.config.lowres_factor
     resolution = pipe.latent_grid[0] * pipe.vqgan.downsample_factor
     validation = load_digits_dataset()["validation"]
     if not 1 <= num_samples <= len(validation):
         raise ValueError(f"`num_samples` must be in [1, {len(validation)}] (held-out digits), got {num_samples}.")
     validation = validation.shuffle(seed=seed).select(range(num_samples))
-    transform = ImageTransform(resolution, pipe.vqgan.config.in_channels, center_crop=True)
+    transform = VQGANImageProcessor(resolution, pipe.vqgan.config.in_channels, center_crop=True)
     real = torch.stack([transform(image) for image in validation["image"]])  # (N, C, H, W) in [-1, 1]
     labels = torch.tensor(validation["label"])
     images = (

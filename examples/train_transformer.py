@@ -19,8 +19,13 @@ from pathlib import Path
 
 import torch
 
-from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
-from hf_vqgan.training import conditions as cond_lib
+from hf_vqgan import (
+    VQGANImageProcessor,
+    VQGANModel,
+    VQGANPriorConfig,
+    VQGANPriorForCausalLM,
+    VQGANTransformerPipeline,
+)
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
@@ -78,27 +83,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ tokenizers
-def build_condition(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, resolution: int):
-    """The condition transform matching the condition tokenizer, checked against it."""
-    # GLUE: the condition transform becomes the pipeline's condition image processor (hf_vqgan.image_processor).
-    num_labels = cond_vqgan.config.in_channels if args.condition_type == "segmentation" else None
-    condition = cond_lib.ConditionTransform(
-        args.condition_type, num_labels=num_labels, lowres_factor=args.lowres_factor
-    )
+def build_condition_processor(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, resolution: int):
+    """The condition processor matching the condition tokenizer, checked against it; saved with the pipeline."""
     if args.condition_type == "lowres" and resolution % args.lowres_factor:
         raise ValueError(f"--lowres_factor {args.lowres_factor} must divide the resolution {resolution}.")
-    expected = condition.channels(vqgan.config.in_channels)
+    num_labels = cond_vqgan.config.in_channels if args.condition_type == "segmentation" else None
+    processor = VQGANImageProcessor(
+        resolution=resolution,
+        channels=vqgan.config.in_channels,
+        center_crop=not args.random_crop,
+        condition_type=args.condition_type,
+        num_labels=num_labels,
+        lowres_factor=args.lowres_factor,
+    )
+    expected = processor.condition_channels()
     if cond_vqgan.config.in_channels != expected:
         raise ValueError(
             f"The condition tokenizer reads {cond_vqgan.config.in_channels}-channel maps, but {args.condition_type} "
             f"conditions of this tokenizer's {vqgan.config.in_channels}-channel images have {expected}; was it "
             "trained for another condition type?"
         )
-    return condition
+    return processor
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def tokenize_dataset(args, accelerator, vqgan: VQGANModel, cond_vqgan, condition, resolution: int):
+def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond_vqgan, condition_processor):
     """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once."""
     splits = data_lib.load_image_dataset(
         dataset_name=args.dataset_name,
@@ -114,14 +123,12 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, cond_vqgan, condition
     )
     if args.max_eval_samples:
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
-    # GLUE: the image transform becomes the pipeline's image processor (hf_vqgan.image_processor).
-    transform = data_lib.ImageTransform(resolution, vqgan.config.in_channels, center_crop=not args.random_crop)
     parts = {
         "tokenizer": tokenize_lib.model_fingerprint(vqgan),
         "cond_tokenizer": tokenize_lib.model_fingerprint(cond_vqgan) if cond_vqgan else None,
         "data": {name: tokenize_lib.dataset_fingerprint(split) for name, split in splits.items()},
-        "resolution": resolution,
-        "random_crop": args.random_crop,
+        "image_processor": tokenize_lib.processor_fingerprint(image_processor),
+        "condition_processor": tokenize_lib.processor_fingerprint(condition_processor),
         "flips": args.tokenize_flips,
         "class_column": args.class_column,
         "condition": [args.condition_type, args.condition_column, args.lowres_factor],
@@ -132,7 +139,7 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, cond_vqgan, condition
 
         kwargs = dict(
             label_column=args.class_column,
-            condition_transform=condition,
+            condition_transform=condition_processor,
             condition_column=args.condition_column,
             cond_vqgan=cond_vqgan,
             device=accelerator.device,
@@ -142,7 +149,7 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, cond_vqgan, condition
                 name: tokenize_lib.tokenize_split(
                     split,
                     vqgan,
-                    transform,
+                    image_processor,
                     args.image_column,
                     desc=f"Tokenising {name}",
                     flips=args.tokenize_flips and name == "train",
@@ -155,21 +162,24 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, cond_vqgan, condition
     cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
     tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
     num_classes = data_lib.count_classes(splits["train"], args.class_column) if args.class_column else 0
+    tokenize_lib.check_token_ranges(
+        tokens, vqgan.config.codebook_size, num_classes, cond_vqgan.config.codebook_size if cond_vqgan else 0
+    )
     return tokens.with_format("torch"), num_classes
 
 
 # ------------------------------------------------------------------------------------------------- the prior
-def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition, resolution: int, num_classes: int):
+def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition_processor, num_classes: int):
     """A fresh prior sized by `--prior_config` or `--preset`, shaped by the tokenizers' grids and codebooks."""
     size = json.loads(Path(args.prior_config).read_text()) if args.prior_config else prior_preset(args.preset)
+    resolution = args.resolution or vqgan.config.sample_size
     latent_height, latent_width = vqgan.latent_shape(resolution, resolution)
-    cond = dict(condition_type=args.condition_type, lowres_factor=args.lowres_factor)
+    cond = {}
     if cond_vqgan is not None:
-        cond_height, cond_width = condition.output_shape(vqgan.config.in_channels, resolution)[1:]
+        cond_height, cond_width = condition_processor.condition_shape()[1:]
         cond.update(
             cond_codebook_size=cond_vqgan.config.codebook_size,
             cond_length=math.prod(cond_vqgan.latent_shape(cond_height, cond_width)),
-            cond_num_labels=condition.num_labels,
         )
     config = VQGANPriorConfig(
         codebook_size=vqgan.config.codebook_size,
@@ -196,14 +206,17 @@ def train(args: argparse.Namespace) -> dict | None:
     """Tokenise the data, train, validate and save the pipeline; returns the final metrics on the main process."""
     accelerator = make_accelerator(args)
     vqgan = load_vqgan(args.vqgan_model_name_or_path).requires_grad_(False).eval()
-    cond_vqgan, condition = None, None
     resolution = args.resolution or vqgan.config.sample_size
+    image_processor = VQGANImageProcessor(
+        resolution=resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop
+    )
+    cond_vqgan, condition_processor = None, None
     if args.cond_vqgan_model_name_or_path:
         cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
-        condition = build_condition(args, vqgan, cond_vqgan, resolution)
-    tokens, num_classes = tokenize_dataset(args, accelerator, vqgan, cond_vqgan, condition, resolution)
+        condition_processor = build_condition_processor(args, vqgan, cond_vqgan, resolution)
+    tokens, num_classes = tokenize_dataset(args, accelerator, vqgan, image_processor, cond_vqgan, condition_processor)
 
-    model = build_prior(args, vqgan, cond_vqgan, condition, resolution, num_classes)
+    model = build_prior(args, vqgan, cond_vqgan, condition_processor, num_classes)
     prefix_length = model.config.prefix_length
     lr = scaled_learning_rate(args, accelerator.num_processes)
     optimizer = adam(weight_decay_groups(model, args.weight_decay), args, lr=lr)
@@ -227,8 +240,13 @@ def train(args: argparse.Namespace) -> dict | None:
         num_classes,
         max_steps,
     )
-    # GLUE: build the pipeline with the image processors once hf_vqgan.image_processor exists.
-    pipeline = VQGANTransformerPipeline(vqgan=vqgan, transformer=unwrapped, cond_vqgan=cond_vqgan)
+    pipeline = VQGANTransformerPipeline(
+        vqgan=vqgan,
+        transformer=unwrapped,
+        cond_vqgan=cond_vqgan,
+        image_processor=image_processor,
+        condition_processor=condition_processor,
+    )
 
     def validate() -> dict:
         return evaluate_prior(
@@ -262,9 +280,10 @@ def training_inputs(args, prior: VQGANPriorForCausalLM, batch: dict, prefix_leng
     """(input ids, targets) of shape `(batch_size, prefix + h*w)`: class dropout, pkeep corruption, loss on codes."""
     labels = batch.get("label")
     if labels is not None and args.class_dropout_prob > 0:
-        labels = prior.drop_class_labels(labels, args.class_dropout_prob, generator=generator)
+        labels = prior.drop_class_labels(labels, args.class_dropout_prob, generator=generator, validate=False)
+    # The token dataset's ranges were checked once when it was loaded (`check_token_ranges`): no sync per step.
     input_ids = prior.build_input_ids(
-        indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices")
+        indices=batch["indices"], class_labels=labels, cond_indices=batch.get("cond_indices"), validate=False
     )
     targets = input_ids.clone()
     targets[:, :prefix_length] = -100  # loss on image tokens only

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-from hf_vqgan import VQGANModel
+from hf_vqgan import VQGANImageProcessor, VQGANModel
+from hf_vqgan.conditions import condition_channels
 from hf_vqgan.losses import VQGANLoss
-from hf_vqgan.training import conditions as cond_lib
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
 from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
@@ -115,7 +115,7 @@ def build_model(args: argparse.Namespace) -> tuple[VQGANModel, int, int]:
             config = vqgan_preset(args.preset or "digits-tiny")
         args.image_channels = args.image_channels or config.get("in_channels", 3)
         if args.condition_type is not None:  # a condition tokenizer reads and writes condition maps
-            channels = cond_lib.condition_channels(args.condition_type, args.num_labels, args.image_channels)
+            channels = condition_channels(args.condition_type, args.num_labels, args.image_channels)
             config.update(in_channels=channels, out_channels=channels)
         model = VQGANModel(**config)
     image_channels = args.image_channels or model.config.in_channels
@@ -165,16 +165,16 @@ def build_loaders(args: argparse.Namespace, resolution: int, image_channels: int
     )
     if args.max_eval_samples:
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
-    # GLUE: the condition and image transforms become the pipeline's image processor (hf_vqgan.image_processor).
+    # The same processor class the sampling pipeline saves: training and sampling preprocess alike.
     condition = None
     if args.condition_type is not None:
-        condition = cond_lib.ConditionTransform(
-            args.condition_type, num_labels=args.num_labels, lowres_factor=args.lowres_factor
+        condition = VQGANImageProcessor(
+            condition_type=args.condition_type, num_labels=args.num_labels, lowres_factor=args.lowres_factor
         )
-    train_transform = data_lib.ImageTransform(
+    train_transform = VQGANImageProcessor(
         resolution, image_channels, center_crop=not args.random_crop, random_flip=args.random_flip
     )
-    val_transform = data_lib.ImageTransform(resolution, image_channels, center_crop=True)
+    val_transform = VQGANImageProcessor(resolution, image_channels, center_crop=True)
     bad_images = data_lib.BadImageCounter()
 
     def transformed(split: str, transform):

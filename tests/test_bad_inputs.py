@@ -16,7 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan import (
+    VQGANImageProcessor,
+    VQGANModel,
+    VQGANPriorConfig,
+    VQGANPriorForCausalLM,
+    VQGANTransformerPipeline,
+)
 from hf_vqgan.models.quantizer import VectorQuantizer
 
 TINY_VQGAN = dict(in_channels=3, out_channels=3, base_channels=32, channel_multipliers=(1, 2), num_res_blocks=1,
@@ -151,7 +157,7 @@ PRIOR_CASES = [
     ("config num_classes float", lambda o: VQGANPriorConfig(**PRIOR, num_classes=2.5), ValueError, r"`num_classes` must be a non-negative integer, got 2\.5"),
     ("config num_classes<0", lambda o: VQGANPriorConfig(**PRIOR, num_classes=-1), ValueError, r"`num_classes` must be a non-negative integer, got -1"),
     ("config cond without length", lambda o: VQGANPriorConfig(**PRIOR, cond_codebook_size=8), ValueError, r"`cond_codebook_size` \(8\) and `cond_length` \(0\) must be both positive"),
-    ("config condition_type", lambda o: VQGANPriorConfig(**PRIOR, condition_type="sketch"), ValueError, r"`condition_type` must be None or one of .*got 'sketch'"),
+    ("processor condition_type", lambda o: VQGANImageProcessor(condition_type="sketch"), ValueError, r"Unknown condition type 'sketch'; expected one of"),
     ("config heads", lambda o: VQGANPriorConfig(**{**PRIOR, "n_head": 3}), ValueError, r"`n_embd` \(16\) must be divisible by `n_head` \(3\)"),
     ("config dropout", lambda o: VQGANPriorConfig(**PRIOR, attn_pdrop=1.0), ValueError, r"`attn_pdrop` must be a probability in \[0, 1\), got 1\.0"),
     ("config vocab_size", lambda o: VQGANPriorConfig(**PRIOR, vocab_size=10), ValueError, r"must be 65 \(or left unset\), got 10"),
@@ -175,15 +181,15 @@ PRIOR_CASES = [
     ("sample top_p=1.5", lambda o: o["prior"].sample(class_labels=long(0), top_p=1.5), ValueError, r"`top_p` must be None or a number in \(0, 1\], got 1\.5"),
     ("sample guidance<0", lambda o: o["prior"].sample(class_labels=long(0), guidance_scale=-1.0), ValueError, r"`guidance_scale` must be a non-negative finite number, got -1\.0"),
     ("sample guidance unconditional", lambda o: o["unconditional"].sample(batch_size=1, guidance_scale=2.0), ValueError, r"`guidance_scale=2\.0` needs a null class, but this prior has no classes"),
-    ("sample static cache off", lambda o: o["prior"].sample(class_labels=long(0), use_cache=False, cache_implementation="static"), ValueError, r"`cache_implementation='static'` needs `use_cache=True`"),
+    ("sample decode_step str", lambda o: o["prior"].sample(class_labels=long(0), decode_step="static"), TypeError, r"`decode_step` must be a DecodeStep or None, got str"),
     ("sample 3-D prefix", lambda o: o["unconditional"].sample(prefix_indices=torch.zeros(1, 2, 2, dtype=torch.long)), ValueError, r"`prefix_indices` must have shape \(batch_size, k\), got \(1, 2, 2\)"),
     ("sample prefix out of range", lambda o: o["unconditional"].sample(prefix_indices=torch.full((1, 2), 99)), ValueError, r"must lie in \[0, 64\), got values in \[99, 99\]"),
     ("sample generator wrong type", lambda o: o["prior"].sample(class_labels=long(0), generator=0), TypeError, r"`generator` must be a torch\.Generator or None, got int"),
     ("pkeep out of range", lambda o: o["prior"].corrupt_image_tokens(long(0).reshape(1, 1), 1.5), ValueError, r"`pkeep` must be a probability in \[0, 1\], got 1\.5"),
     ("class dropout out of range", lambda o: o["prior"].drop_class_labels(long(0), 2.0), ValueError, r"`prob` must be a probability in \[0, 1\], got 2\.0"),
     ("class dropout unconditional", lambda o: o["unconditional"].drop_class_labels(long(0), 0.1), ValueError, r"needs a class-conditional prior, but `num_classes=0`"),
-    ("forward out-of-vocab ids", lambda o: o["prior"](input_ids=long(0, 70).reshape(1, 2)), ValueError, r"`input_ids` must lie in \[0, 69\), got values in \[0, 70\]"),
-    ("forward negative ids", lambda o: o["prior"](input_ids=long(-1, 3).reshape(1, 2)), ValueError, r"`input_ids` must lie in \[0, 69\), got values in \[-1, 3\]"),
+    ("forward past n_positions", lambda o: o["unconditional"](input_ids=torch.zeros(1, 18, dtype=torch.long)), ValueError, r"needs 18 positions, but the prior has n_positions=17"),
+    ("build negative class", lambda o: o["prior"].build_input_ids(class_labels=long(-1)), ValueError, r"`class_labels` must lie in \[0, 4\), got values in \[-1, -1\]"),
     ("generate out-of-vocab ids", lambda o: o["prior"].generate(long(69).reshape(1, 1), max_new_tokens=1, do_sample=False), ValueError, r"`input_ids` must lie in \[0, 69\), got values in \[69, 69\]"),
 ]
 # fmt: on

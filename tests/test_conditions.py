@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hf_vqgan import VQGANImageProcessor
 from hf_vqgan.conditions import (
     canny_edges,
     condition_channels,
@@ -20,14 +21,7 @@ from hf_vqgan.conditions import (
     read_label_map,
     upsample_lowres,
 )
-from hf_vqgan.training.conditions import ConditionTransform
-from hf_vqgan.training.data import (
-    ImageTransform,
-    collate_fn,
-    load_image_dataset,
-    preprocess_batch,
-    with_image_transform,
-)
+from hf_vqgan.training.data import collate_fn, load_image_dataset, preprocess_batch, with_image_transform
 
 
 def test_condition_channels():
@@ -53,9 +47,11 @@ def _label_map(height: int = 6, width: int = 6) -> np.ndarray:
 @pytest.mark.parametrize("resolution", [3, 12, 13])
 def test_segmentation_resizes_with_nearest_and_one_hot_round_trips(resolution):
     labels = _label_map()
-    transform = ImageTransform(resolution, channels=1)
+    transform = VQGANImageProcessor(resolution, channels=1)
     geometry = transform.sample_geometry(6, 6)
-    condition = ConditionTransform("segmentation", num_labels=4)(condition=Image.fromarray(labels), geometry=geometry)
+    condition = VQGANImageProcessor(condition_type="segmentation", num_labels=4).condition_map(
+        condition=Image.fromarray(labels), geometry=geometry
+    )
 
     assert condition.shape == (4, resolution, resolution)
     assert set(condition.unique().tolist()) == {-1.0, 1.0}
@@ -75,7 +71,9 @@ def test_palette_png_is_read_as_indices(tmp_path):
     image.save(path)
     assert Image.open(path).mode == "P"
     np.testing.assert_array_equal(read_label_map(str(path)), _label_map())
-    condition = ConditionTransform("segmentation", num_labels=4)(condition={"bytes": None, "path": str(path)})
+    condition = VQGANImageProcessor(condition_type="segmentation", num_labels=4).condition_map(
+        condition={"bytes": None, "path": str(path)}
+    )
     np.testing.assert_array_equal(labels_from_logits(condition).numpy(), _label_map())
 
 
@@ -83,7 +81,9 @@ def test_labels_out_of_range_name_the_maximum():
     labels = _label_map()
     labels[0, 0] = 7
     with pytest.raises(ValueError, match="max 7"):
-        ConditionTransform("segmentation", num_labels=5)(condition=Image.fromarray(labels))
+        VQGANImageProcessor(condition_type="segmentation", num_labels=5).condition_map(
+            condition=Image.fromarray(labels)
+        )
     with pytest.raises(ValueError, match="mode 'RGB'"):
         read_label_map(Image.new("RGB", (2, 2)))
 
@@ -101,12 +101,12 @@ def test_paired_segmentation_follows_the_image_crop_and_flip():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, (8, 12)).astype(np.uint8)  # height 8, width 12: no resize at resolution 8
     batch = {"image": [Image.fromarray(labels * 60)] * 20, "segmentation": [Image.fromarray(labels)] * 20}
-    transform = ImageTransform(8, channels=1, center_crop=False, random_flip=True)
+    transform = VQGANImageProcessor(8, channels=1, center_crop=False, random_flip=True)
     torch.manual_seed(0)
     outputs = preprocess_batch(
         batch,
         transform,
-        condition_transform=ConditionTransform("segmentation", num_labels=4),
+        condition_transform=VQGANImageProcessor(condition_type="segmentation", num_labels=4),
         condition_column="segmentation",
     )
     pixel_values = torch.stack(outputs["pixel_values"])
@@ -116,31 +116,35 @@ def test_paired_segmentation_follows_the_image_crop_and_flip():
 
 
 def test_condition_map_of_another_size_is_rejected():
-    geometry = ImageTransform(4).sample_geometry(8, 8)
+    geometry = VQGANImageProcessor(4).sample_geometry(8, 8)
     with pytest.raises(ValueError, match="does not match"):
-        ConditionTransform("segmentation", num_labels=4)(condition=Image.fromarray(_label_map()), geometry=geometry)
+        VQGANImageProcessor(condition_type="segmentation", num_labels=4).condition_map(
+            condition=Image.fromarray(_label_map()), geometry=geometry
+        )
 
 
 # ------------------------------------------------------------------------------------------------- depth
 def test_depth_is_normalised_per_image_or_by_range():
     depth = Image.fromarray(np.array([[2.0, 4.0], [6.0, 10.0]], dtype=np.float32))
-    per_image = ConditionTransform("depth")(condition=depth)
+    per_image = VQGANImageProcessor(condition_type="depth").condition_map(condition=depth)
     torch.testing.assert_close(per_image, torch.tensor([[[-1.0, -0.5], [0.0, 1.0]]]))
-    fixed = ConditionTransform("depth", depth_range=(0.0, 8.0))(condition=depth)
+    fixed = VQGANImageProcessor(condition_type="depth", depth_range=(0.0, 8.0)).condition_map(condition=depth)
     torch.testing.assert_close(fixed, torch.tensor([[[-0.5, 0.0], [0.5, 1.0]]]))  # 10 is clipped to 8
     torch.testing.assert_close(normalize_depth(torch.full((3, 3), 5.0)), torch.zeros(3, 3))
 
 
 def test_sixteen_bit_depth_is_read_in_its_own_units():
     depth = Image.fromarray(np.array([[0, 1000], [30000, 60000]], dtype=np.uint16))
-    condition = ConditionTransform("depth", depth_range=(0.0, 60000.0))(condition=depth)
+    condition = VQGANImageProcessor(condition_type="depth", depth_range=(0.0, 60000.0)).condition_map(condition=depth)
     torch.testing.assert_close(condition, torch.tensor([[[-1.0, -1 + 2 / 60], [0.0, 1.0]]]))
 
 
 def test_depth_resized_bilinearly_stays_in_range():
     rng = np.random.default_rng(0)
     depth = Image.fromarray(rng.random((6, 9), dtype=np.float32) * 50)
-    condition = ConditionTransform("depth")(condition=depth, transform=ImageTransform(12))
+    condition = VQGANImageProcessor(condition_type="depth").condition_map(
+        condition=depth, image_processor=VQGANImageProcessor(12)
+    )
     assert condition.shape == (1, 12, 12)
     assert condition.min() == -1.0 and condition.max() == 1.0
 
@@ -172,38 +176,38 @@ def test_lowres_is_box_average_and_upsamples_by_repetition():
 @pytest.mark.parametrize(
     "condition_transform",
     [
-        ConditionTransform("edges"),
-        ConditionTransform("lowres", lowres_factor=8),
-        ConditionTransform("lowres", 4, None, 8, True),
+        VQGANImageProcessor(condition_type="edges"),
+        VQGANImageProcessor(condition_type="lowres", lowres_factor=8),
+        VQGANImageProcessor(condition_type="lowres", num_labels=4, lowres_factor=8, lowres_full_size=True),
     ],
     ids=["edges", "lowres", "lowres-full"],
 )
 def test_derived_condition_identical_at_training_and_sampling(condition_transform):
     dataset = load_image_dataset(max_train_samples=6)
-    transform = ImageTransform(32, channels=1)
+    transform = VQGANImageProcessor(32, channels=1)
     training = with_image_transform(dataset["train"], transform, condition_transform=condition_transform)
     batch = collate_fn([training[i] for i in range(6)])
-    expected_shape = condition_transform.output_shape(1, 32)
+    expected_shape = condition_transform.condition_shape(1, 32)
     assert batch["condition_values"].shape == (6, *expected_shape)
     assert batch["condition_values"].std() > 0.1  # a real map, not a placeholder
     # At sampling time the condition comes from the same function, on a batch of images.
     sampled = derive_condition(
         condition_transform.condition_type,
         batch["pixel_values"],
-        lowres_factor=condition_transform.lowres_factor,
-        lowres_full_size=condition_transform.lowres_full_size,
+        lowres_factor=condition_transform.config.lowres_factor,
+        lowres_full_size=condition_transform.config.lowres_full_size,
     )
     assert torch.equal(sampled, batch["condition_values"])
-    assert torch.equal(condition_transform(batch["pixel_values"][2]), batch["condition_values"][2])
-    if condition_transform.condition_type == "lowres" and not condition_transform.lowres_full_size:
+    assert torch.equal(condition_transform.derive(batch["pixel_values"][2]), batch["condition_values"][2])
+    if condition_transform.condition_type == "lowres" and not condition_transform.config.lowres_full_size:
         assert expected_shape == (1, 4, 4)  # 32x32 digits at factor 8
 
 
 def test_transform_needs_its_inputs():
     with pytest.raises(ValueError, match="derived"):
-        ConditionTransform("edges")(None)
+        VQGANImageProcessor(condition_type="edges").condition_map(None)
     with pytest.raises(ValueError, match="paired"):
-        ConditionTransform("depth")(torch.zeros(1, 4, 4))
+        VQGANImageProcessor(condition_type="depth").condition_map(torch.zeros(1, 4, 4))
     with pytest.raises(ValueError, match="not derived"):
         derive_condition("segmentation", torch.zeros(1, 4, 4))
 

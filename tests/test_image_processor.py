@@ -145,3 +145,16 @@ def test_pipeline_features_are_unaffected_by_the_processor_component(tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
     assert loaded.image_processor.config.random_flip is True
+
+
+@pytest.mark.parametrize("off_value", [-1.0, 0.0])
+def test_segmentation_one_hot_off_value(off_value):
+    """-1 by default (the models' range); 0 for converted taming segmentation models, whose maps were one-hot 0/1."""
+    processor = VQGANImageProcessor(
+        resolution=4, condition_type="segmentation", num_labels=3, one_hot_off_value=off_value
+    )
+    labels = torch.tensor([[0, 1, 2, 1]] * 4)
+    maps = processor.preprocess_condition(labels)  # (1, 3, 4, 4)
+    assert set(maps.unique().tolist()) == {off_value, 1.0}
+    assert torch.equal(maps[0].argmax(0), labels)
+    assert torch.equal(maps[0, 1] == 1.0, labels == 1)

@@ -7,6 +7,8 @@ Also covered elsewhere: reading an original taming checkpoint that needs pickle 
 
 from __future__ import annotations
 
+import ast
+import json
 import pickle
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import hf_vqgan.hub
 from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
 from hf_vqgan.hub import PUSH_IGNORE_PATTERNS
+from hf_vqgan.models.prior_config import AUTO_MAP, AUTO_MAP_MODULE, AUTO_MAP_SOURCE
+from hf_vqgan.pipelines import pipeline_vqgan_transformer as pipeline_module
+from hf_vqgan.pipelines.pipeline_vqgan_transformer import PIPELINE_MODULE
 
 TINY_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
                   attention_resolutions=(), sample_size=8, latent_channels=8, code_dim=4, codebook_size=16,
@@ -46,16 +51,37 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
+# The only code files a saved folder may carry: the import-only modules the generic loaders name (transformers'
+# `auto_map`, diffusers' `_class_name`), each exactly the text the library writes, holding no model code.
+IMPORT_ONLY_MODULES = {
+    f"{AUTO_MAP_MODULE}.py": AUTO_MAP_SOURCE,
+    f"{PIPELINE_MODULE}.py": pipeline_module._PIPELINE_MODULE_SOURCE,
+}
+
+
 @pytest.mark.parametrize("name", ["vqgan", "prior", "pipeline"])
-def test_saved_folders_hold_only_safetensors_and_json(saved, name):
+def test_saved_folders_hold_only_safetensors_json_and_import_only_modules(saved, name):
     root, _, _ = saved
     files = _files(root / name)
-    assert files and {p.suffix for p in files} <= SAFE_SUFFIXES, [p.name for p in files]
+    modules = [p for p in files if p.suffix == ".py"]
+    assert files and {p.suffix for p in files} <= SAFE_SUFFIXES | {".py"}, [p.name for p in files]
     assert any(p.suffix == ".safetensors" for p in files)
-    for path in files:  # no config asks for code: no auto_map, no custom pipeline, no .py file to trust
+    for path in modules:
+        assert IMPORT_ONLY_MODULES.get(path.name) == path.read_text(), path
+        source = ast.parse(path.read_text())
+        assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in source.body), path
+        imports = [node.module for node in source.body if isinstance(node, ast.ImportFrom)]
+        assert imports and all(module.split(".")[0] == "hf_vqgan" for module in imports), imports
+    for path in files:  # configs name no code but those modules
         if path.suffix == ".json":
-            text = path.read_text()
-            assert "auto_map" not in text and "custom_pipeline" not in text, path
+            config = json.loads(path.read_text())
+            assert "custom_pipeline" not in config, path
+            assert config.get("auto_map", AUTO_MAP) == AUTO_MAP, path
+    assert {p.name for p in modules} == {
+        "vqgan": set(),
+        "prior": {f"{AUTO_MAP_MODULE}.py"},
+        "pipeline": {f"{AUTO_MAP_MODULE}.py", f"{PIPELINE_MODULE}.py"},
+    }[name]
 
 
 @pytest.fixture

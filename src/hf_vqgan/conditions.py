@@ -88,11 +88,14 @@ def check_labels(labels: np.ndarray | torch.Tensor, num_labels: int) -> None:
         raise ValueError(f"Label map values must be in [0, {num_labels}); found min {low} and max {high}.")
 
 
-def one_hot_labels(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """Labels of shape `(..., height, width)` -> float one-hot `(..., num_labels, height, width)` in {-1, 1}."""
+def one_hot_labels(labels: torch.Tensor, num_labels: int, off_value: float = -1.0) -> torch.Tensor:
+    """
+    Labels of shape `(..., height, width)` -> float one-hot `(..., num_labels, height, width)`: 1 for the pixel's
+    class, `off_value` elsewhere (-1, the models' pixel range; taming-transformers' segmentation models read 0).
+    """
     check_labels(labels, num_labels)
     one_hot = F.one_hot(labels.long(), num_labels).movedim(-1, -3)  # (..., num_labels, H, W)
-    return one_hot.float() * 2.0 - 1.0
+    return one_hot.float() * (1.0 - off_value) + off_value
 
 
 def labels_from_logits(condition: torch.Tensor) -> torch.LongTensor:

@@ -104,6 +104,9 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         depth_range (`list[float]`, *optional*): A fixed `(low, high)` depth scale; per-image min/max if `None`.
         edge_sigma (`float`, defaults to 1.0): Gaussian smoothing of the Canny detector, in pixels.
         edge_low_threshold, edge_high_threshold (`float`, *optional*): Canny hysteresis thresholds (0.1 and 0.2).
+        one_hot_off_value (`float`, defaults to -1.0): The value of the classes a segmentation pixel is not: -1 keeps
+            one-hot maps in the models' [-1, 1] range; converted taming-transformers segmentation models read 0
+            (their data pipeline's `np.eye(n_labels)[labels]`), which `hf-vqgan convert-taming` sets.
     """
 
     config_name = "preprocessor_config.json"
@@ -123,6 +126,7 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         edge_sigma: float = 1.0,
         edge_low_threshold: float | None = None,
         edge_high_threshold: float | None = None,
+        one_hot_off_value: float = -1.0,
     ):
         if resolution is not None and (
             not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1
@@ -341,7 +345,7 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             array = np.asarray(self.apply_geometry(PIL.Image.fromarray(array), geometry, resample=resample))
         if condition_type == "segmentation":
             labels = torch.from_numpy(array.astype(np.int64))
-            return conditions.one_hot_labels(labels, self.config.num_labels)  # (num_labels, H, W)
+            return conditions.one_hot_labels(labels, self.config.num_labels, self.config.one_hot_off_value)
         return conditions.normalize_depth(torch.from_numpy(array.copy()), self._depth_range()).unsqueeze(0)
 
     def preprocess_condition(self, condition_image: Any) -> torch.Tensor:
@@ -404,4 +408,4 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             return torch.stack([conditions.normalize_depth(m.float(), self._depth_range()) for m in maps])[:, None]
         if maps.is_floating_point() and not torch.equal(maps, maps.round()):
             raise ValueError("A segmentation `condition_image` must hold integer labels, got fractional values.")
-        return conditions.one_hot_labels(maps.long(), config.num_labels)  # (B, num_labels, H, W)
+        return conditions.one_hot_labels(maps.long(), config.num_labels, config.one_hot_off_value)  # (B, L, H, W)

@@ -477,11 +477,12 @@ def test_converted_cond_stage_pipeline_samples_from_a_condition_image(tmp_path):
     assert index["condition_processor"][1] == index["image_processor"][1] == "VQGANImageProcessor"
     processor = json.loads((out / "condition_processor" / "preprocessor_config.json").read_text())
     assert (processor["condition_type"], processor["num_labels"], processor["resolution"]) == ("segmentation", 5, 8)
+    assert processor["one_hot_off_value"] == 0.0  # taming's cond stages read `np.eye(n_labels)[labels]`
     pipe = VQGANTransformerPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     labels = torch.randint(0, 5, (8, 8), generator=torch.Generator().manual_seed(0))
     tokens = pipe(condition_image=labels, top_k=1, output_type="latent").images
-    cond_codes = pipe.cond_vqgan.tokenize(F.one_hot(labels, 5).permute(2, 0, 1)[None].float() * 2 - 1).flatten(1)
+    cond_codes = pipe.cond_vqgan.tokenize(F.one_hot(labels, 5).permute(2, 0, 1)[None].float()).flatten(1)  # {0, 1}
     assert torch.equal(tokens, pipe.transformer.sample(cond_indices=cond_codes, top_k=1))
     assert pipe(condition_image=labels, output_type="pt").images.shape == (1, 3, 8, 8)
 

@@ -17,9 +17,10 @@ import torch
 from datasets import load_from_disk
 from PIL import Image
 
-from hf_vqgan import VQGANModel, VQGANTransformerPipeline
-from hf_vqgan.training.conditions import read_depth_map
-from hf_vqgan.training.data import ImageTransform, decode_image, load_image_dataset
+from hf_vqgan import VQGANImageProcessor, VQGANModel, VQGANTransformerPipeline
+from hf_vqgan.conditions import read_depth_map
+from hf_vqgan.image_utils import decode_image
+from hf_vqgan.training.data import load_image_dataset
 
 SIZE = 16  # training resolution; the folder's images are 20x20, so maps go through a real (non-integer) resize
 SOURCE = 20
@@ -103,7 +104,7 @@ def train_prior(run_train, condition_type, folder, model_files, cond_vqgan, outp
 def sampling_conditions(condition_type: str, examples) -> object:
     """What a user hands the pipeline for these dataset examples: the image at the output size for derived types,
     the map at the output size for paired ones (resized as training resizes it: nearest for labels)."""
-    transform = ImageTransform(SIZE, 3, center_crop=True)
+    transform = VQGANImageProcessor(SIZE, 3, center_crop=True)
     if condition_type in ("edges", "lowres"):
         return torch.stack([transform(example["image"]) for example in examples])  # (B, 3, H, W) in [-1, 1]
     maps = []
@@ -114,7 +115,7 @@ def sampling_conditions(condition_type: str, examples) -> object:
         else:
             image, resample = Image.fromarray(read_depth_map(value)), Image.BILINEAR
         geometry = transform.sample_geometry(*image.size)
-        maps.append(np.asarray(ImageTransform.apply_geometry(image, geometry, resample=resample)))
+        maps.append(np.asarray(VQGANImageProcessor.apply_geometry(image, geometry, resample=resample)))
     return np.stack(maps)  # (B, H, W): labels (P images give their indices) or float depth
 
 
@@ -143,18 +144,22 @@ def test_condition_type_end_to_end(condition_type, paired_folder, model_files, r
     run = train_prior(run_train, condition_type, paired_folder, model_files, tmp_path / "cond", tmp_path / "pipe",
                       tmp_path / "tokens")  # fmt: skip
     assert run.returncode == 0
-    assert {"vqgan", "transformer", "cond_vqgan", "model_index.json"} <= {
+    assert {"vqgan", "transformer", "cond_vqgan", "image_processor", "condition_processor", "model_index.json"} <= {
         p.name for p in (tmp_path / "pipe").iterdir()
     }
     pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
     pipe.set_progress_bar_config(disable=True)
     config = pipe.transformer.config
     condition_size = SIZE // 4 if condition_type == "lowres" else SIZE // 2  # f=1 on 4x4 maps, f=2 on 16x16 ones
-    assert config.condition_type == condition_type and config.num_classes == 0
+    assert config.num_classes == 0
     assert config.cond_length == condition_size**2 and config.prefix_length == config.cond_length
     assert config.cond_codebook_size == 16 and config.cond_token_offset >= config.codebook_size
-    assert config.cond_num_labels == (NUM_LABELS if condition_type == "segmentation" else None)
-    assert config.lowres_factor == (4 if condition_type == "lowres" else 8)
+    # The preprocessing settings travel with the pipeline as its condition processor, not in the prior's config.
+    processor = pipe.condition_processor.config
+    assert processor.condition_type == condition_type and processor.resolution == SIZE
+    assert processor.num_labels == (NUM_LABELS if condition_type == "segmentation" else None)
+    assert processor.lowres_factor == (4 if condition_type == "lowres" else 8)
+    assert not hasattr(config, "condition_type")
 
     # The tokens the prior trained on are the tokens the pipeline computes from the same example at sampling time.
     validation = load_image_dataset(train_data_dir=paired_folder, validation_split=0.25, decode=True)["validation"]
@@ -245,6 +250,7 @@ def test_lowres_digits_through_accelerate_launch(accelerate_launch, tmp_path, ti
     pipe.set_progress_bar_config(disable=True)
     assert pipe.cond_vqgan.downsample_factor == 1 and pipe.cond_vqgan.config.in_channels == 1
     config = pipe.transformer.config
-    assert config.cond_length == 16 and config.num_classes == 0 and config.lowres_factor == 8
+    assert config.cond_length == 16 and config.num_classes == 0
+    assert pipe.condition_processor.config.lowres_factor == 8
     digit = torch.rand(1, 1, 4, 4) * 2 - 1  # an already downsampled condition
     assert pipe(condition_image=digit, output_type="pt").images.shape == (1, 1, 32, 32)

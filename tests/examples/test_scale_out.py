@@ -155,12 +155,13 @@ def test_seeded_dataset_augments_each_example_the_same_whoever_reads_it():
     """Flips and crops depend on (seed, epoch, index) only: not on the order, the process or the batch reading them."""
     from PIL import Image
 
-    from hf_vqgan.training.data import ImageTransform, SeededDataset
+    from hf_vqgan import VQGANImageProcessor
+    from hf_vqgan.training.data import SeededDataset
 
     images = [
         Image.fromarray((torch.arange(12 * 10).reshape(12, 10) * (i + 1) % 256).byte().numpy()) for i in range(6)
     ]
-    transform = ImageTransform(8, channels=1, center_crop=False, random_flip=True)
+    transform = VQGANImageProcessor(8, channels=1, center_crop=False, random_flip=True)
 
     class Images(torch.utils.data.Dataset):
         def __len__(self):

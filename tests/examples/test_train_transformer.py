@@ -20,9 +20,12 @@ TRANSFORMER_FAST_ARGS = ["--train_batch_size", "8", "--eval_batch_size", "64", "
 
 PIPELINE_FILES = {
     "model_index.json",
+    "pipeline_vqgan_transformer.py",
+    "image_processor/preprocessor_config.json",
     "vqgan/config.json",
     "vqgan/diffusion_pytorch_model.safetensors",
     "transformer/config.json",
+    "transformer/hf_vqgan_prior.py",
     "transformer/generation_config.json",
     "transformer/model.safetensors",
     "README.md",

@@ -26,8 +26,7 @@ from hf_vqgan.conditions import (
     one_hot_labels,
 )
 from hf_vqgan.losses import VQGANLoss
-from hf_vqgan.training.conditions import ConditionTransform
-from hf_vqgan.training.data import ImageTransform, preprocess_batch
+from hf_vqgan.training.data import preprocess_batch
 from hf_vqgan.training.tokenize import tokenize_split
 
 SIZE = 16  # output pixels; the image tokenizer (f=2) gives an 8x8 grid of codes
@@ -182,7 +181,7 @@ def test_grayscale_pipeline_with_lowres_conditions_of_the_digits_kind():
     condition = pipe.prepare_condition(digit)
     assert condition.shape == (1, 1, 4, 4)
     # An already downsampled 4x4 map is taken as it is, and gives the same condition.
-    lowres = lowres_condition(ImageTransform.to_tensor(digit), LOWRES_FACTOR)  # (1, 4, 4)
+    lowres = lowres_condition(VQGANImageProcessor.to_tensor(digit), LOWRES_FACTOR)  # (1, 4, 4)
     torch.testing.assert_close(pipe.prepare_condition(lowres), condition)
     assert pipe(condition_image=lowres, output_type="pt").images.shape == (1, 1, SIZE, SIZE)
 
@@ -241,8 +240,8 @@ def test_derived_conditions_identical_at_training_and_sampling(condition_type):
     # PNG round trips keep pixels; RGBA and grayscale images go through the same mode conversion on both sides.
     images = [random_image(0), random_image(1, mode="RGBA"), random_image(2, mode="L"), random_image(3)]
     dataset = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
-    transform = ImageTransform(SIZE, 3, center_crop=True)
-    condition_transform = ConditionTransform(condition_type, lowres_factor=config.lowres_factor)
+    transform = VQGANImageProcessor(SIZE, 3, center_crop=True)
+    condition_transform = VQGANImageProcessor(condition_type=condition_type, lowres_factor=config.lowres_factor)
 
     training_maps = torch.stack(preprocess_batch(dataset[:], transform, condition_transform=condition_transform)
                                 ["condition_values"])  # fmt: skip
@@ -254,7 +253,7 @@ def test_derived_conditions_identical_at_training_and_sampling(condition_type):
     assert torch.equal(sampling_maps, training_maps)
     assert training_maps.std() > 0.1  # real maps, not constants
     assert torch.equal(pipe._condition_tokens(images, len(images)), training_tokens)
-    # Pixel tensors (as `ImageTransform` gives them) derive the same maps.
+    # Pixel tensors (as `VQGANImageProcessor` gives them) derive the same maps.
     pixels = torch.stack([transform(image) for image in images])
     assert torch.equal(pipe.prepare_condition(pixels), derive_condition(condition_type, pixels, config.lowres_factor))
 

@@ -657,3 +657,17 @@ def test_loading_with_the_class_never_runs_the_folder_module(class_pipe, tmp_pat
     assert type(loaded) is VQGANTransformerPipeline
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         DiffusionPipeline.from_pretrained(tmp_path)
+
+
+def test_fast_decode_gives_the_same_images(class_pipe):
+    kwargs = dict(class_labels=[1, 2], guidance_scale=2.0, output_type="latent")
+    plain = class_pipe(**kwargs, generator=seeded(0)).images
+    class_pipe.enable_fast_decode(mode="eager")
+    try:
+        assert class_pipe.fast_decode_step is not None
+        fast = class_pipe(**kwargs, generator=seeded(0)).images
+    finally:
+        class_pipe.disable_fast_decode()
+    assert class_pipe.fast_decode_step is None
+    assert torch.equal(fast, plain)
+    assert torch.equal(class_pipe(**kwargs, generator=seeded(0)).images, plain)

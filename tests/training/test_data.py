@@ -10,13 +10,12 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from hf_vqgan import VQGANImageProcessor
+from hf_vqgan.image_utils import convert_image_mode, decode_image
 from hf_vqgan.training.data import (
     DIGITS_NUM_VALIDATION,
     BadImageCounter,
-    ImageTransform,
     collate_fn,
-    convert_image_mode,
-    decode_image,
     digits_split_indices,
     load_digits_dataset,
     load_image_dataset,
@@ -147,7 +146,7 @@ def test_imagefolder_with_bad_files_skips_counts_and_names_them(image_folder, tm
     )
     assert len(dataset["train"]) + len(dataset["validation"]) == 9
     counter = BadImageCounter()
-    transform = ImageTransform(8, channels=3, center_crop=False, random_flip=True)
+    transform = VQGANImageProcessor(8, channels=3, center_crop=False, random_flip=True)
     dataset = with_image_transform(dataset, transform, label_column="label", counter=counter)
     with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
         batches = _iterate(dataset["train"]) + _iterate(dataset["validation"])
@@ -193,7 +192,7 @@ def test_streaming_imagefolder(image_folder, tmp_path, caplog):
     assert len(validation) == 2 and len(train) == 7 and not set(validation) & set(train)
 
     counter = BadImageCounter()
-    transformed = with_image_transform(dataset, ImageTransform(8), counter=counter)
+    transformed = with_image_transform(dataset, VQGANImageProcessor(8), counter=counter)
     with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
         batches = _iterate(transformed["train"], batch_size=3) + _iterate(transformed["validation"], batch_size=3)
     assert sum(batch["pixel_values"].shape[0] for batch in batches) == 6
@@ -209,7 +208,7 @@ def test_streaming_imagefolder(image_folder, tmp_path, caplog):
 def test_collate_of_an_all_bad_batch_is_empty_but_well_shaped():
     counter = BadImageCounter()
     batch = {"image": [{"bytes": b"junk", "path": "a.png"}, {"bytes": b"", "path": "b.png"}], "label": [1, 2]}
-    outputs = preprocess_batch(batch, ImageTransform(4, channels=1), label_column="label", counter=counter)
+    outputs = preprocess_batch(batch, VQGANImageProcessor(4, channels=1), label_column="label", counter=counter)
     examples = [{key: values[i] for key, values in outputs.items()} for i in range(2)]
     collated = collate_fn(examples)
     assert collated["pixel_values"].shape == (0, 1, 4, 4)
@@ -221,7 +220,7 @@ def test_counter_raises_after_too_many_failures_in_a_row():
     counter = BadImageCounter(max_consecutive=3)
     batch = {"image": [{"bytes": b"junk", "path": f"{i}.png"} for i in range(3)]}
     with pytest.raises(RuntimeError, match="3 images in a row"):
-        preprocess_batch(batch, ImageTransform(4), counter=counter)
+        preprocess_batch(batch, VQGANImageProcessor(4), counter=counter)
 
 
 # -------------------------------------------------------------------------------------------- transforms
@@ -244,7 +243,7 @@ def _image(mode: str) -> Image.Image:
 def test_transform_any_mode_to_model_channels(mode, channels):
     image = _image(mode)
     assert image.mode == mode
-    pixel_values = ImageTransform(8, channels=channels)(image)
+    pixel_values = VQGANImageProcessor(8, channels=channels)(image)
     assert pixel_values.shape == (channels, 8, 8) and pixel_values.dtype == torch.float32
     assert pixel_values.min() >= -1 and pixel_values.max() <= 1
     assert pixel_values.std() > 0.05  # not a blank image
@@ -255,7 +254,7 @@ def test_sixteen_bit_images_are_rescaled_not_clipped():
     reopened = Image.open(io.BytesIO(_png_bytes(values)))  # how a 16-bit PNG arrives from disk
     for image in (Image.fromarray(values), reopened):
         assert np.asarray(convert_image_mode(image, 1)).tolist() == [[0, 1], [255, 128]]
-        pixel_values = ImageTransform(2, channels=1)(image)
+        pixel_values = VQGANImageProcessor(2, channels=1)(image)
         torch.testing.assert_close(pixel_values[0], torch.tensor([[0, 1], [255, 128]]) / 127.5 - 1)
 
 
@@ -267,10 +266,10 @@ def test_float_images_in_unit_range_are_scaled():
 def test_transparency_is_composited_on_white():
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
     rgba[0, 0] = (255, 0, 0, 255)  # opaque red; the rest fully transparent black
-    pixel_values = ImageTransform(2, channels=3)(Image.fromarray(rgba, mode="RGBA"))
+    pixel_values = VQGANImageProcessor(2, channels=3)(Image.fromarray(rgba, mode="RGBA"))
     torch.testing.assert_close(pixel_values[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
     torch.testing.assert_close(pixel_values[:, 1, 1], torch.ones(3))
-    gray = ImageTransform(2, channels=1)(Image.fromarray(rgba, mode="RGBA").convert("LA"))
+    gray = VQGANImageProcessor(2, channels=1)(Image.fromarray(rgba, mode="RGBA").convert("LA"))
     assert gray[0, 1, 1] == 1.0
 
 
@@ -278,21 +277,21 @@ def test_palette_image_keeps_its_colours():
     palette_image = Image.new("P", (2, 2))
     palette_image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     palette_image.putpixel((1, 0), 1)
-    rgb = ImageTransform(2, channels=3)(palette_image)
+    rgb = VQGANImageProcessor(2, channels=3)(palette_image)
     torch.testing.assert_close(rgb[:, 0, 1], torch.tensor([1.0, -1.0, -1.0]))
     torch.testing.assert_close(rgb[:, 0, 0], torch.tensor([-1.0, -1.0, -1.0]))
 
 
 def test_center_crop_of_a_wide_image_is_its_middle():
     array = np.arange(4 * 8, dtype=np.uint8).reshape(4, 8) * 7  # height 4, width 8: no resize at resolution 4
-    pixel_values = ImageTransform(4, channels=1)(Image.fromarray(array))
+    pixel_values = VQGANImageProcessor(4, channels=1)(Image.fromarray(array))
     expected = torch.from_numpy(array[:, 2:6].astype(np.float32)) / 127.5 - 1
     torch.testing.assert_close(pixel_values[0], expected)
 
 
 def test_random_crop_and_flip_are_windows_of_the_image():
     array = np.arange(4 * 8, dtype=np.uint8).reshape(4, 8) * 7
-    transform = ImageTransform(4, channels=1, center_crop=False, random_flip=True)
+    transform = VQGANImageProcessor(4, channels=1, center_crop=False, random_flip=True)
     generator = torch.Generator().manual_seed(0)
     offsets, flips = set(), set()
     for _ in range(40):
@@ -308,7 +307,7 @@ def test_random_crop_and_flip_are_windows_of_the_image():
 
 
 def test_upsampling_tiny_digits_keeps_range_and_constant_images():
-    transform = ImageTransform(32, channels=1)
+    transform = VQGANImageProcessor(32, channels=1)
     constant = transform(Image.new("L", (8, 8), 200))
     torch.testing.assert_close(constant, torch.full((1, 32, 32), 200 / 127.5 - 1))
     resized = transform(Image.fromarray(np.rint(load_digits().images[0] * 255 / 16).astype(np.uint8)))
@@ -325,4 +324,4 @@ def test_decode_image_rejects_empty_and_zero_sized_images():
 @pytest.mark.parametrize("kwargs", [{"resolution": 0}, {"resolution": 8, "channels": 2}])
 def test_transform_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
-        ImageTransform(**kwargs)
+        VQGANImageProcessor(**kwargs)

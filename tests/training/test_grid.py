@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_vqgan.training.metrics import make_image_grid
+from hf_vqgan.image_utils import make_image_grid
 
 
 # ------------------------------------------------------------------------------------------------ grid

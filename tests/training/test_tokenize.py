@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_vqgan import VQGANModel
-from hf_vqgan.training.data import ImageTransform
+from hf_vqgan import VQGANImageProcessor, VQGANModel
 from hf_vqgan.training.tokenize import (
     dataset_fingerprint,
     load_or_tokenize,
@@ -43,8 +42,8 @@ def _dataset(n: int = 6) -> datasets.Dataset:
 
 
 @pytest.fixture
-def transform() -> ImageTransform:
-    return ImageTransform(16, channels=1, center_crop=True)
+def transform() -> VQGANImageProcessor:
+    return VQGANImageProcessor(16, channels=1, center_crop=True)
 
 
 def _expected_codes(vqgan, transform, images, flip=False) -> list[list[int]]:

@@ -333,6 +333,7 @@ def taming_processors(config: Mapping, components: Mapping[str, nn.Module]) -> d
             resolution=condition_resolution(params, cond_kwargs), channels=image_processor.config.channels,
             condition_type=condition_type,
             num_labels=cond_vqgan.config.in_channels if condition_type == "segmentation" else None,
+            one_hot_off_value=0.0,  # taming's segmentation maps are `np.eye(n_labels)[labels]`: 0 and 1
         )  # fmt: skip
     return processors
 

@@ -80,7 +80,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             images; built from older prior configs' condition attributes when not given.
 
     Attributes:
-        fast_decode_step: the decode step `sample()` runs each token with (`None`: transformers' `generate()`);
+        fast_decode_step: the decode step `sample()` runs each token with (`None`: the prior's KV-cache step);
             set by `enable_fast_decode` / `disable_fast_decode`.
     """
 
@@ -263,7 +263,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         self.fast_decode_step = StaticCacheDecodeStep(mode=mode)
 
     def disable_fast_decode(self) -> None:
-        """Go back to transformers' `generate()` for each token (`fast_decode_step = None`)."""
+        """Go back to the prior's default KV-cache step (`fast_decode_step = None`)."""
         self.fast_decode_step = None
 
     @property

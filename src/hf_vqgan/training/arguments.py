@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .conditions import CONDITION_TYPES
+from ..conditions import CONDITION_TYPES
 
 PAIRED_COLUMN_HELP = (
     "The column of paired maps, needed by segmentation (integer label maps, palette PNGs read as labels) and depth "

@@ -8,9 +8,8 @@ Everything here sits at the edge where files become tensors: images leave this m
   validation).
 - `load_image_dataset` opens any dataset `datasets.load_dataset` can open (a Hub id, a local folder or loader script,
   an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
-- `ImageTransform` (`hf_vqgan.VQGANImageProcessor`) turns a PIL image of any mode into the model's channels, resized
-  and cropped.
-- `with_image_transform` / `preprocess_batch` / `collate_fn` wire the transform into a dataset so that images which
+- `with_image_transform` / `preprocess_batch` / `collate_fn` wire a `hf_vqgan.VQGANImageProcessor` (the per-example
+  transform the sampling pipeline shares: resize, crop, flip, paired condition maps) into a dataset so that images which
   fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter` instead of
   stopping a run.
 """
@@ -26,8 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..image_processor import Geometry, VQGANImageProcessor  # noqa: F401
-from ..image_utils import convert_image_mode, decode_image  # noqa: F401
+from ..image_processor import VQGANImageProcessor
 
 if TYPE_CHECKING:
     import datasets
@@ -275,11 +273,6 @@ def image_source(value: Any) -> str | None:
     return getattr(value, "filename", None) or None
 
 
-# `decode_image`, `convert_image_mode`, `Geometry` and the per-example transform live with the image processor, which
-# the sampling pipeline shares; `ImageTransform` is its training-side name.
-ImageTransform = VQGANImageProcessor
-
-
 # ------------------------------------------------------------------------------------ batches with bad images
 class BadImageCounter:
     """
@@ -334,10 +327,10 @@ default_bad_image_counter = BadImageCounter()
 
 def preprocess_batch(
     batch: dict[str, list],
-    transform: ImageTransform,
+    transform: VQGANImageProcessor,
     image_column: str = "image",
     label_column: str | None = None,
-    condition_transform=None,
+    condition_transform: VQGANImageProcessor | None = None,
     condition_column: str | None = None,
     counter: BadImageCounter | None = None,
 ) -> dict[str, list]:
@@ -346,9 +339,9 @@ def preprocess_batch(
 
     Args:
         batch (`dict[str, list]`): Columns of the raw examples.
-        transform (`ImageTransform`): Applied to `batch[image_column]`.
+        transform (`VQGANImageProcessor`): Its training transform is applied to `batch[image_column]`.
         label_column (`str`, *optional*): Copied to `labels`.
-        condition_transform (`ConditionTransform`, *optional*): Computes `condition_values`, from the transformed
+        condition_transform (`VQGANImageProcessor` with a `condition_type`, *optional*): Computes `condition_values`, from the transformed
             image for derived conditions or from `batch[condition_column]` (with the image's crop and flip) for paired
             ones.
         counter (`BadImageCounter`, *optional*): Counts skipped examples; `default_bad_image_counter` if not given.
@@ -370,7 +363,9 @@ def preprocess_batch(
             pixel_values, geometry = transform.transform(value)
             if condition_transform is not None:
                 paired = None if condition_column is None else batch[condition_column][i]
-                condition = condition_transform(pixel_values, paired, geometry=geometry, transform=transform)
+                condition = condition_transform.condition_map(
+                    pixel_values, paired, geometry=geometry, image_processor=transform
+                )
         except Exception as error:  # any failure to read one file skips that example, see BadImageCounter
             source = image_source(value)
             if condition_transform is not None and condition_column is not None:
@@ -379,7 +374,7 @@ def preprocess_batch(
             outputs["pixel_values"].append(torch.zeros(channels, resolution, resolution))
             outputs["valid"].append(False)
             if condition_transform is not None:
-                shape = condition_transform.output_shape(channels, resolution)
+                shape = condition_transform.condition_shape(channels, resolution)
                 outputs["condition_values"].append(torch.zeros(shape))
             continue
         counter.record_success()
@@ -392,7 +387,7 @@ def preprocess_batch(
 
 def with_image_transform(
     dataset,
-    transform: ImageTransform,
+    transform: VQGANImageProcessor,
     image_column: str = "image",
     label_column: str | None = None,
     condition_transform=None,
@@ -463,13 +458,13 @@ class SeededDataset(torch.utils.data.Dataset):
 
     Args:
         dataset: a map-style dataset whose transform is `transform` (see `with_image_transform`).
-        transform (`ImageTransform`): the random transform; its `generator` attribute is set here.
+        transform (`VQGANImageProcessor`): the random transform; its `generator` attribute is set here.
         seed (`int`): the run's seed.
 
     Call `set_epoch` at the start of every epoch (accelerate's loaders do not when their sampler is seedable).
     """
 
-    def __init__(self, dataset, transform: ImageTransform, seed: int = 0):
+    def __init__(self, dataset, transform: VQGANImageProcessor, seed: int = 0):
         self.dataset = dataset
         self.transform = transform
         self.seed = seed

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..image_utils import make_image_grid
 from ..metrics import CodebookUsage, psnr, ssim
-from .metrics import make_image_grid
 from .state import save_json
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _log_image(accelerator, tag: str, image, step: int) -> None:
 def _to_grid_pixels(x: torch.Tensor, condition_type: str | None) -> torch.Tensor:
     if condition_type is None:
         return x
-    from .conditions import condition_to_pixels
+    from ..conditions import condition_to_pixels
 
     return condition_to_pixels(x, condition_type)
 

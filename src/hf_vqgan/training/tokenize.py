@@ -34,6 +34,35 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def processor_fingerprint(processor) -> dict | None:
+    """The settings of a `VQGANImageProcessor` that change the codes (its config without bookkeeping keys)."""
+    if processor is None:
+        return None
+    return {key: value for key, value in dict(processor.config).items() if not key.startswith("_")}
+
+
+def check_token_ranges(tokens, codebook_size: int, num_classes: int = 0, cond_codebook_size: int = 0) -> None:
+    """
+    Check once, when a token dataset is loaded, that every code and label is in range, so that the training step
+    can build its inputs without a check (and a host sync) per batch. Raises `ValueError` naming the split, the
+    column and the values found. `tokens` is a `DatasetDict` of `indices` / `label` / `cond_indices` columns.
+    """
+    bounds = {"indices": codebook_size, "label": num_classes, "cond_indices": cond_codebook_size}
+    for split_name, split in tokens.items():
+        for column in [name for name in bounds if name in split.column_names]:
+            low, high = None, None
+            for batch in split.with_format("numpy").iter(batch_size=8192):
+                values = batch[column]
+                if len(values):
+                    low = values.min() if low is None else min(low, values.min())
+                    high = values.max() if high is None else max(high, values.max())
+            if low is not None and (low < 0 or high >= bounds[column]):
+                raise ValueError(
+                    f"The {split_name!r} token dataset's {column!r} must lie in [0, {bounds[column]}), found values "
+                    f"in [{int(low)}, {int(high)}] (a label of -1 is an example without a class)."
+                )
+
+
 def dataset_fingerprint(dataset) -> str:
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint is None:

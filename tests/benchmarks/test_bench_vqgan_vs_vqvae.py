@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_vqgan.training.data import ImageTransform
+from hf_vqgan import VQGANImageProcessor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_photo_patches_hold_out_whole_photos(bench, channels, tmp_path):
     first = Image.open(files[0])
     assert first.size == (32, 32) and first.mode == ("L" if channels == 1 else "RGB")
     # No held-out patch appears among the training patches.
-    transform = ImageTransform(32, channels=channels)
+    transform = VQGANImageProcessor(32, channels=channels)
     train = torch.stack([transform(Image.open(f)) for f in files])
     distances = torch.cdist(held_out.flatten(1), train.flatten(1))
     assert distances.min() > 0

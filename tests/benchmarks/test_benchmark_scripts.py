@@ -1,0 +1,59 @@
+"""The benchmark scripts' helpers and a tiny run of the GPU benchmark on the CPU."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from hf_vqgan import VQGANModel
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the inference helpers the benchmarks time
+from vqgan_inference import prepare_vqgan_for_inference, reconstruct_images, tokenize_images  # noqa: E402
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_vqgan_config(**overrides) -> dict:
+    config = dict(base_channels=32, channel_multipliers=(1, 2), attention_resolutions=(16,), sample_size=32,
+                  latent_channels=16, code_dim=8, codebook_size=64, norm_num_groups=8)  # fmt: skip
+    config.update(overrides)
+    return config
+
+
+# -------------------------------------------------------------------------------------------------- inference
+def test_fast_tokenize_and_reconstruct_match_the_plain_verbs():
+    torch.manual_seed(0)
+    plain = VQGANModel(**tiny_vqgan_config()).eval()
+    fast = prepare_vqgan_for_inference(copy.deepcopy(plain))
+    assert not any(p.requires_grad for p in fast.parameters())
+    pixels = torch.rand(5, 3, 32, 32, generator=seeded(0)) * 2 - 1
+    with torch.no_grad():
+        indices = plain.tokenize(pixels)
+        reconstruction = plain(pixels).sample
+    fast_indices = tokenize_images(fast, pixels, batch_size=2)  # batches of 2, 2, 1
+    assert fast_indices.shape == indices.shape and (fast_indices == indices).float().mean() > 0.99
+    torch.testing.assert_close(reconstruct_images(fast, pixels, batch_size=2), reconstruction, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------- benchmarks
+def test_gpu_benchmark_script_runs_tiny_on_cpu(tmp_path):
+    output = tmp_path / "raw.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}  # tiny sizes: threads only spin
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--tiny", "--output", str(output)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = output.read_text()
+    for figure in ("sampling", "re-run the prefix", "dynamic KV cache", "captured decode",
+                   "training step", "encode+decode"):  # fmt: skip
+        assert figure in text, figure
+    assert "ERROR" not in text
