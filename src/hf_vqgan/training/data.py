@@ -8,10 +8,10 @@ Everything here sits at the edge where files become tensors: images leave this m
   validation).
 - `load_image_dataset` opens any dataset `datasets.load_dataset` can open (a Hub id, a local folder or loader script,
   an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
-- `with_image_transform` / `preprocess_batch` / `collate_fn` wire a `hf_vqgan.VQGANImageProcessor` (the per-example
-  transform the sampling pipeline shares: resize, crop, flip, paired condition maps) into a dataset so that images which
-  fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter` instead of
-  stopping a run.
+- `with_image_transform` / `preprocess_batch` / `collate_fn` wire a `hf_vqgan.VQGANImageProcessor` (the
+  per-example transform the sampling pipeline shares: resize, crop, flip, paired condition maps) into a dataset so
+  that images which fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter`
+  instead of stopping a run.
 """
 
 from __future__ import annotations
@@ -341,9 +341,9 @@ def preprocess_batch(
         batch (`dict[str, list]`): Columns of the raw examples.
         transform (`VQGANImageProcessor`): Its training transform is applied to `batch[image_column]`.
         label_column (`str`, *optional*): Copied to `labels`.
-        condition_transform (`VQGANImageProcessor` with a `condition_type`, *optional*): Computes `condition_values`, from the transformed
-            image for derived conditions or from `batch[condition_column]` (with the image's crop and flip) for paired
-            ones.
+        condition_transform (`VQGANImageProcessor` with a `condition_type`, *optional*): Computes
+            `condition_values`, from the transformed image for derived conditions or from `batch[condition_column]`
+            (with the image's crop and flip) for paired ones.
         counter (`BadImageCounter`, *optional*): Counts skipped examples; `default_bad_image_counter` if not given.
 
     Returns:
