@@ -61,6 +61,11 @@ class DigitsClassifier:
         return float(self.model.score(images.reshape(len(images), -1), labels))
 
 
+def _samples(pipe, seed: int, **call) -> torch.Tensor:
+    """The pipeline's samples for `call`, seeded, as a tensor `(N, C, H, W)` in [-1, 1] (the classifier's range)."""
+    return pipe(**call, generator=torch.Generator().manual_seed(seed), output_type="pt").images * 2 - 1
+
+
 @torch.no_grad()
 def evaluate_class_samples(
     pipeline_dir, grid_path, *, samples_per_class=10, guidance_scale=2.0, seed=0, top_k=None
@@ -71,17 +76,7 @@ def evaluate_class_samples(
     pipe.set_progress_bar_config(disable=True)
     num_classes = pipe.transformer.config.num_classes
     labels = torch.arange(num_classes).repeat_interleave(samples_per_class)
-    images = (
-        pipe(
-            class_labels=labels.tolist(),
-            guidance_scale=guidance_scale,
-            top_k=top_k,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-        ).images
-        * 2
-        - 1
-    )
+    images = _samples(pipe, seed, class_labels=labels.tolist(), guidance_scale=guidance_scale, top_k=top_k)
     make_image_grid(images, nrow=samples_per_class, scale=max(1, 64 // images.shape[-1])).save(grid_path)
     classifier = DigitsClassifier()
     predicted = classifier.predict(images)
@@ -123,16 +118,7 @@ def evaluate_lowres_conditioning(pipeline_dir, grid_path, *, num_samples=100, se
     transform = VQGANImageProcessor(resolution, pipe.vqgan.config.in_channels, center_crop=True)
     real = torch.stack([transform(image) for image in validation["image"]])  # (N, C, H, W) in [-1, 1]
     labels = torch.tensor(validation["label"])
-    images = (
-        pipe(
-            condition_image=real,
-            batch_size=num_samples,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-        ).images
-        * 2
-        - 1
-    )
+    images = _samples(pipe, seed, condition_image=real, batch_size=num_samples)
     conditions = lowres_condition(real, factor)  # (N, C, H/f, W/f)
     sampled = lowres_condition(images, factor)
     reconstructed = lowres_condition(pipe.decode_tokens(pipe.encode_images(real), output_type="pt") * 2 - 1, factor)
