@@ -11,7 +11,7 @@ they get the logits:
   baseline);
 - [`SlidingWindowDecodeStep`]: grids larger than the trained one (taming, section 3.2): each position sees a
   trained-size window around it, clamped to the grid, re-run at every token;
-- [`StaticCacheDecodeStep`] (`static_step.py`): a static cache and one fixed-shape step, guidance, filtering and the
+- [`StaticCacheDecodeStep`]: a static cache and one fixed-shape step, guidance, filtering and the
   draw included, captured as a CUDA graph or compiled; the same codes from the same generator.
 
 The draw is `argmax(probs / noise)` with `noise ~ Exp(1)` of shape `(batch_size, K)` per token, so with one generator
