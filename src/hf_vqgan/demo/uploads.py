@@ -54,7 +54,7 @@ def read_upload(path: str | os.PathLike | None, what: str = "image", max_pixels:
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:  # PIL's errors for unreadable or corrupt files
         raise UploadError(
-            f"{name} is not an image this demo can read ({type(error).__name__}: {error}); upload a PNG, JPEG, "
+            f"{name} is not an image this demo can read ({type(error).__name__}); upload a PNG, JPEG, "
             "WebP, BMP, GIF or TIFF file."
         ) from error
 
