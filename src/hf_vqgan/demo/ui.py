@@ -48,11 +48,12 @@ def _progress_reporter(progress: gr.Progress):
 
 
 # ------------------------------------------------------------------------------------------------- controls
-def _sampling_controls(demo: VQGANDemo) -> list[gr.components.Component]:
-    """Class, number of images, guidance, temperature, top-k, top-p and seed, in the order `_sample_kwargs` reads."""
+def _sampling_controls(demo: VQGANDemo, tab: str) -> list[gr.components.Component]:
+    """Class, number of images, guidance, temperature, top-k, top-p and seed, in the order `_sample_kwargs` reads;
+    the class picker's element id is `{tab}-class`."""
     choices = demo.class_choices()
     class_picker = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Class",
-                               visible=bool(choices))  # fmt: skip
+                               visible=bool(choices), elem_id=f"{tab}-class")  # fmt: skip
     num_images = gr.Slider(1, demo.max_images, value=4, step=1, label="Number of images")
     guidance = gr.Slider(1.0, 8.0, value=1.0, step=0.1, label="Guidance scale", visible=bool(choices),
                          info="Classifier-free guidance; 1 is off (needs a prior trained with class dropout).")  # fmt: skip
@@ -85,7 +86,7 @@ def _generate_tab(demo: VQGANDemo) -> None:
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
             with gr.Column(scale=1):
-                controls = _sampling_controls(demo)
+                controls = _sampling_controls(demo, "generate")
                 button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             with gr.Column(scale=2):
                 gallery = _gallery("Generated")
@@ -106,7 +107,7 @@ def _complete_tab(demo: VQGANDemo) -> None:
                 upload = gr.File(label="Image to complete", elem_id="complete-upload")
                 keep_rows = gr.Slider(0, rows, value=rows // 2, step=1, label=f"Token rows to keep (of {rows})")
                 kept = gr.Image(label="Kept region (the rest is sampled)", interactive=False, elem_id="kept-region")
-                controls = _sampling_controls(demo)
+                controls = _sampling_controls(demo, "complete")
                 button = gr.Button("Complete", variant="primary", elem_id="complete-button")
             with gr.Column(scale=2):
                 gallery = _gallery("Completions")
@@ -170,7 +171,7 @@ def _condition_tab(demo: VQGANDemo) -> None:
                     brush = gr.Brush(colors=colours, default_color=colours[0], color_mode="fixed")
                     sketch = gr.ImageEditor(type="pil", brush=brush, label="Draw labels (colour i is label i)",
                                             canvas_size=(256, 256))  # fmt: skip
-                controls = _sampling_controls(demo)
+                controls = _sampling_controls(demo, "condition")
                 button = gr.Button("Sample", variant="primary", elem_id="condition-button")
             with gr.Column(scale=2):
                 derived = gr.Image(label=f"The {kind} map the pipeline derived", elem_id="condition-map",
