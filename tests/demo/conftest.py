@@ -82,18 +82,21 @@ class DemoServer:
         self.log = log
         self._log_file = open(log, "w")
         self.process = subprocess.Popen(command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
+        self.timeout = timeout
+
+    def wait_until_up(self) -> DemoServer:
+        log, deadline = self.log, time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"The demo exited with {self.process.returncode}:\n{log.read_text()}")
             try:
                 with urllib.request.urlopen(self.url, timeout=2) as response:
                     if response.status == 200:
-                        return
+                        return self
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"The demo did not answer on {self.url} within {timeout} s:\n{log.read_text()}")
+        raise TimeoutError(f"The demo did not answer on {self.url} within {self.timeout} s:\n{log.read_text()}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -107,13 +110,16 @@ class DemoServer:
 
 @pytest.fixture(scope="session")
 def demo_servers(saved_pipelines, tmp_path_factory):
-    """Start each pipeline's demo once, on first use: `demo_servers("class")` -> a running `DemoServer`."""
+    """All three pipelines' demos, started together on first use (their start-ups overlap):
+    `demo_servers("class")` -> a running `DemoServer`."""
     servers: dict[str, DemoServer] = {}
     logs = tmp_path_factory.mktemp("demo_logs")
 
     def get(kind: str) -> DemoServer:
-        if kind not in servers:
-            servers[kind] = DemoServer(saved_pipelines[kind], logs / f"{kind}.log")
+        if not servers:
+            servers.update({k: DemoServer(folder, logs / f"{k}.log") for k, folder in saved_pipelines.items()})
+            for server in servers.values():
+                server.wait_until_up()
         return servers[kind]
 
     yield get

@@ -245,8 +245,8 @@ class VQGANDemo:
     def config(self) -> dict:
         """Every component's config, as JSON-friendly dicts."""
         pipe = self.pipe
-        components = {"vqgan": pipe.vqgan, "transformer": pipe.transformer, "cond_vqgan": pipe.cond_vqgan,
-                      "image_processor": pipe.image_processor, "condition_processor": pipe.condition_processor}  # fmt: skip
+        names = ("vqgan", "transformer", "cond_vqgan", "image_processor", "condition_processor")
+        components = {name: getattr(pipe, name, None) for name in names}
         configs = {}
         for name, component in components.items():
             if component is None:

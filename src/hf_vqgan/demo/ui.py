@@ -55,8 +55,9 @@ def _sampling_controls(demo: VQGANDemo, tab: str) -> list[gr.components.Componen
     class_picker = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Class",
                                visible=bool(choices), elem_id=f"{tab}-class")  # fmt: skip
     num_images = gr.Slider(1, demo.max_images, value=4, step=1, label="Number of images")
+    guidance_help = "Classifier-free guidance; 1 is off (needs a prior trained with class dropout)."
     guidance = gr.Slider(1.0, 8.0, value=1.0, step=0.1, label="Guidance scale", visible=bool(choices),
-                         info="Classifier-free guidance; 1 is off (needs a prior trained with class dropout).")  # fmt: skip
+                         info=guidance_help)  # fmt: skip
     with gr.Accordion("Sampling", open=False):
         temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
         top_k = gr.Slider(0, demo.usage.codebook_size, value=0, step=1, label="Top-k (0: off)")
@@ -77,6 +78,12 @@ def _gallery(label: str = "Samples") -> gr.Gallery:
                       elem_id=label.lower().replace(" ", "-"))  # fmt: skip
 
 
+def _results_column(label: str, tokens_label: str = "Tokens (JSON)") -> tuple[gr.Gallery, gr.File]:
+    """The right-hand column of a sampling tab: the samples and their codes to download."""
+    with gr.Column(scale=2):
+        return _gallery(label), gr.File(label=tokens_label)
+
+
 def _outputs(result: SampleResult):
     return result.images, result.save_tokens()
 
@@ -88,9 +95,9 @@ def _generate_tab(demo: VQGANDemo) -> None:
             with gr.Column(scale=1):
                 controls = _sampling_controls(demo, "generate")
                 button = gr.Button("Generate", variant="primary", elem_id="generate-button")
-            with gr.Column(scale=2):
-                gallery = _gallery("Generated")
-                tokens = gr.File(label="Tokens (JSON: codes of shape (images, h, w) and the settings)")
+            gallery, tokens = _results_column(
+                "Generated", "Tokens (JSON: codes of shape (images, h, w) and the settings)"
+            )
 
     @friendly_errors
     def generate(*values, progress=gr.Progress()):
@@ -109,9 +116,7 @@ def _complete_tab(demo: VQGANDemo) -> None:
                 kept = gr.Image(label="Kept region (the rest is sampled)", interactive=False, elem_id="kept-region")
                 controls = _sampling_controls(demo, "complete")
                 button = gr.Button("Complete", variant="primary", elem_id="complete-button")
-            with gr.Column(scale=2):
-                gallery = _gallery("Completions")
-                tokens = gr.File(label="Tokens (JSON)")
+            gallery, tokens = _results_column("Completions")
 
     @friendly_errors
     def preview(path, keep):
