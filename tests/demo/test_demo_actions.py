@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -172,7 +173,7 @@ def test_space_template_builds_the_app_for_a_saved_pipeline(saved_pipelines, tmp
     assert "sdk: gradio" in (tmp_path / "space" / "README.md").read_text()
     code = ("import runpy, sys; module = runpy.run_path(sys.argv[1]); "
             "print(type(module['demo']).__name__, module['MODEL'])")  # fmt: skip
-    env = {"PYTHONPATH": str(SRC), "HF_VQGAN_MODEL": str(saved_pipelines["uncond"]), "GRADIO_ANALYTICS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_VQGAN_MODEL": str(saved_pipelines["uncond"])}
     app = str(tmp_path / "space" / "app.py")
     result = subprocess.run([sys.executable, "-c", code, app], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
