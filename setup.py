@@ -27,7 +27,10 @@ extras = {
         "tqdm>=4.64",
     ],
 }
-extras["test"] = extras["training"] + ["pytest>=7.4"]
+# The web demo (`hf-vqgan demo`); importing hf_vqgan never imports it.
+extras["demo"] = ["gradio>=5.0", "gradio_client>=1.0"]
+# playwright drives the system Chromium in the browser tests (`pytest -m browser`); `.ci/run` installs Chromium.
+extras["test"] = extras["training"] + extras["demo"] + ["pytest>=7.4", "playwright>=1.40"]
 extras["dev"] = extras["test"] + ["ruff>=0.5"]
 
 setup(

@@ -4,6 +4,7 @@
     hf-vqgan reconstruct --model PATH_OR_ID --input photo.png --output recon.png
     hf-vqgan convert-taming --config model.yaml --checkpoint last.ckpt --output DIR [--push-to-hub ID]
     hf-vqgan convert-diffusers --input DIR --output DIR --to vqmodel|hf_vqgan
+    hf-vqgan demo --model PATH_OR_ID [--host 127.0.0.1] [--port N] [--device cpu]   (pip install hf_vqgan[demo])
 
 Training is `accelerate launch examples/train.py vqgan|transformer ...` (see the README).
 """
@@ -77,6 +78,24 @@ def _convert_diffusers(args: argparse.Namespace) -> None:
 
     out = convert_diffusers_folder(args.input, args.output, to=args.to)
     print(f"Converted {args.input} -> {out} ({args.to})")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import require_gradio, write_space
+
+    if args.write_space:
+        for path in write_space(args.write_space, model=args.model, title=args.title):
+            print(f"wrote {path}")
+        return
+    require_gradio()  # before loading the model: say how to install it at once
+    from .demo import build_demo, launch_demo
+    from .pipelines import VQGANTransformerPipeline
+
+    pipe = VQGANTransformerPipeline.from_pretrained(args.model)
+    if args.device:
+        pipe.to(args.device)
+    blocks = build_demo(pipe, title=args.title, max_images=args.max_images, concurrency_limit=args.concurrency)
+    launch_demo(blocks, host=args.host, port=args.port, share=args.share)
 
 
 def _load_tokenizer(name_or_path: str):
@@ -153,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--to", required=True, choices=["vqmodel", "hf_vqgan"])
     p.set_defaults(func=_convert_diffusers)
+
+    p = commands.add_parser("demo", help="A web app (Gradio) for a pipeline: generate, complete, reconstruct.")
+    p.add_argument("--model", required=True, help="A VQGANTransformerPipeline folder or Hub repo id.")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines.")
+    p.add_argument("--port", type=int, default=None, help="Defaults to Gradio's (7860, or the next free one).")
+    p.add_argument("--device", default=None)
+    p.add_argument("--title", default=None)
+    p.add_argument("--max-images", type=int, default=16, help="The most images one request may ask for.")
+    p.add_argument("--concurrency", type=int, default=2, help="Requests sampled at once; more wait in the queue.")
+    p.add_argument("--share", action="store_true", help="Also serve through a public Gradio link.")
+    p.add_argument(
+        "--write-space",
+        default=None,
+        metavar="DIR",
+        help="Write app.py, requirements.txt and README.md of a Hugging Face Space for --model; no app.",
+    )
+    p.set_defaults(func=_demo)
     return parser
 
 
@@ -164,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (ValueError, TypeError, OSError) as error:  # OSError: missing or unreadable files, e.g. not an image
+    except (ValueError, TypeError, OSError, ImportError) as error:  # OSError: missing or unreadable files
         print(f"hf-vqgan {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
