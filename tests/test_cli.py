@@ -25,15 +25,6 @@ FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / 
 SIZE = 16  # pixels; the tokenizer's factor is 2, so the prior's grid is 8x8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend most of their time in thread hand-offs; on a shared 2-core machine one thread is ~20x faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_pipeline(num_classes: int, in_channels: int, seed: int = 0) -> VQGANTransformerPipeline:
     torch.manual_seed(seed)
     vqgan = VQGANModel(

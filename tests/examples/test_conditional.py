@@ -39,14 +39,6 @@ CONDITION_ARGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def paired_folder(tmp_path_factory) -> Path:
     """12 RGB images with a palette-PNG label map, a 16-bit depth map and a class label each, via metadata.jsonl."""

@@ -37,15 +37,6 @@ TINY = dict(base_channels=8, num_res_blocks=1, attention_resolutions=(), latent_
             codebook_size=16, norm_num_groups=4)  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend most of their time in thread hand-offs on a shared CPU; one thread is much faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_pipeline(condition_type: str | None, num_classes: int = 0, image_channels: int = 3, seed: int = 0):
     """Random tiny components; the condition tokenizer is f=2 for full-size maps and f=1 for 4x4 lowres maps."""
     torch.manual_seed(seed)

@@ -23,15 +23,6 @@ FACTOR = 2  # the tokenizer's downsampling factor: 16x16 pixels <-> 8x8 tokens
 SIZE = GRID * FACTOR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend most of their time in thread hand-offs; on a shared 2-core machine one thread is ~20x faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_pipeline(num_classes: int = 3, in_channels: int = 3, seed: int = 0) -> VQGANTransformerPipeline:
     torch.manual_seed(seed)
     vqgan = VQGANModel(

@@ -23,15 +23,6 @@ def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture
-def one_torch_thread():
-    # Tiny models gain nothing from intra-op threads, which only spin on a shared CPU.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_vqgan_config(**overrides) -> dict:
     config = dict(base_channels=32, channel_multipliers=(1, 2), attention_resolutions=(16,), sample_size=32,
                   latent_channels=16, code_dim=8, codebook_size=64, norm_num_groups=8)  # fmt: skip
@@ -101,7 +92,7 @@ def loss_with_lpips_and_gan(tmp_path_factory) -> VQGANLoss:
 
 
 @pytest.mark.slow
-def test_compiled_encoder_and_decoder_train_like_eager(one_torch_thread):
+def test_compiled_encoder_and_decoder_train_like_eager():
     # Inductor generates CPU code for the forward and backward graphs: ~40 s on a shared 2-core CPU.
     torch.manual_seed(0)
     eager = VQGANModel(**tiny_vqgan_config(base_channels=16, norm_num_groups=4)).train()
@@ -191,7 +182,7 @@ def run_train_script(argv: list[str], monkeypatch) -> dict[int, dict]:
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
-def test_train_script_speed_flags_train_the_same_model(accumulation, tmp_path, monkeypatch, one_torch_thread):
+def test_train_script_speed_flags_train_the_same_model(accumulation, tmp_path, monkeypatch):
     config = tmp_path / "vqgan.json"
     config.write_text(json.dumps(dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2],
                                       num_res_blocks=1, attention_resolutions=[8], sample_size=16, latent_channels=8,
