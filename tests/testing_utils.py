@@ -22,7 +22,9 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_image(seed: int = 0, size: int | tuple[int, int] = 16, mode: str = "RGB", block: int = 1) -> PIL.Image.Image:
+def random_image(
+    seed: int = 0, size: int | tuple[int, int] = 16, mode: str = "RGB", block: int = 1
+) -> PIL.Image.Image:
     """Uniform random pixels of `size` (an int, or (height, width)) in `mode` ("RGB", "RGBA" or "L"). With `block`
     > 1, constant blocks of `block` x `block` pixels: smooth areas with sharp borders (edge maps find edges)."""
     height, width = (size, size) if isinstance(size, int) else size

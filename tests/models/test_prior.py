@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+import testing_utils
 from hf_vqgan.models.prior import (
     VQGANPriorConfig,
     VQGANPriorForCausalLM,
@@ -25,11 +26,15 @@ from hf_vqgan.models.sampling import (
     choose_image_codes,
     sample_next_token,
 )
+from testing_utils import seeded
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 K, H, W = 16, 3, 4  # codebook size and latent grid of the tiny priors
 T = H * W
 NUM_CLASSES, COND_K, COND_LEN = 5, 8, 3
+# Two layers of four heads; an init wider than GPT-2's 0.02 so the random network has peaked, input-dependent
+# next-token distributions.
+PRIOR = dict(codebook_size=K, latent_height=H, latent_width=W, n_layer=2, n_head=4, initializer_range=0.2)
 
 CONDITIONINGS = {
     "unconditional": {},
@@ -40,16 +45,11 @@ CONDITIONINGS = {
 
 
 def tiny_config(**overrides) -> VQGANPriorConfig:
-    kwargs = {"codebook_size": K, "latent_height": H, "latent_width": W, "n_embd": 32, "n_layer": 2, "n_head": 4}
-    # Wider than GPT-2's 0.02 so the random network has peaked, input-dependent next-token distributions.
-    kwargs["initializer_range"] = 0.2
-    kwargs.update(overrides)
-    return VQGANPriorConfig(**kwargs)
+    return VQGANPriorConfig(**testing_utils.prior_config(**{**PRIOR, **overrides}))
 
 
 def tiny_prior(seed: int = 0, **overrides) -> VQGANPriorForCausalLM:
-    torch.manual_seed(seed)
-    return VQGANPriorForCausalLM(tiny_config(**overrides)).eval()
+    return testing_utils.tiny_prior(seed, **{**PRIOR, **overrides})
 
 
 def conditioning_inputs(config: VQGANPriorConfig, batch_size: int, seed: int = 0) -> dict:
@@ -63,10 +63,6 @@ def conditioning_inputs(config: VQGANPriorConfig, batch_size: int, seed: int = 0
     if not inputs:
         inputs["batch_size"] = batch_size
     return inputs
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----- config and token layout -----------------------------------------------------------------------------------

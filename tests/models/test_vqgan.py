@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vqgan.models.vqgan import AttentionBlock, ResnetBlock, VQGANModel
+from testing_utils import tiny_vqgan
 
 SHAPE_CONFIGS = {
     # f=4, one-channel images, attention at the middle level only.
@@ -68,16 +69,11 @@ def public_config(model: VQGANModel) -> dict:
     return {k: v for k, v in json.loads(model.to_json_string()).items() if not k.startswith("_")}
 
 
-def tiny_model(config: dict, **overrides) -> VQGANModel:
-    torch.manual_seed(0)
-    return VQGANModel(**{**config, **overrides}).eval()
-
-
 # ------------------------------------------------------------------------------------------------ shapes
 @pytest.mark.parametrize("name", ["tiny", *SHAPE_CONFIGS])
 def test_shapes_of_every_verb(name, tiny_vqgan_config):
     config = tiny_vqgan_config if name == "tiny" else SHAPE_CONFIGS[name]
-    model = tiny_model(config)
+    model = tiny_vqgan(**config)
     f = 2 ** (len(config["channel_multipliers"]) - 1)
     H, W = config["sample_size"], config["sample_size"] // 2  # not square: the model is convolutional
     h, w = H // f, W // f
@@ -159,7 +155,7 @@ def test_resnet_block_in_place_ops_match_the_plain_formula(in_channels):
 # ---------------------------------------------------------------------------------------- verbs agree
 @pytest.mark.parametrize("l2_normalize_codes", [False, True])
 def test_decode_indices_of_tokens_equals_decode_of_quantized(tiny_vqgan_config, l2_normalize_codes):
-    model = tiny_model(tiny_vqgan_config, l2_normalize_codes=l2_normalize_codes)
+    model = tiny_vqgan(**tiny_vqgan_config, l2_normalize_codes=l2_normalize_codes)
     x = images(2, 3, 32, 32)
     with torch.no_grad():
         indices = model.tokenize(x)
@@ -173,7 +169,7 @@ def test_decode_indices_of_tokens_equals_decode_of_quantized(tiny_vqgan_config, 
 
 
 def test_return_dict_false_gives_tuples(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     x = images(2, 3, 32, 32)
     with torch.no_grad():
         out = model(x)
@@ -192,7 +188,7 @@ def test_return_dict_false_gives_tuples(tiny_vqgan_config):
 
 
 def test_bfloat16_model_runs_end_to_end(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config).to(torch.bfloat16)
+    model = tiny_vqgan(**tiny_vqgan_config).to(torch.bfloat16)
     x = images(1, 3, 32, 32).to(torch.bfloat16)
     with torch.no_grad():
         out = model(x)
@@ -207,7 +203,7 @@ def test_bfloat16_model_runs_end_to_end(tiny_vqgan_config):
     ids=["default", "ema-l2-legacy"],
 )
 def test_save_and_load_give_identical_outputs(tmp_path, tiny_vqgan_config, options):
-    model = tiny_model(tiny_vqgan_config, **options)
+    model = tiny_vqgan(**tiny_vqgan_config, **options)
     x = images(2, 3, 32, 32)
     if options.get("use_ema"):  # move the EMA buffers off their initial values, so that loading them matters
         model.train()(x)
@@ -232,7 +228,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, tiny_vqgan_config, optio
 
 # ------------------------------------------------------------------------------------------- gradients
 def test_reconstruction_gradients_reach_the_encoder_through_the_quantizer(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config).train()
+    model = tiny_vqgan(**tiny_vqgan_config).train()
     x = images(2, 3, 32, 32)
     out = model(x)
     F.mse_loss(out.sample, x).backward(retain_graph=True)
@@ -258,7 +254,7 @@ BAD_PIXELS = [
 @pytest.mark.parametrize("verb", ["encode", "tokenize", "forward"])
 @pytest.mark.parametrize("pixels, error, match", BAD_PIXELS)
 def test_bad_pixels_raise(tiny_vqgan_config, verb, pixels, error, match):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     with pytest.raises(error, match=match):
         getattr(model, verb)(pixels)
 
@@ -274,13 +270,13 @@ def test_bad_pixels_raise(tiny_vqgan_config, verb, pixels, error, match):
     ],
 )
 def test_bad_indices_raise(tiny_vqgan_config, indices, error, match):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     with pytest.raises(error, match=match):
         model.decode_indices(indices)
 
 
 def test_quantized_of_the_wrong_shape_raises(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     with pytest.raises(ValueError, match=r"`quantized` must have shape \(batch_size, 8, h, w\), got \(1, 16, 4, 4\)"):
         model.decode(torch.zeros(1, 16, 4, 4))
     with pytest.raises(ValueError, match=r"latents of shape \(batch_size, 8, h, w\), got \(1, 4, 4, 4\)"):
