@@ -85,6 +85,7 @@ def test_postprocess_round_trips_uint8_pixels():
         (dict(resolution=0), "resolution"),
         (dict(channels=2), "channels"),
         (dict(condition_type="normals"), "normals"),
+        (dict(condition_type="sketch"), r"Unknown condition type 'sketch'; expected one of"),
         (dict(condition_type="segmentation"), "num_labels"),
         (dict(condition_type="depth", depth_range=[3.0, 1.0]), "depth_range"),
         (dict(condition_type="lowres", lowres_factor=0), "lowres_factor"),

@@ -62,6 +62,18 @@ def prior_config(**overrides) -> dict:
     return {**dict(codebook_size=16, latent_height=8, latent_width=8), **prior_size(), **overrides}
 
 
+def error_vqgan_config(**overrides) -> dict:
+    """`vqgan_config()` at 8 px (a 4x4 grid), one res block per level, no attention: the tokenizer of the bad-input
+    tables, whose expected messages name its sizes (3 channels, factor 2, 64 codes of 8 dims, width 32)."""
+    return vqgan_config(**{**dict(num_res_blocks=1, attention_resolutions=(), sample_size=8), **overrides})
+
+
+def error_prior_config(**overrides) -> dict:
+    """`prior_config()` over the 64 codes of `error_vqgan_config()` on its 4x4 grid, 16 wide: the prior of the
+    bad-input tables (a vocabulary of 65, 17 positions without classes)."""
+    return prior_config(**{**dict(codebook_size=64, latent_height=4, latent_width=4, n_embd=16), **overrides})
+
+
 # --------------------------------------------------------------------------------------------------- builders
 def tiny_vqgan(seed: int | None = 0, **config) -> VQGANModel:
     """`VQGANModel(**config)` in eval mode (`vqgan_config()` when no kwargs are given), built after seeding."""
@@ -91,6 +103,13 @@ def peaked(prior: VQGANPriorForCausalLM, std: float = 0.3) -> VQGANPriorForCausa
 def tiny_pipeline(vqgan: VQGANModel, transformer: VQGANPriorForCausalLM, **components) -> VQGANTransformerPipeline:
     """`VQGANTransformerPipeline` of the given components, its progress bar off."""
     pipe = VQGANTransformerPipeline(vqgan=vqgan, transformer=transformer, **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline(path: str | os.PathLike, **kwargs) -> VQGANTransformerPipeline:
+    """`VQGANTransformerPipeline.from_pretrained(path, **kwargs)`, its progress bar off."""
+    pipe = VQGANTransformerPipeline.from_pretrained(path, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
