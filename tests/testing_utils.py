@@ -52,6 +52,13 @@ def small_vqgan_config(channels: int = 1, **overrides) -> dict:
     return {**config, **overrides}
 
 
+def restarting_vqgan_config(channels: int = 1, **overrides) -> dict:
+    """`small_vqgan_config()` with everything in the quantizer that has state or draws random numbers: an EMA
+    codebook of 32 codes whose unused ones restart after 2 steps (from the global RNG), usage over 4 steps."""
+    restarts = dict(codebook_size=32, use_ema=True, dead_code_steps=2, usage_window=4)
+    return small_vqgan_config(channels, **{**restarts, **overrides})
+
+
 def prior_size(**overrides) -> dict:
     """The size kwargs of a one-layer prior (what `--model_config` of the transformer stage takes)."""
     return {**dict(n_layer=1, n_embd=32, n_head=2), **overrides}
