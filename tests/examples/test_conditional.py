@@ -17,11 +17,11 @@ import torch
 from datasets import load_from_disk
 from PIL import Image
 
-from hf_vqgan import VQGANImageProcessor, VQGANModel, VQGANTransformerPipeline
+from hf_vqgan import VQGANImageProcessor, VQGANModel
 from hf_vqgan.conditions import read_depth_map
 from hf_vqgan.image_utils import decode_image
 from hf_vqgan.training.data import load_image_dataset
-from testing_utils import prior_size, small_vqgan_config
+from testing_utils import load_pipeline, prior_size, small_vqgan_config
 
 SIZE = 16  # training resolution; the folder's images are 20x20, so maps go through a real (non-integer) resize
 SOURCE = 20
@@ -139,8 +139,7 @@ def test_condition_type_end_to_end(condition_type, paired_folder, model_files, r
     assert {"vqgan", "transformer", "cond_vqgan", "image_processor", "condition_processor", "model_index.json"} <= {
         p.name for p in (tmp_path / "pipe").iterdir()
     }
-    pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(tmp_path / "pipe")
     config = pipe.transformer.config
     condition_size = SIZE // 4 if condition_type == "lowres" else SIZE // 2  # f=1 on 4x4 maps, f=2 on 16x16 ones
     assert config.num_classes == 0
@@ -174,8 +173,7 @@ def test_class_labels_and_condition_combined(paired_folder, model_files, run_tra
     run = train_prior(run_train, "edges", paired_folder, model_files, tmp_path / "cond", tmp_path / "pipe",
                       tmp_path / "tokens", "--class_column", "label")  # fmt: skip
     assert run.returncode == 0
-    pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(tmp_path / "pipe")
     config = pipe.transformer.config
     assert config.num_classes == 2 and config.prefix_length == config.cond_length + 1
     image = Image.open(paired_folder / "images" / "0.png").resize((SIZE, SIZE))
@@ -238,8 +236,7 @@ def test_lowres_digits_through_accelerate_launch(accelerate_launch, tmp_path, ti
                        tmp_path / "pipe", "--num_validation_samples", "2", "--tokenized_cache_dir", tmp_path / "tokens",
                        *steps])  # fmt: skip
 
-    pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(tmp_path / "pipe")
     assert pipe.cond_vqgan.downsample_factor == 1 and pipe.cond_vqgan.config.in_channels == 1
     config = pipe.transformer.config
     assert config.cond_length == 16 and config.num_classes == 0
