@@ -132,8 +132,9 @@ def test_saved_pipelines_of_every_condition_type_sample_without_training_depende
     (site / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER.format(blocked=BLOCKED)))
     python_path = [str(site), str(SRC.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    script = SCRIPT.format(blocked=BLOCKED, tiny=small_vqgan_config(3), prior=prior_config(n_embd=16))
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(blocked=BLOCKED, tiny=small_vqgan_config(3), prior=prior_config(n_embd=16)), str(tmp_path / "pipelines")],
+        [sys.executable, "-c", script, str(tmp_path / "pipelines")],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]

@@ -29,7 +29,7 @@ from testing_utils import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
-CODEBOOK_SIZE = 32
+CODEBOOK_SIZE = 32  # the codebook of `sampling_pipeline`'s tokenizer (testing_utils)
 GRID = 8  # the prior's latent grid is GRID x GRID
 FACTOR = 2  # the tokenizer's downsampling factor: 16x16 pixels <-> 8x8 tokens
 SIZE = GRID * FACTOR
@@ -278,8 +278,9 @@ NUM_LABELS = 4
 def segmentation_pipe() -> VQGANTransformerPipeline:
     """A prior conditioned on the 64 codes of a one-hot segmentation map, tokenised by its own VQGAN."""
     pipe = sampling_pipeline(num_classes=0)
-    cond_vqgan = tiny_vqgan(2, **vqgan_config(in_channels=NUM_LABELS, out_channels=NUM_LABELS,
-                                              attention_resolutions=(), sample_size=SIZE, codebook_size=16))  # fmt: skip
+    config = vqgan_config(in_channels=NUM_LABELS, out_channels=NUM_LABELS, attention_resolutions=(), sample_size=SIZE,
+                          codebook_size=16)  # fmt: skip
+    cond_vqgan = tiny_vqgan(2, **config)
     prior = tiny_prior(None, codebook_size=CODEBOOK_SIZE, cond_codebook_size=16, cond_length=GRID * GRID,
                        condition_type="segmentation", cond_num_labels=NUM_LABELS, n_layer=2)  # fmt: skip
     return tiny_pipeline(pipe.vqgan, prior, cond_vqgan=cond_vqgan)
