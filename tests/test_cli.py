@@ -271,7 +271,7 @@ def cli(*argv):
 
 
 # fmt: off
-BAD_INPUTS = [
+ERROR_CASES = [
     ("sample missing model", cli("sample", "--model", "{tmp}/missing", "--output", "{tmp}/g.png"), r"No pipeline folder at '.*missing'"),
     ("sample num-images 0", cli("sample", "--model", "{folder}", "--class-label", "0", "--num-images", "0", "--output", "{tmp}/g.png"), r"`num_images_per_prompt` must be a positive int, got 0"),
     ("sample class out of range", cli("sample", "--model", "{folder}", "--class-label", "7", "--output", "{tmp}/g.png"), r"`class_labels` must lie in \[0, 3\), got \[7\]"),
@@ -288,7 +288,7 @@ BAD_INPUTS = [
 # fmt: on
 
 
-@pytest.mark.parametrize("call, message", [(c[1], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize("call, message", [(c[1], c[2]) for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
 def test_bad_inputs_exit_2_with_a_message_naming_them(error_paths, capsys, call, message):
     assert call(error_paths) == 2
     err = capsys.readouterr().err

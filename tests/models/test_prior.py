@@ -682,7 +682,7 @@ def error_priors() -> dict[str, VQGANPriorForCausalLM]:
 
 
 # fmt: off
-BAD_INPUTS = [
+ERROR_CASES = [
     ("config codebook_size=0", lambda o: VQGANPriorConfig(**error_prior_config(codebook_size=0)), ValueError, r"`codebook_size` must be a positive integer, got 0"),
     ("config codebook_size str", lambda o: VQGANPriorConfig(**error_prior_config(codebook_size="64")), ValueError, r"`codebook_size` must be a positive integer, got '64'"),
     ("config num_classes float", lambda o: VQGANPriorConfig(**error_prior_config(num_classes=2.5)), ValueError, r"`num_classes` must be a non-negative integer, got 2\.5"),
@@ -725,7 +725,7 @@ BAD_INPUTS = [
 # fmt: on
 
 
-@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
 def test_bad_inputs_get_errors_that_name_them(error_priors, call, error, message):
     with pytest.raises(error, match=message):
         call(error_priors)

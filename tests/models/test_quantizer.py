@@ -339,7 +339,7 @@ def re_shape(shape: tuple[int, ...]) -> str:
 # One row per bad input: (id, call, exception type, regex the message must match). Each regex names the bad value
 # (or the option) and the expectation, so an error raised for another reason, or one that says less, fails.
 # fmt: off
-BAD_INPUTS = [
+ERROR_CASES = [
     ("codebook_size=1", lambda quantizer: VectorQuantizer(1, 4), ValueError, r"`codebook_size` must be an int >= 2, got 1"),
     ("codebook_size float", lambda quantizer: VectorQuantizer(16.0, 4), ValueError, r"`codebook_size` must be an int >= 2, got 16\.0"),
     ("code_dim=0", lambda quantizer: VectorQuantizer(16, 0), ValueError, r"`code_dim` must be a positive int, got 0"),
@@ -361,7 +361,7 @@ BAD_INPUTS = [
 # fmt: on
 
 
-@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
 def test_bad_inputs_get_errors_that_name_them(call, error, message):
     with pytest.raises(error, match=message):
         call(VectorQuantizer(16, 4).train())

@@ -315,7 +315,7 @@ def error_vqgan() -> VQGANModel:
 
 
 # fmt: off
-BAD_INPUTS = [
+ERROR_CASES = [
     ("config in_channels=0", lambda vqgan: VQGANModel(**error_vqgan_config(in_channels=0)), ValueError, r"`in_channels` must be a positive int, got 0"),
     ("config in_channels=True", lambda vqgan: VQGANModel(**error_vqgan_config(in_channels=True)), ValueError, r"`in_channels` must be a positive int, got True"),
     ("config in_channels=3.0", lambda vqgan: VQGANModel(**error_vqgan_config(in_channels=3.0)), ValueError, r"`in_channels` must be a positive int, got 3\.0"),
@@ -358,7 +358,7 @@ BAD_INPUTS = [
 # fmt: on
 
 
-@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
 def test_bad_inputs_get_errors_that_name_them(error_vqgan, call, error, message):
     with pytest.raises(error, match=message):
         call(error_vqgan)

@@ -645,7 +645,7 @@ def error_pipes(tmp_path_factory) -> dict:
 
 
 # fmt: off
-BAD_INPUTS = [
+ERROR_CASES = [
     ("output_type", lambda o: o["pipe"](class_labels=0, output_type="jpg"), ValueError, r"`output_type` must be one of \('pil', 'np', 'pt', 'latent'\), got 'jpg'"),
     ("num_images_per_prompt=0", lambda o: o["pipe"](class_labels=0, num_images_per_prompt=0), ValueError, r"`num_images_per_prompt` must be a positive int, got 0"),
     ("batch_size str", lambda o: o["unconditional_pipe"](batch_size="2"), ValueError, r"`batch_size` must be a positive int, got '2'"),
@@ -677,7 +677,7 @@ BAD_INPUTS = [
 # fmt: on
 
 
-@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
 def test_bad_inputs_get_errors_that_name_them(error_pipes, call, error, message):
     with pytest.raises(error, match=message):
         call(error_pipes)
