@@ -3,6 +3,7 @@ offline cache), `convert-taming`, and the error exit."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,61 +15,32 @@ import torch
 from hf_vqgan import (
     VQGANImageProcessor,
     VQGANModel,
-    VQGANPriorConfig,
-    VQGANPriorForCausalLM,
-    VQGANTransformerPipeline,
 )
 from hf_vqgan.cli import build_parser, main
 from hf_vqgan.image_utils import make_image_grid
+from testing_utils import (
+    error_prior_config,
+    error_vqgan_config,
+    load_pipeline,
+    sampling_pipeline,
+    tiny_pipeline,
+    tiny_prior,
+    tiny_vqgan,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "taming"
 SIZE = 16  # pixels; the tokenizer's factor is 2, so the prior's grid is 8x8
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend most of their time in thread hand-offs; on a shared 2-core machine one thread is ~20x faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_pipeline(num_classes: int, in_channels: int, seed: int = 0) -> VQGANTransformerPipeline:
-    torch.manual_seed(seed)
-    vqgan = VQGANModel(
-        in_channels=in_channels, out_channels=in_channels, base_channels=32, channel_multipliers=(1, 2),
-        attention_resolutions=(), sample_size=SIZE, latent_channels=16, code_dim=8, codebook_size=32,
-        norm_num_groups=8,
-    )  # fmt: skip
-    config = VQGANPriorConfig(
-        codebook_size=32, latent_height=8, latent_width=8, num_classes=num_classes, n_layer=2, n_embd=32, n_head=2
-    )
-    prior = VQGANPriorForCausalLM(config).eval()
-    with torch.no_grad():
-        for weight in prior.parameters():  # larger than GPT-2's init, so the sampling options visibly matter
-            if weight.ndim == 2:
-                weight.normal_(std=0.3)
-    pipe = VQGANTransformerPipeline(vqgan=vqgan.eval(), transformer=prior)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> dict[str, Path]:
     """Folders: a class-conditional RGB pipeline, an unconditional grayscale one, and a bare grayscale tokenizer."""
     root = tmp_path_factory.mktemp("cli")
-    make_pipeline(num_classes=3, in_channels=3).save_pretrained(root / "class")
-    uncond = make_pipeline(num_classes=0, in_channels=1, seed=1)
+    sampling_pipeline(num_classes=3, channels=3).save_pretrained(root / "class")
+    uncond = sampling_pipeline(num_classes=0, channels=1, seed=1)
     uncond.save_pretrained(root / "uncond")
     uncond.vqgan.save_pretrained(root / "vqgan")
     return {name: root / name for name in ("class", "uncond", "vqgan")}
-
-
-def load(folder: Path) -> VQGANTransformerPipeline:
-    pipe = VQGANTransformerPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def read(path: Path) -> np.ndarray:
@@ -99,7 +71,7 @@ def test_sample_writes_the_pipelines_samples_as_a_grid(saved, tmp_path, options,
     argv = ["sample", "--model", str(saved["class"]), "--class-label", "2", "--num-images", "4", "--seed", "3",
             "--quiet", "--device", "cpu", "--output", str(output), *options]  # fmt: skip
     assert main(argv) == 0
-    images = load(saved["class"])(
+    images = load_pipeline(saved["class"])(
         class_labels=2, num_images_per_prompt=4, generator=torch.Generator().manual_seed(3), output_type="pt", **call
     ).images
     expected = make_image_grid(images * 2 - 1, nrow=2)  # 4 images: a 2x2 grid
@@ -116,7 +88,9 @@ def test_sample_seed_and_unconditional_batch(saved, tmp_path):
     first, again, other = run(0, "a.png"), run(0, "b.png"), run(1, "c.png")
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
-    images = load(saved["uncond"])(batch_size=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    images = load_pipeline(saved["uncond"])(
+        batch_size=3, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     np.testing.assert_array_equal(first, np.asarray(make_image_grid(images * 2 - 1, nrow=2)))
     one_row = run(0, "row.png", "--nrow", "3")
     assert one_row.shape == (SIZE + 4, 3 * (SIZE + 2) + 2)  # grayscale, padding 2 around and between
@@ -273,3 +247,69 @@ def test_console_script_points_at_main():
 
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "hf-vqgan"]
     assert script.value == "hf_vqgan.cli:main"
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+# One row per bad input: (id, call, regex the last line of stderr must match). Each regex names the bad value (or
+# the option) and the expectation, so an error raised for another reason, or one that says less, fails.
+@pytest.fixture(scope="module")
+def error_paths(tmp_path_factory) -> dict[str, Path]:
+    """`folder`: a saved class-conditional (3 classes) pipeline of the error configs, `image`: an 8x8 RGB PNG,
+    `tmp`: an empty folder."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    tiny_pipeline(
+        tiny_vqgan(**error_vqgan_config()), tiny_prior(0, **error_prior_config(num_classes=3))
+    ).save_pretrained(folder)
+    image = tmp_path_factory.mktemp("images") / "digit.png"
+    PIL.Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    return dict(folder=folder, image=image, tmp=tmp_path_factory.mktemp("outputs"))
+
+
+def cli(*argv):
+    """`main(argv)` once the paths of `error_paths` are filled into the `{name}` fields of `argv`."""
+    return lambda paths: main([str(a).format(**paths) for a in argv])
+
+
+# fmt: off
+ERROR_CASES = [
+    ("sample missing model", cli("sample", "--model", "{tmp}/missing", "--output", "{tmp}/g.png"), r"No pipeline folder at '.*missing'"),
+    ("sample num-images 0", cli("sample", "--model", "{folder}", "--class-label", "0", "--num-images", "0", "--output", "{tmp}/g.png"), r"`num_images_per_prompt` must be a positive int, got 0"),
+    ("sample class out of range", cli("sample", "--model", "{folder}", "--class-label", "7", "--output", "{tmp}/g.png"), r"`class_labels` must lie in \[0, 3\), got \[7\]"),
+    ("sample temperature 0", cli("sample", "--model", "{folder}", "--class-label", "0", "--temperature", "0", "--output", "{tmp}/g.png"), r"`temperature` must be a positive finite number, got 0\.0"),
+    ("sample top-p 2", cli("sample", "--model", "{folder}", "--class-label", "0", "--top-p", "2", "--output", "{tmp}/g.png"), r"`top_p` must be None or a number in \(0, 1\], got 2\.0"),
+    ("sample missing class", cli("sample", "--model", "{folder}", "--output", "{tmp}/g.png"), r"pass `class_labels`"),
+    ("sample missing condition image", cli("sample", "--model", "{folder}", "--class-label", "0", "--condition-image", "{tmp}/none.png", "--output", "{tmp}/g.png"), r"No image file at '.*none\.png'"),
+    ("reconstruct missing input", cli("reconstruct", "--model", "{folder}", "--input", "{tmp}/none.png", "--output", "{tmp}/r.png"), r"No image file at '.*none\.png'"),
+    ("reconstruct indivisible resolution", cli("reconstruct", "--model", "{folder}", "--input", "{image}", "--resolution", "9", "--output", "{tmp}/r.png"), r"multiples of the downsampling factor 2, got 9x9"),
+    ("reconstruct not an image", cli("reconstruct", "--model", "{folder}", "--input", "{folder}/model_index.json", "--output", "{tmp}/r.png"), r"cannot identify image file '.*model_index\.json'"),
+    ("convert-diffusers missing input", cli("convert-diffusers", "--input", "{tmp}/missing", "--output", "{tmp}/out", "--to", "vqmodel"), r"No model folder at '.*missing': expected a directory holding config\.json"),
+    ("convert-taming missing checkpoint", cli("convert-taming", "--config", "{tmp}/missing.yaml", "--checkpoint", "{tmp}/missing.ckpt", "--output", "{tmp}/out"), r"hf-vqgan convert-taming: error: .*missing\.(yaml|ckpt)"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("call, message", [(c[1], c[2]) for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_bad_inputs_exit_2_with_a_message_naming_them(error_paths, capsys, call, message):
+    assert call(error_paths) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after loading progress bars, one line
+    assert last.startswith("hf-vqgan ") and ": error: " in last and re.search(message, last), err
+
+
+# fmt: off
+PARSER_ERRORS = [
+    ("no --to", ["convert-diffusers", "--input", "a", "--output", "b"], r"the following arguments are required: --to"),
+    ("bad --to", ["convert-diffusers", "--input", "a", "--output", "b", "--to", "onnx"], r"argument --to: invalid choice: 'onnx' \(choose from '?vqmodel'?, '?hf_vqgan'?\)"),
+    ("non-integer --num-images", ["sample", "--model", "m", "--output", "o", "--num-images", "two"], r"argument --num-images: invalid int value: 'two'"),
+    ("unknown command", ["train"], r"argument COMMAND: invalid choice: 'train'"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("argv, message", [c[1:] for c in PARSER_ERRORS], ids=[c[0] for c in PARSER_ERRORS])
+def test_malformed_arguments_exit_2_with_the_parser_message(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

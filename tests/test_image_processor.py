@@ -14,18 +14,15 @@ import torch
 from hf_vqgan import (
     SchedulerMixin,
     VQGANImageProcessor,
-    VQGANModel,
-    VQGANPriorConfig,
-    VQGANPriorForCausalLM,
     VQGANTransformerPipeline,
 )
+from testing_utils import random_image, small_vqgan_config, tiny_pipeline, tiny_prior, tiny_vqgan
 
 SIZE = 16
 
 
 def photo(width: int = 24, height: int = 20, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:
-    array = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return PIL.Image.fromarray(array).convert(mode)
+    return random_image(seed, (height, width)).convert(mode)
 
 
 def test_preprocess_accepts_pil_arrays_and_tensors_alike():
@@ -85,6 +82,7 @@ def test_postprocess_round_trips_uint8_pixels():
         (dict(resolution=0), "resolution"),
         (dict(channels=2), "channels"),
         (dict(condition_type="normals"), "normals"),
+        (dict(condition_type="sketch"), r"Unknown condition type 'sketch'; expected one of"),
         (dict(condition_type="segmentation"), "num_labels"),
         (dict(condition_type="depth", depth_range=[3.0, 1.0]), "depth_range"),
         (dict(condition_type="lowres", lowres_factor=0), "lowres_factor"),
@@ -118,20 +116,8 @@ def test_save_load_and_pickle(tmp_path):
     assert {k: v for k, v in copy.config.items() if not k.startswith("_")} == settings and copy.resolution == SIZE
 
 
-def tiny_pipeline() -> VQGANTransformerPipeline:
-    torch.manual_seed(0)
-    vqgan = VQGANModel(in_channels=3, out_channels=3, channel_multipliers=(1, 2), sample_size=SIZE, base_channels=8,
-                       num_res_blocks=1, attention_resolutions=(), latent_channels=8, code_dim=4, codebook_size=16,
-                       norm_num_groups=4).eval()  # fmt: skip
-    config = VQGANPriorConfig(codebook_size=16, latent_height=8, latent_width=8, num_classes=2, n_layer=1, n_embd=16,
-                              n_head=2)  # fmt: skip
-    pipe = VQGANTransformerPipeline(vqgan=vqgan, transformer=VQGANPriorForCausalLM(config).eval())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def test_pipeline_features_are_unaffected_by_the_processor_component(tmp_path):
-    pipe = tiny_pipeline()
+    pipe = tiny_pipeline(tiny_vqgan(**small_vqgan_config(3)), tiny_prior(None, num_classes=2, n_embd=16))
     assert pipe.image_processor.config.resolution == SIZE and pipe.condition_processor is None
     assert isinstance(pipe.components["image_processor"], VQGANImageProcessor)
     assert pipe.to("cpu", torch.float32) is pipe and pipe.image_processor.config.resolution == SIZE

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from testing_utils import prior_config, small_vqgan_config
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "hf_vqgan"
 INFERENCE = ["models", "losses", "pipelines", "convert", "cli.py", "image_processor.py", "image_utils.py",
              "conditions.py", "hub.py"]  # fmt: skip
@@ -85,8 +87,8 @@ for name in {blocked!r}:
 
 from hf_vqgan import VQGANImageProcessor, VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
 
-TINY = dict(base_channels=8, num_res_blocks=1, attention_resolutions=(), latent_channels=8, code_dim=4,
-            codebook_size=16, norm_num_groups=4)
+TINY = {tiny!r}  # testing_utils.small_vqgan_config(3): the script runs where tests/ is not importable
+PRIOR = {prior!r}  # testing_utils.prior_config(n_embd=16)
 SIZE, FACTOR = 16, 4
 rng = np.random.default_rng(0)
 photo = PIL.Image.fromarray(np.kron(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), np.ones((4, 4, 1), np.uint8)))
@@ -99,18 +101,17 @@ CASES = {{
 }}
 for case, (channels, condition) in CASES.items():
     torch.manual_seed(0)
-    vqgan = VQGANModel(in_channels=3, out_channels=3, channel_multipliers=(1, 2), sample_size=SIZE, **TINY).eval()
+    vqgan = VQGANModel(**TINY).eval()
     kwargs, parts = {{}}, {{}}
     if condition is not None:
         size = SIZE // FACTOR if case == "lowres" else SIZE
-        cond_vqgan = VQGANModel(in_channels=channels, out_channels=channels, channel_multipliers=(1,),
-                                sample_size=size, **TINY).eval()
+        cond_vqgan = VQGANModel(**{{**TINY, "in_channels": channels, "out_channels": channels,
+                                    "channel_multipliers": (1,), "sample_size": size}}).eval()
         kwargs = dict(cond_codebook_size=16, cond_length=size * size)
         parts = dict(cond_vqgan=cond_vqgan, condition_processor=VQGANImageProcessor(
             resolution=SIZE, condition_type=case, num_labels=3 if case == "segmentation" else None,
             lowres_factor=FACTOR))
-    config = VQGANPriorConfig(codebook_size=16, latent_height=8, latent_width=8, n_layer=1, n_embd=16, n_head=2,
-                              num_classes=2 if case == "class" else 0, **kwargs)
+    config = VQGANPriorConfig(**PRIOR, num_classes=2 if case == "class" else 0, **kwargs)
     pipe = VQGANTransformerPipeline(vqgan=vqgan, transformer=VQGANPriorForCausalLM(config).eval(), **parts)
     folder = f"{{sys.argv[1]}}/{{case}}"
     pipe.save_pretrained(folder)
@@ -131,8 +132,9 @@ def test_saved_pipelines_of_every_condition_type_sample_without_training_depende
     (site / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER.format(blocked=BLOCKED)))
     python_path = [str(site), str(SRC.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    script = SCRIPT.format(blocked=BLOCKED, tiny=small_vqgan_config(3), prior=prior_config(n_embd=16))
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(blocked=BLOCKED), str(tmp_path / "pipelines")],
+        [sys.executable, "-c", script, str(tmp_path / "pipelines")],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]

@@ -14,24 +14,14 @@ from hf_vqgan import VQGANModel
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))  # the inference helpers the benchmarks time
+from testing_utils import seeded, vqgan_config  # noqa: E402
 from vqgan_inference import prepare_vqgan_for_inference, reconstruct_images, tokenize_images  # noqa: E402
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def tiny_vqgan_config(**overrides) -> dict:
-    config = dict(base_channels=32, channel_multipliers=(1, 2), attention_resolutions=(16,), sample_size=32,
-                  latent_channels=16, code_dim=8, codebook_size=64, norm_num_groups=8)  # fmt: skip
-    config.update(overrides)
-    return config
 
 
 # -------------------------------------------------------------------------------------------------- inference
 def test_fast_tokenize_and_reconstruct_match_the_plain_verbs():
     torch.manual_seed(0)
-    plain = VQGANModel(**tiny_vqgan_config()).eval()
+    plain = VQGANModel(**vqgan_config()).eval()
     fast = prepare_vqgan_for_inference(copy.deepcopy(plain))
     assert not any(p.requires_grad for p in fast.parameters())
     pixels = torch.rand(5, 3, 32, 32, generator=seeded(0)) * 2 - 1

@@ -15,10 +15,10 @@ from hf_vqgan.convert.diffusers_vq import (
     to_diffusers_vqmodel,
 )
 from hf_vqgan.models.vqgan import VQGANModel
+from testing_utils import vqgan_config
 
 ATOL = 1e-5
-TINY = dict(base_channels=32, channel_multipliers=(1, 2), attention_resolutions=(16,), sample_size=32,
-            latent_channels=16, code_dim=8, codebook_size=64, norm_num_groups=8, legacy_beta=True)  # fmt: skip
+TINY = vqgan_config(legacy_beta=True)  # beta placed as in diffusers' VectorQuantizer(legacy=True)
 
 
 def _randomised(model, seed: int = 0):

@@ -27,6 +27,7 @@ from hf_vqgan.convert.taming import (
 )
 from hf_vqgan.models.prior import VQGANPriorForCausalLM
 from hf_vqgan.models.vqgan import VQGANModel
+from testing_utils import load_pipeline
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
 ATOL = 1e-5
@@ -468,7 +469,6 @@ def test_transformer_checkpoint_problems_are_named():
 def test_converted_cond_stage_pipeline_samples_from_a_condition_image(tmp_path):
     """A converted pipeline with a VQGAN condition stage carries its processors, so a condition map samples
     (before: `ValueError: Unknown condition type None`)."""
-    from hf_vqgan import VQGANTransformerPipeline
 
     config, sd, _, _ = _net2net("vqgan")
     components = convert_taming_transformer(config, sd)
@@ -478,8 +478,7 @@ def test_converted_cond_stage_pipeline_samples_from_a_condition_image(tmp_path):
     processor = json.loads((out / "condition_processor" / "preprocessor_config.json").read_text())
     assert (processor["condition_type"], processor["num_labels"], processor["resolution"]) == ("segmentation", 5, 8)
     assert processor["one_hot_off_value"] == 0.0  # taming's cond stages read `np.eye(n_labels)[labels]`
-    pipe = VQGANTransformerPipeline.from_pretrained(out)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(out)
     labels = torch.randint(0, 5, (8, 8), generator=torch.Generator().manual_seed(0))
     tokens = pipe(condition_image=labels, top_k=1, output_type="latent").images
     cond_codes = pipe.cond_vqgan.tokenize(F.one_hot(labels, 5).permute(2, 0, 1)[None].float()).flatten(1)  # {0, 1}

@@ -19,26 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from testing_utils import prior_size, small_vqgan_config
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
-
-# A one-channel tokenizer for 16x16 images (f=2: an 8x8 grid of codes), small enough for ~1 s runs on a CPU.
-TINY_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1,
-                  attention_resolutions=[], sample_size=16, latent_channels=8, code_dim=4, codebook_size=16,
-                  norm_num_groups=4)  # fmt: skip
-TINY_PRIOR = dict(n_layer=1, n_embd=32, n_head=2)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU their spinning makes each run ~20x
-    slower; the previous setting is restored for the tests that follow."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -138,29 +122,21 @@ def accelerate_launch():
 
 @pytest.fixture
 def tiny_train_config() -> dict:
-    """Keyword arguments of a one-channel `VQGANModel` for 16x16 images; about a second per short run."""
-    return dict(TINY_VQGAN)
+    """`small_vqgan_config()` (one channel, 16x16 images, about a second per short run) as JSON reads it back."""
+    return json.loads(json.dumps(small_vqgan_config()))
 
 
 @pytest.fixture
 def tiny_prior_config() -> dict:
-    """`VQGANPriorConfig` size kwargs of a one-layer prior."""
-    return dict(TINY_PRIOR)
-
-
-@pytest.fixture(scope="session")
-def random_vgg16_file(tmp_path_factory) -> Path:
-    """A random VGG16 backbone file for `--lpips_vgg_weights` (runs with LPIPS, no pretrained weights needed)."""
-    from random_vgg16 import random_vgg16_weights  # tests/random_vgg16.py
-
-    return random_vgg16_weights(tmp_path_factory)
+    """`prior_size()`: the `VQGANPriorConfig` size kwargs of a one-layer prior."""
+    return prior_size()
 
 
 @pytest.fixture
-def tiny_vqgan_json(tmp_path) -> str:
+def tiny_vqgan_json(tmp_path, tiny_train_config) -> str:
     """`tiny_train_config` as a `--model_config` file."""
     path = tmp_path / "tiny_vqgan.json"
-    path.write_text(json.dumps(TINY_VQGAN))
+    path.write_text(json.dumps(tiny_train_config))
     return str(path)
 
 

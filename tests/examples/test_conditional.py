@@ -17,18 +17,18 @@ import torch
 from datasets import load_from_disk
 from PIL import Image
 
-from hf_vqgan import VQGANImageProcessor, VQGANModel, VQGANTransformerPipeline
+from hf_vqgan import VQGANImageProcessor, VQGANModel
 from hf_vqgan.conditions import read_depth_map
 from hf_vqgan.image_utils import decode_image
 from hf_vqgan.training.data import load_image_dataset
+from testing_utils import load_pipeline, prior_size, small_vqgan_config
 
 SIZE = 16  # training resolution; the folder's images are 20x20, so maps go through a real (non-integer) resize
 SOURCE = 20
 NUM_LABELS = 3
-# Condition tokenizer kwargs (channels are set by train.py from the condition type): f=2, or f=1 for lowres maps.
-COND_VQGAN = dict(base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1, attention_resolutions=[],
-                  sample_size=SIZE, latent_channels=8, code_dim=4, codebook_size=16, norm_num_groups=4)  # fmt: skip
-IMAGE_VQGAN = dict(COND_VQGAN, in_channels=3, out_channels=3)
+# Tokenizers of RGB images: f=2, or f=1 for the 4x4 lowres maps; train.py sets a condition tokenizer's channels from
+# the condition type.
+VQGAN = small_vqgan_config(3)
 FAST = ["--train_batch_size", "4", "--eval_batch_size", "8", "--max_train_steps", "2", "--validation_steps", "2",
         "--checkpointing_steps", "2", "--report_to", "none", "--validation_split", "0.25", "--resolution", SIZE]  # fmt: skip
 CONDITION_ARGS = {
@@ -37,14 +37,6 @@ CONDITION_ARGS = {
     "edges": [],
     "lowres": ["--lowres_factor", "4"],  # 16x16 images -> 4x4 maps
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +69,10 @@ def model_files(tmp_path_factory) -> dict[str, str]:
     """An (untrained) RGB image tokenizer folder, and the condition tokenizer and prior configs as JSON files."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    VQGANModel(**IMAGE_VQGAN).save_pretrained(root / "vqgan")
-    (root / "cond.json").write_text(json.dumps(COND_VQGAN))
-    (root / "cond_f1.json").write_text(json.dumps(dict(COND_VQGAN, channel_multipliers=[1], sample_size=4)))
-    (root / "prior.json").write_text(json.dumps(dict(n_layer=1, n_embd=32, n_head=2)))
+    VQGANModel(**VQGAN).save_pretrained(root / "vqgan")
+    (root / "cond.json").write_text(json.dumps(VQGAN))
+    (root / "cond_f1.json").write_text(json.dumps(small_vqgan_config(3, channel_multipliers=[1], sample_size=4)))
+    (root / "prior.json").write_text(json.dumps(prior_size()))
     return {name: str(root / name) for name in ("vqgan", "cond.json", "cond_f1.json", "prior.json")}
 
 
@@ -147,8 +139,7 @@ def test_condition_type_end_to_end(condition_type, paired_folder, model_files, r
     assert {"vqgan", "transformer", "cond_vqgan", "image_processor", "condition_processor", "model_index.json"} <= {
         p.name for p in (tmp_path / "pipe").iterdir()
     }
-    pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(tmp_path / "pipe")
     config = pipe.transformer.config
     condition_size = SIZE // 4 if condition_type == "lowres" else SIZE // 2  # f=1 on 4x4 maps, f=2 on 16x16 ones
     assert config.num_classes == 0
@@ -182,8 +173,7 @@ def test_class_labels_and_condition_combined(paired_folder, model_files, run_tra
     run = train_prior(run_train, "edges", paired_folder, model_files, tmp_path / "cond", tmp_path / "pipe",
                       tmp_path / "tokens", "--class_column", "label")  # fmt: skip
     assert run.returncode == 0
-    pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(tmp_path / "pipe")
     config = pipe.transformer.config
     assert config.num_classes == 2 and config.prefix_length == config.cond_length + 1
     image = Image.open(paired_folder / "images" / "0.png").resize((SIZE, SIZE))
@@ -221,7 +211,7 @@ def test_contradictory_condition_options_stop_before_loading(argv, match, run_tr
 
 def test_condition_tokenizer_of_another_type_is_refused(paired_folder, model_files, run_train, tmp_path):
     # A one-channel (edges) tokenizer cannot read the three-channel lowres maps of RGB images.
-    VQGANModel(**dict(COND_VQGAN, in_channels=1, out_channels=1)).save_pretrained(tmp_path / "edges_vqgan")
+    VQGANModel(**small_vqgan_config()).save_pretrained(tmp_path / "edges_vqgan")
     with pytest.raises(ValueError, match="reads 1-channel maps, but lowres conditions .* have 3"):
         train_prior(run_train, "lowres", paired_folder, model_files, tmp_path / "edges_vqgan", tmp_path / "pipe",
                     tmp_path / "tokens")  # fmt: skip
@@ -246,8 +236,7 @@ def test_lowres_digits_through_accelerate_launch(accelerate_launch, tmp_path, ti
                        tmp_path / "pipe", "--num_validation_samples", "2", "--tokenized_cache_dir", tmp_path / "tokens",
                        *steps])  # fmt: skip
 
-    pipe = VQGANTransformerPipeline.from_pretrained(tmp_path / "pipe")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(tmp_path / "pipe")
     assert pipe.cond_vqgan.downsample_factor == 1 and pipe.cond_vqgan.config.in_channels == 1
     config = pipe.transformer.config
     assert config.cond_length == 16 and config.num_classes == 0

@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from hf_vqgan import VQGANModel, VQGANTransformerPipeline
+from testing_utils import load_pipeline
 
 # Tiny data and batches, one validation sample per class, no tracker, a log line per step.
 TRANSFORMER_FAST_ARGS = ["--train_batch_size", "8", "--eval_batch_size", "64", "--max_train_samples", "64",
@@ -192,7 +193,6 @@ def test_unconditional_through_accelerate_launch(tmp_path, accelerate_launch, to
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
     config = json.loads((out / "transformer" / "config.json").read_text())
     assert config["num_classes"] == 0 and config["codebook_size"] == 16
-    pipe = VQGANTransformerPipeline.from_pretrained(out)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(out)
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert images.shape == (2, 1, 16, 16)

@@ -15,7 +15,7 @@ from hf_vqgan.losses.perceptual import (
 
 torchvision = pytest.importorskip("torchvision")
 pytest.importorskip("lpips")
-from random_vgg16 import random_vgg16_weights, write_random_vgg16_features  # noqa: E402  (tests/random_vgg16.py)
+from testing_utils import write_random_vgg16_features  # noqa: E402
 
 
 @pytest.fixture()
@@ -40,9 +40,9 @@ def vgg_features_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def random_lpips(tmp_path_factory):
+def random_lpips(random_vgg16_file):
     """One LPIPSLoss with a random backbone for the module (building VGG16 takes a second or two)."""
-    return LPIPSLoss(vgg_weights_path=random_vgg16_weights(tmp_path_factory))
+    return LPIPSLoss(vgg_weights_path=random_vgg16_file)
 
 
 def _assert_backbone_equals(loss: LPIPSLoss, state_dict: dict[str, torch.Tensor]) -> None:
@@ -52,8 +52,8 @@ def _assert_backbone_equals(loss: LPIPSLoss, state_dict: dict[str, torch.Tensor]
         torch.testing.assert_close(tensor, state_dict[f"features.{name}"], rtol=0, atol=0)
 
 
-def test_random_backbone_file_is_what_lpips_runs(random_lpips, tmp_path_factory):
-    state_dict = torch.load(random_vgg16_weights(tmp_path_factory), weights_only=True)
+def test_random_backbone_file_is_what_lpips_runs(random_lpips, random_vgg16_file):
+    state_dict = torch.load(random_vgg16_file, weights_only=True)
     _assert_backbone_equals(random_lpips, state_dict)
 
 

@@ -9,18 +9,8 @@ from hf_vqgan.losses.adversarial import get_discriminator_loss, get_generator_lo
 from hf_vqgan.losses.perceptual import LPIPSWeightsUnavailableError
 from hf_vqgan.losses.vqgan_loss import VQGANDiscriminatorLossOutput, VQGANGeneratorLossOutput, VQGANLoss
 from hf_vqgan.models.vqgan import VQGANModel
-from random_vgg16 import random_vgg16_weights  # tests/random_vgg16.py
+from testing_utils import vqgan_config
 
-TINY_MODEL = dict(
-    base_channels=32,
-    channel_multipliers=(1, 2),
-    attention_resolutions=(16,),
-    sample_size=32,
-    latent_channels=16,
-    code_dim=8,
-    codebook_size=64,
-    norm_num_groups=8,
-)
 TINY_DISC = dict(disc_base_channels=8, disc_num_layers=2, disc_norm_num_groups=4)
 NO_PERCEPTUAL = dict(perceptual_weight=0.0)
 
@@ -39,15 +29,14 @@ def offline(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def model_and_batch():
     torch.manual_seed(0)
-    return VQGANModel(**TINY_MODEL), torch.rand(2, 3, 32, 32) * 2 - 1
+    return VQGANModel(**vqgan_config()), torch.rand(2, 3, 32, 32) * 2 - 1
 
 
 @pytest.fixture(scope="module")
-def perceptual_gan_loss(tmp_path_factory):
+def perceptual_gan_loss(random_vgg16_file):
     """The full objective (random LPIPS backbone, which takes a second or two to build), shared by the module."""
-    weights = random_vgg16_weights(tmp_path_factory)
     torch.manual_seed(0)
-    return VQGANLoss(perceptual_weight=0.5, lpips_vgg_weights_path=weights, disc_start=0, **TINY_DISC)
+    return VQGANLoss(perceptual_weight=0.5, lpips_vgg_weights_path=random_vgg16_file, disc_start=0, **TINY_DISC)
 
 
 @pytest.fixture()

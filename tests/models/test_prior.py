@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+import testing_utils
 from hf_vqgan.models.prior import (
     VQGANPriorConfig,
     VQGANPriorForCausalLM,
@@ -25,11 +26,15 @@ from hf_vqgan.models.sampling import (
     choose_image_codes,
     sample_next_token,
 )
+from testing_utils import error_prior_config, seeded
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 K, H, W = 16, 3, 4  # codebook size and latent grid of the tiny priors
 T = H * W
 NUM_CLASSES, COND_K, COND_LEN = 5, 8, 3
+# Two layers of four heads; an init wider than GPT-2's 0.02 so the random network has peaked, input-dependent
+# next-token distributions.
+PRIOR = dict(codebook_size=K, latent_height=H, latent_width=W, n_layer=2, n_head=4, initializer_range=0.2)
 
 CONDITIONINGS = {
     "unconditional": {},
@@ -40,16 +45,11 @@ CONDITIONINGS = {
 
 
 def tiny_config(**overrides) -> VQGANPriorConfig:
-    kwargs = {"codebook_size": K, "latent_height": H, "latent_width": W, "n_embd": 32, "n_layer": 2, "n_head": 4}
-    # Wider than GPT-2's 0.02 so the random network has peaked, input-dependent next-token distributions.
-    kwargs["initializer_range"] = 0.2
-    kwargs.update(overrides)
-    return VQGANPriorConfig(**kwargs)
+    return VQGANPriorConfig(**testing_utils.prior_config(**{**PRIOR, **overrides}))
 
 
 def tiny_prior(seed: int = 0, **overrides) -> VQGANPriorForCausalLM:
-    torch.manual_seed(seed)
-    return VQGANPriorForCausalLM(tiny_config(**overrides)).eval()
+    return testing_utils.tiny_prior(seed, **{**PRIOR, **overrides})
 
 
 def conditioning_inputs(config: VQGANPriorConfig, batch_size: int, seed: int = 0) -> dict:
@@ -63,10 +63,6 @@ def conditioning_inputs(config: VQGANPriorConfig, batch_size: int, seed: int = 0
     if not inputs:
         inputs["batch_size"] = batch_size
     return inputs
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----- config and token layout -----------------------------------------------------------------------------------
@@ -671,3 +667,65 @@ def test_auto_model_loads_a_saved_prior_without_importing_hf_vqgan(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(folder)
     loaded.save_pretrained(tmp_path / "again")
     assert sorted(p.name for p in (tmp_path / "again").glob("*.py")) == ["hf_vqgan_prior.py"]
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+# One row per bad input: (id, call, exception type, regex the message must match). Each regex names the bad value
+# (or the option) and the expectation, so an error raised for another reason, or one that says less, fails.
+@pytest.fixture(scope="module")
+def error_priors() -> dict[str, VQGANPriorForCausalLM]:
+    """`prior`: class-conditional (3 classes), `unconditional`: no classes; both of `error_prior_config()`."""
+    return dict(
+        prior=testing_utils.tiny_prior(0, **error_prior_config(num_classes=3)),
+        unconditional=testing_utils.tiny_prior(0, **error_prior_config()),
+    )
+
+
+# fmt: off
+ERROR_CASES = [
+    ("config codebook_size=0", lambda o: VQGANPriorConfig(**error_prior_config(codebook_size=0)), ValueError, r"`codebook_size` must be a positive integer, got 0"),
+    ("config codebook_size str", lambda o: VQGANPriorConfig(**error_prior_config(codebook_size="64")), ValueError, r"`codebook_size` must be a positive integer, got '64'"),
+    ("config num_classes float", lambda o: VQGANPriorConfig(**error_prior_config(num_classes=2.5)), ValueError, r"`num_classes` must be a non-negative integer, got 2\.5"),
+    ("config num_classes<0", lambda o: VQGANPriorConfig(**error_prior_config(num_classes=-1)), ValueError, r"`num_classes` must be a non-negative integer, got -1"),
+    ("config cond without length", lambda o: VQGANPriorConfig(**error_prior_config(cond_codebook_size=8)), ValueError, r"`cond_codebook_size` \(8\) and `cond_length` \(0\) must be both positive"),
+    ("config heads", lambda o: VQGANPriorConfig(**error_prior_config(n_head=3)), ValueError, r"`n_embd` \(16\) must be divisible by `n_head` \(3\)"),
+    ("config dropout", lambda o: VQGANPriorConfig(**error_prior_config(attn_pdrop=1.0)), ValueError, r"`attn_pdrop` must be a probability in \[0, 1\), got 1\.0"),
+    ("config vocab_size", lambda o: VQGANPriorConfig(**error_prior_config(vocab_size=10)), ValueError, r"must be 65 \(or left unset\), got 10"),
+    ("config n_positions", lambda o: VQGANPriorConfig(**error_prior_config(n_positions=4)), ValueError, r"`n_positions` must hold a whole sequence of .* = 17 tokens, got 4"),
+    ("build float indices", lambda o: o["prior"].build_input_ids(torch.zeros(1, 4, 4), class_labels=torch.tensor([0])), TypeError, r"`indices` must be an integer tensor, got dtype torch\.float32"),
+    ("build indices out of range", lambda o: o["prior"].build_input_ids(torch.full((1, 4, 4), 64), class_labels=torch.tensor([0])), ValueError, r"`indices` must lie in \[0, 64\), got values in \[64, 64\]"),
+    ("build wrong grid", lambda o: o["prior"].build_input_ids(torch.zeros(1, 3, 4, dtype=torch.long), class_labels=torch.tensor([0])), ValueError, r"`indices` must have shape \(batch_size, 4, 4\), got \(1, 3, 4\)"),
+    ("build too many tokens", lambda o: o["prior"].build_input_ids(torch.zeros(1, 17, dtype=torch.long), class_labels=torch.tensor([0])), ValueError, r"T <= 16, got \(1, 17\)"),
+    ("build missing class", lambda o: o["prior"].build_input_ids(torch.zeros(1, 4, 4, dtype=torch.long)), ValueError, r"class-conditional \(`num_classes=3`\): pass `class_labels`"),
+    ("build class out of range", lambda o: o["prior"].build_input_ids(class_labels=torch.tensor([4])), ValueError, r"`class_labels` must lie in \[0, 4\), got values in \[4, 4\]"),
+    ("build class as list", lambda o: o["prior"].build_input_ids(class_labels=[0]), TypeError, r"`class_labels` must be a torch\.Tensor, got list"),
+    ("build class on unconditional", lambda o: o["unconditional"].build_input_ids(class_labels=torch.tensor([0])), ValueError, r"`class_labels` were given, but this prior is unconditional"),
+    ("build batch mismatch", lambda o: o["prior"].build_input_ids(torch.zeros(2, 4, 4, dtype=torch.long), class_labels=torch.tensor([0])), ValueError, r"All inputs must share one batch size, got \{'batch_size': 2, 'class_labels': 1\}"),
+    ("build batch_size=0", lambda o: o["unconditional"].build_input_ids(batch_size=0), ValueError, r"`batch_size` must be a positive integer, got 0"),
+    ("build batch_size str", lambda o: o["unconditional"].build_input_ids(batch_size="2"), ValueError, r"`batch_size` must be a positive integer, got '2'"),
+    ("build no batch", lambda o: o["unconditional"].build_input_ids(), ValueError, r"Cannot tell the batch size: pass `batch_size`"),
+    ("sample temperature=0", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), temperature=0.0), ValueError, r"`temperature` must be a positive finite number, got 0\.0"),
+    ("sample temperature nan", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), temperature=float("nan")), ValueError, r"`temperature` must be a positive finite number, got nan"),
+    ("sample top_k=0", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), top_k=0), ValueError, r"`top_k` must be None or an integer >= 1, got 0"),
+    ("sample top_k=True", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), top_k=True), ValueError, r"got True"),
+    ("sample top_p=1.5", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), top_p=1.5), ValueError, r"`top_p` must be None or a number in \(0, 1\], got 1\.5"),
+    ("sample guidance<0", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), guidance_scale=-1.0), ValueError, r"`guidance_scale` must be a non-negative finite number, got -1\.0"),
+    ("sample guidance unconditional", lambda o: o["unconditional"].sample(batch_size=1, guidance_scale=2.0), ValueError, r"`guidance_scale=2\.0` needs a null class, but this prior has no classes"),
+    ("sample decode_step str", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), decode_step="static"), TypeError, r"`decode_step` must be a DecodeStep or None, got str"),
+    ("sample 3-D prefix", lambda o: o["unconditional"].sample(prefix_indices=torch.zeros(1, 2, 2, dtype=torch.long)), ValueError, r"`prefix_indices` must have shape \(batch_size, k\), got \(1, 2, 2\)"),
+    ("sample prefix out of range", lambda o: o["unconditional"].sample(prefix_indices=torch.full((1, 2), 99)), ValueError, r"must lie in \[0, 64\), got values in \[99, 99\]"),
+    ("sample generator wrong type", lambda o: o["prior"].sample(class_labels=torch.tensor([0]), generator=0), TypeError, r"`generator` must be a torch\.Generator or None, got int"),
+    ("pkeep out of range", lambda o: o["prior"].corrupt_image_tokens(torch.tensor([0]).reshape(1, 1), 1.5), ValueError, r"`pkeep` must be a probability in \[0, 1\], got 1\.5"),
+    ("class dropout out of range", lambda o: o["prior"].drop_class_labels(torch.tensor([0]), 2.0), ValueError, r"`prob` must be a probability in \[0, 1\], got 2\.0"),
+    ("class dropout unconditional", lambda o: o["unconditional"].drop_class_labels(torch.tensor([0]), 0.1), ValueError, r"needs a class-conditional prior, but `num_classes=0`"),
+    ("forward past n_positions", lambda o: o["unconditional"](input_ids=torch.zeros(1, 18, dtype=torch.long)), ValueError, r"needs 18 positions, but the prior has n_positions=17"),
+    ("build negative class", lambda o: o["prior"].build_input_ids(class_labels=torch.tensor([-1])), ValueError, r"`class_labels` must lie in \[0, 4\), got values in \[-1, -1\]"),
+    ("generate out-of-vocab ids", lambda o: o["prior"].generate(torch.tensor([69]).reshape(1, 1), max_new_tokens=1, do_sample=False), ValueError, r"`input_ids` must lie in \[0, 69\), got values in \[69, 69\]"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_bad_inputs_get_errors_that_name_them(error_priors, call, error, message):
+    with pytest.raises(error, match=message):
+        call(error_priors)

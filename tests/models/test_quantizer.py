@@ -333,3 +333,35 @@ def test_latents_of_the_wrong_shape_raise(shape):
 
 def re_shape(shape: tuple[int, ...]) -> str:
     return "\\(" + ", ".join(str(s) for s in shape) + "\\)"
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+# One row per bad input: (id, call, exception type, regex the message must match). Each regex names the bad value
+# (or the option) and the expectation, so an error raised for another reason, or one that says less, fails.
+# fmt: off
+ERROR_CASES = [
+    ("codebook_size=1", lambda quantizer: VectorQuantizer(1, 4), ValueError, r"`codebook_size` must be an int >= 2, got 1"),
+    ("codebook_size float", lambda quantizer: VectorQuantizer(16.0, 4), ValueError, r"`codebook_size` must be an int >= 2, got 16\.0"),
+    ("code_dim=0", lambda quantizer: VectorQuantizer(16, 0), ValueError, r"`code_dim` must be a positive int, got 0"),
+    ("beta<0", lambda quantizer: VectorQuantizer(16, 4, beta=-0.5), ValueError, r"`beta` must be >= 0, got -0\.5"),
+    ("ema_decay=0", lambda quantizer: VectorQuantizer(16, 4, ema_decay=0.0), ValueError, r"`ema_decay` must be in \(0, 1\), got 0\.0"),
+    ("dead_code_steps<0", lambda quantizer: VectorQuantizer(16, 4, dead_code_steps=-2), ValueError, r"got -2"),
+    ("usage_window=0", lambda quantizer: VectorQuantizer(16, 4, usage_window=0), ValueError, r"`usage_window` must be >= 1, got 0"),
+    ("forward a list", lambda quantizer: quantizer([0.0]), TypeError, r"`latents` must be a torch\.Tensor, got list"),
+    ("forward 3-D", lambda quantizer: quantizer(torch.zeros(4, 2, 2)), ValueError, r"Expected latents of shape \(batch_size, 4, h, w\), got \(4, 2, 2\)"),
+    ("forward wrong code_dim", lambda quantizer: quantizer(torch.zeros(1, 3, 2, 2)), ValueError, r"got \(1, 3, 2, 2\)"),
+    ("forward int64", lambda quantizer: quantizer(torch.zeros(1, 4, 2, 2, dtype=torch.int64)), TypeError, r"`latents` must be a floating-point tensor, got dtype torch\.int64"),
+    ("forward empty batch", lambda quantizer: quantizer(torch.zeros(0, 4, 2, 2)), ValueError, r"`latents` is empty \(shape \(0, 4, 2, 2\)\)"),
+    ("lookup float", lambda quantizer: quantizer.lookup(torch.zeros(1, 2, 2)), TypeError, r"`indices` must be an integer tensor, got dtype torch\.float32"),
+    ("lookup 2-D", lambda quantizer: quantizer.lookup(torch.zeros(1, 4, dtype=torch.long)), ValueError, r"`indices` must have shape \(batch_size, h, w\), got \(1, 4\)"),
+    ("lookup out of range", lambda quantizer: quantizer.lookup(torch.full((1, 2, 2), 16)), ValueError, r"`indices` must lie in \[0, 16\), got values in \[16, 16\]"),
+    ("statistics missing key", lambda quantizer: quantizer.load_statistics_state_dict({"usage_step": torch.zeros((), dtype=torch.long)}), ValueError, r"missing \['steps_since_used', 'usage_history'\]"),
+    ("statistics wrong shape", lambda quantizer: quantizer.load_statistics_state_dict({**quantizer.statistics_state_dict(), "usage_history": torch.zeros(3, 16)}), ValueError, r"`usage_history` has shape \(3, 16\), expected \(100, 16\)"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_bad_inputs_get_errors_that_name_them(call, error, message):
+    with pytest.raises(error, match=message):
+        call(VectorQuantizer(16, 4).train())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import testing_utils
 from hf_vqgan.models import (
     KVCacheDecodeStep,
     NoCacheDecodeStep,
@@ -17,11 +18,14 @@ from hf_vqgan.models import (
     VQGANModel,
 )
 from hf_vqgan.models import sampling as sampling_module
-from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
+from hf_vqgan.models.prior import VQGANPriorForCausalLM
 from hf_vqgan.models.sampling import UNSAMPLED_CODE, _StaticDecoder, exponential_noise, sample_next_token
+from testing_utils import seeded
 
 K, H, W, NUM_CLASSES = 16, 3, 4, 5
 T = H * W
+# initializer_range wider than GPT-2's 0.02: peaked, context-dependent next-token distributions
+PRIOR = dict(codebook_size=K, latent_height=H, latent_width=W, initializer_range=0.2)
 
 CONDITIONINGS = {
     "unconditional": ({}, {"batch_size": 3}),
@@ -52,15 +56,7 @@ STEPS = {
 
 
 def tiny_prior(**overrides) -> VQGANPriorForCausalLM:
-    kwargs = dict(codebook_size=K, latent_height=H, latent_width=W, n_embd=32, n_layer=1, n_head=2)
-    kwargs["initializer_range"] = 0.2  # peaked, context-dependent next-token distributions
-    kwargs.update(overrides)
-    torch.manual_seed(0)
-    return VQGANPriorForCausalLM(VQGANPriorConfig(**kwargs)).eval()
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return testing_utils.tiny_prior(0, **{**PRIOR, **overrides})
 
 
 class RefuseHostSyncs(TorchDispatchMode):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vqgan.models.vqgan import AttentionBlock, ResnetBlock, VQGANModel
+from testing_utils import error_vqgan_config, tiny_vqgan
 
 SHAPE_CONFIGS = {
     # f=4, one-channel images, attention at the middle level only.
@@ -68,16 +69,11 @@ def public_config(model: VQGANModel) -> dict:
     return {k: v for k, v in json.loads(model.to_json_string()).items() if not k.startswith("_")}
 
 
-def tiny_model(config: dict, **overrides) -> VQGANModel:
-    torch.manual_seed(0)
-    return VQGANModel(**{**config, **overrides}).eval()
-
-
 # ------------------------------------------------------------------------------------------------ shapes
 @pytest.mark.parametrize("name", ["tiny", *SHAPE_CONFIGS])
 def test_shapes_of_every_verb(name, tiny_vqgan_config):
     config = tiny_vqgan_config if name == "tiny" else SHAPE_CONFIGS[name]
-    model = tiny_model(config)
+    model = tiny_vqgan(**config)
     f = 2 ** (len(config["channel_multipliers"]) - 1)
     H, W = config["sample_size"], config["sample_size"] // 2  # not square: the model is convolutional
     h, w = H // f, W // f
@@ -159,7 +155,7 @@ def test_resnet_block_in_place_ops_match_the_plain_formula(in_channels):
 # ---------------------------------------------------------------------------------------- verbs agree
 @pytest.mark.parametrize("l2_normalize_codes", [False, True])
 def test_decode_indices_of_tokens_equals_decode_of_quantized(tiny_vqgan_config, l2_normalize_codes):
-    model = tiny_model(tiny_vqgan_config, l2_normalize_codes=l2_normalize_codes)
+    model = tiny_vqgan(**tiny_vqgan_config, l2_normalize_codes=l2_normalize_codes)
     x = images(2, 3, 32, 32)
     with torch.no_grad():
         indices = model.tokenize(x)
@@ -173,7 +169,7 @@ def test_decode_indices_of_tokens_equals_decode_of_quantized(tiny_vqgan_config, 
 
 
 def test_return_dict_false_gives_tuples(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     x = images(2, 3, 32, 32)
     with torch.no_grad():
         out = model(x)
@@ -192,7 +188,7 @@ def test_return_dict_false_gives_tuples(tiny_vqgan_config):
 
 
 def test_bfloat16_model_runs_end_to_end(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config).to(torch.bfloat16)
+    model = tiny_vqgan(**tiny_vqgan_config).to(torch.bfloat16)
     x = images(1, 3, 32, 32).to(torch.bfloat16)
     with torch.no_grad():
         out = model(x)
@@ -207,7 +203,7 @@ def test_bfloat16_model_runs_end_to_end(tiny_vqgan_config):
     ids=["default", "ema-l2-legacy"],
 )
 def test_save_and_load_give_identical_outputs(tmp_path, tiny_vqgan_config, options):
-    model = tiny_model(tiny_vqgan_config, **options)
+    model = tiny_vqgan(**tiny_vqgan_config, **options)
     x = images(2, 3, 32, 32)
     if options.get("use_ema"):  # move the EMA buffers off their initial values, so that loading them matters
         model.train()(x)
@@ -232,7 +228,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, tiny_vqgan_config, optio
 
 # ------------------------------------------------------------------------------------------- gradients
 def test_reconstruction_gradients_reach_the_encoder_through_the_quantizer(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config).train()
+    model = tiny_vqgan(**tiny_vqgan_config).train()
     x = images(2, 3, 32, 32)
     out = model(x)
     F.mse_loss(out.sample, x).backward(retain_graph=True)
@@ -258,7 +254,7 @@ BAD_PIXELS = [
 @pytest.mark.parametrize("verb", ["encode", "tokenize", "forward"])
 @pytest.mark.parametrize("pixels, error, match", BAD_PIXELS)
 def test_bad_pixels_raise(tiny_vqgan_config, verb, pixels, error, match):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     with pytest.raises(error, match=match):
         getattr(model, verb)(pixels)
 
@@ -274,13 +270,13 @@ def test_bad_pixels_raise(tiny_vqgan_config, verb, pixels, error, match):
     ],
 )
 def test_bad_indices_raise(tiny_vqgan_config, indices, error, match):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     with pytest.raises(error, match=match):
         model.decode_indices(indices)
 
 
 def test_quantized_of_the_wrong_shape_raises(tiny_vqgan_config):
-    model = tiny_model(tiny_vqgan_config)
+    model = tiny_vqgan(**tiny_vqgan_config)
     with pytest.raises(ValueError, match=r"`quantized` must have shape \(batch_size, 8, h, w\), got \(1, 16, 4, 4\)"):
         model.decode(torch.zeros(1, 16, 4, 4))
     with pytest.raises(ValueError, match=r"latents of shape \(batch_size, 8, h, w\), got \(1, 4, 4, 4\)"):
@@ -308,3 +304,61 @@ def test_quantized_of_the_wrong_shape_raises(tiny_vqgan_config):
 def test_bad_config_raises(tiny_vqgan_config, overrides, match):
     with pytest.raises(ValueError, match=match):
         VQGANModel(**{**tiny_vqgan_config, **overrides})
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+# One row per bad input: (id, call, exception type, regex the message must match). Each regex names the bad value
+# (or the option) and the expectation, so an error raised for another reason, or one that says less, fails.
+@pytest.fixture(scope="module")
+def error_vqgan() -> VQGANModel:
+    return tiny_vqgan(**error_vqgan_config())
+
+
+# fmt: off
+ERROR_CASES = [
+    ("config in_channels=0", lambda vqgan: VQGANModel(**error_vqgan_config(in_channels=0)), ValueError, r"`in_channels` must be a positive int, got 0"),
+    ("config in_channels=True", lambda vqgan: VQGANModel(**error_vqgan_config(in_channels=True)), ValueError, r"`in_channels` must be a positive int, got True"),
+    ("config in_channels=3.0", lambda vqgan: VQGANModel(**error_vqgan_config(in_channels=3.0)), ValueError, r"`in_channels` must be a positive int, got 3\.0"),
+    ("config empty multipliers", lambda vqgan: VQGANModel(**error_vqgan_config(channel_multipliers=())), ValueError, r"`channel_multipliers` must be a non-empty list of positive ints, got \(\)"),
+    ("config zero multiplier", lambda vqgan: VQGANModel(**error_vqgan_config(channel_multipliers=(1, 0))), ValueError, r"`channel_multipliers` must hold positive ints, got \(1, 0\)"),
+    ("config attention as str", lambda vqgan: VQGANModel(**error_vqgan_config(attention_resolutions="16")), ValueError, r"`attention_resolutions` must be a list of positive ints, got '16'"),
+    ("config dropout=1.5", lambda vqgan: VQGANModel(**error_vqgan_config(dropout=1.5)), ValueError, r"`dropout` must be in \[0, 1\), got 1\.5"),
+    ("config groups do not divide", lambda vqgan: VQGANModel(**error_vqgan_config(norm_num_groups=7)), ValueError, r"divisible by `norm_num_groups`=7.*width 32"),
+    ("config sample_size indivisible", lambda vqgan: VQGANModel(**error_vqgan_config(sample_size=9)), ValueError, r"`sample_size`=9 must be divisible by the downsampling factor 2"),
+    ("config codebook_size=1", lambda vqgan: VQGANModel(**error_vqgan_config(codebook_size=1)), ValueError, r"`codebook_size` must be an int >= 2, got 1"),
+    ("config code_dim=0", lambda vqgan: VQGANModel(**error_vqgan_config(code_dim=0)), ValueError, r"`code_dim` must be a positive int, got 0"),
+    ("config commitment_beta<0", lambda vqgan: VQGANModel(**error_vqgan_config(commitment_beta=-1.0)), ValueError, r"`beta` must be >= 0, got -1\.0"),
+    ("config ema_decay=1", lambda vqgan: VQGANModel(**error_vqgan_config(use_ema=True, ema_decay=1.0)), ValueError, r"`ema_decay` must be in \(0, 1\), got 1\.0"),
+    ("config dead_code_steps<0", lambda vqgan: VQGANModel(**error_vqgan_config(dead_code_steps=-1)), ValueError, r"`dead_code_steps` must be >= 0 .*got -1"),
+    ("encode a list", lambda vqgan: vqgan.encode([[0.0]]), TypeError, r"`pixel_values` must be a torch\.Tensor, got list"),
+    ("encode a numpy array", lambda vqgan: vqgan.encode(np.zeros((1, 3, 8, 8), np.float32)), TypeError, r"`pixel_values` must be a torch\.Tensor, got ndarray"),
+    ("encode 3-D", lambda vqgan: vqgan.encode(torch.zeros(3, 8, 8)), ValueError, r"`pixel_values` must be a 4-D tensor \(batch_size, channels, height, width\), got shape \(3, 8, 8\)"),
+    ("encode wrong channels", lambda vqgan: vqgan.encode(torch.zeros(1, 1, 8, 8)), ValueError, r"`pixel_values` has 1 channels, but this model expects 3"),
+    ("encode uint8", lambda vqgan: vqgan.encode(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), TypeError, r"floating-point tensor in \[-1, 1\], got dtype torch\.uint8"),
+    ("encode indivisible size", lambda vqgan: vqgan.encode(torch.zeros(1, 3, 9, 8)), ValueError, r"multiples of the downsampling factor 2, got 9x8"),
+    ("encode zero size", lambda vqgan: vqgan.encode(torch.zeros(1, 3, 0, 8)), ValueError, r"positive multiples of the downsampling factor 2, got 0x8"),
+    ("encode empty batch", lambda vqgan: vqgan.encode(torch.zeros(0, 3, 8, 8)), ValueError, r"`pixel_values` is an empty batch \(shape \(0, 3, 8, 8\)\)"),
+    # A device mismatch is reported by torch itself, naming both devices.
+    ("encode other device", lambda vqgan: vqgan.encode(torch.zeros(1, 3, 8, 8).to("meta")), RuntimeError, r"device cpu is not on the expected device meta"),
+    ("forward 3-D", lambda vqgan: vqgan(torch.zeros(3, 8, 8)), ValueError, r"got shape \(3, 8, 8\)"),
+    ("tokenize int64", lambda vqgan: vqgan.tokenize(torch.zeros(1, 3, 8, 8, dtype=torch.int64)), TypeError, r"got dtype torch\.int64"),
+    ("quantize a list", lambda vqgan: vqgan.quantize([0.0]), TypeError, r"`latents` must be a torch\.Tensor, got list"),
+    ("quantize wrong code_dim", lambda vqgan: vqgan.quantize(torch.zeros(1, 3, 4, 4)), ValueError, r"Expected latents of shape \(batch_size, 8, h, w\), got \(1, 3, 4, 4\)"),
+    ("decode a list", lambda vqgan: vqgan.decode([0.0]), ValueError, r"`quantized` must have shape \(batch_size, 8, h, w\), got list"),
+    ("decode wrong channels", lambda vqgan: vqgan.decode(torch.zeros(1, 3, 4, 4)), ValueError, r"`quantized` must have shape \(batch_size, 8, h, w\), got \(1, 3, 4, 4\)"),
+    ("decode_indices float", lambda vqgan: vqgan.decode_indices(torch.zeros(1, 4, 4)), TypeError, r"`indices` must be an integer tensor, got dtype torch\.float32"),
+    ("decode_indices bool", lambda vqgan: vqgan.decode_indices(torch.zeros(1, 4, 4, dtype=torch.bool)), TypeError, r"got dtype torch\.bool"),
+    ("decode_indices 2-D", lambda vqgan: vqgan.decode_indices(torch.zeros(1, 16, dtype=torch.long)), ValueError, r"`indices` must have shape \(batch_size, h, w\), got \(1, 16\)"),
+    ("decode_indices too large", lambda vqgan: vqgan.decode_indices(torch.full((1, 4, 4), 64)), ValueError, r"`indices` must lie in \[0, 64\), got values in \[64, 64\]"),
+    ("decode_indices negative", lambda vqgan: vqgan.decode_indices(torch.full((1, 4, 4), -1)), ValueError, r"must lie in \[0, 64\), got values in \[-1, -1\]"),
+    ("decode_indices a list", lambda vqgan: vqgan.decode_indices([[[0]]]), TypeError, r"`indices` must be a torch\.Tensor, got list"),
+    ("latent_shape indivisible", lambda vqgan: vqgan.latent_shape(9, 8), ValueError, r"height and width must be positive multiples of the downsampling factor 2, got 9x8"),
+    ("forward empty batch", lambda vqgan: vqgan(torch.zeros(0, 3, 8, 8)), ValueError, r"`pixel_values` is an empty batch"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_bad_inputs_get_errors_that_name_them(error_vqgan, call, error, message):
+    with pytest.raises(error, match=message):
+        call(error_vqgan)

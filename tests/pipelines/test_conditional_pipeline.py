@@ -28,63 +28,36 @@ from hf_vqgan.conditions import (
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.training.data import preprocess_batch
 from hf_vqgan.training.tokenize import tokenize_split
+from testing_utils import random_image, small_vqgan_config, tiny_pipeline, tiny_prior, tiny_vqgan
 
 SIZE = 16  # output pixels; the image tokenizer (f=2) gives an 8x8 grid of codes
 GRID = 8
 NUM_LABELS = 3
 LOWRES_FACTOR = 4  # 16x16 images -> 4x4 lowres conditions
-TINY = dict(base_channels=8, num_res_blocks=1, attention_resolutions=(), latent_channels=8, code_dim=4,
-            codebook_size=16, norm_num_groups=4)  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend most of their time in thread hand-offs on a shared CPU; one thread is much faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_pipeline(condition_type: str | None, num_classes: int = 0, image_channels: int = 3, seed: int = 0):
     """Random tiny components; the condition tokenizer is f=2 for full-size maps and f=1 for 4x4 lowres maps."""
-    torch.manual_seed(seed)
-    vqgan = VQGANModel(in_channels=image_channels, out_channels=image_channels, channel_multipliers=(1, 2),
-                       sample_size=SIZE, **TINY)  # fmt: skip
-    cond_vqgan, cond_kwargs, condition_processor = None, {}, None
-    if condition_type is not None:
-        channels = condition_channels(condition_type, NUM_LABELS, image_channels)
-        transform = VQGANImageProcessor(
-            condition_type=condition_type, num_labels=NUM_LABELS, lowres_factor=LOWRES_FACTOR
-        )
-        _, height, width = transform.condition_shape(image_channels, SIZE)
-        multipliers = (1,) if condition_type == "lowres" else (1, 2)
-        cond_vqgan = VQGANModel(in_channels=channels, out_channels=channels, channel_multipliers=multipliers,
-                                sample_size=height, **TINY)  # fmt: skip
-        cond_kwargs = dict(
-            cond_codebook_size=cond_vqgan.config.codebook_size,
-            cond_length=math.prod(cond_vqgan.latent_shape(height, width)),
-        )
-        condition_processor = VQGANImageProcessor(
-            resolution=SIZE, channels=image_channels, condition_type=condition_type, lowres_factor=LOWRES_FACTOR,
-            num_labels=NUM_LABELS if condition_type == "segmentation" else None,
-        )  # fmt: skip
-    config = VQGANPriorConfig(codebook_size=vqgan.config.codebook_size, latent_height=GRID, latent_width=GRID,
-                              num_classes=num_classes, n_layer=1, n_embd=32, n_head=2, **cond_kwargs)  # fmt: skip
-    pipe = VQGANTransformerPipeline(vqgan=vqgan.eval(), transformer=VQGANPriorForCausalLM(config).eval(),
-                                    cond_vqgan=None if cond_vqgan is None else cond_vqgan.eval(),
-                                    condition_processor=condition_processor if cond_vqgan is not None else None)  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    vqgan = tiny_vqgan(seed, **small_vqgan_config(image_channels))
+    if condition_type is None:
+        return tiny_pipeline(vqgan, tiny_prior(None, num_classes=num_classes))
+    condition_processor = VQGANImageProcessor(
+        resolution=SIZE, channels=image_channels, condition_type=condition_type, lowres_factor=LOWRES_FACTOR,
+        num_labels=NUM_LABELS if condition_type == "segmentation" else None,
+    )  # fmt: skip
+    _, height, width = condition_processor.condition_shape(image_channels, SIZE)
+    channels = condition_channels(condition_type, NUM_LABELS, image_channels)
+    multipliers = (1,) if condition_type == "lowres" else (1, 2)
+    cond_vqgan = tiny_vqgan(None, **small_vqgan_config(channels, channel_multipliers=multipliers, sample_size=height))
+    cond_length = math.prod(cond_vqgan.latent_shape(height, width))
+    prior = tiny_prior(None, num_classes=num_classes, cond_codebook_size=cond_vqgan.config.codebook_size,
+                       cond_length=cond_length)  # fmt: skip
+    return tiny_pipeline(vqgan, prior, cond_vqgan=cond_vqgan, condition_processor=condition_processor)
 
 
-def random_image(seed: int, size: int = SIZE, mode: str = "RGB") -> PIL.Image.Image:
-    rng = np.random.default_rng(seed)
-    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-    array = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+def blocky_image(seed: int, size: int = SIZE, mode: str = "RGB") -> PIL.Image.Image:
     # Smooth blocks with sharp borders: the edge detector finds edges and the lowres boxes differ.
-    array = np.kron(array[::4, ::4], np.ones((4, 4, 1), dtype=np.uint8))
-    return PIL.Image.fromarray(array[..., 0] if mode == "L" else array, mode=mode)
+    return random_image(seed, size, mode, block=4)
 
 
 def label_map(seed: int, size: int = SIZE) -> np.ndarray:
@@ -100,7 +73,7 @@ def example_condition(condition_type: str, seed: int = 0):
         return label_map(seed)
     if condition_type == "depth":
         return np.random.default_rng(seed).random((SIZE, SIZE)).astype(np.float32) * 10
-    return random_image(seed)
+    return blocky_image(seed)
 
 
 def record_sample_calls(pipe, monkeypatch) -> list[dict]:
@@ -140,7 +113,7 @@ def test_each_condition_type_samples_from_its_condition_tokens(condition_type, m
     assert latent.shape == (2, GRID, GRID) and latent.dtype == torch.long
     assert torch.equal(calls[1]["cond_indices"], tokens.expand(2, -1))
     if condition_type in ("edges", "lowres"):
-        batch = [random_image(1), random_image(2), random_image(3)]
+        batch = [blocky_image(1), blocky_image(2), blocky_image(3)]
     else:
         batch = np.stack([example_condition(condition_type, seed) for seed in (1, 2, 3)])
     latent = pipe(condition_image=batch, batch_size=3, num_images_per_prompt=2, output_type="latent").images
@@ -155,7 +128,7 @@ def test_each_condition_type_samples_from_its_condition_tokens(condition_type, m
 def test_class_labels_and_condition_combined_with_guidance(monkeypatch):
     pipe = make_pipeline("edges", num_classes=3)
     calls = record_sample_calls(pipe, monkeypatch)
-    conditions = [random_image(0), random_image(1)]
+    conditions = [blocky_image(0), blocky_image(1)]
     images = pipe(class_labels=[0, 2], condition_image=conditions, num_images_per_prompt=2, guidance_scale=2.0,
                   generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
     assert images.shape == (4, SIZE, SIZE, 3)
@@ -177,7 +150,7 @@ def test_class_labels_and_condition_combined_with_guidance(monkeypatch):
 
 def test_grayscale_pipeline_with_lowres_conditions_of_the_digits_kind():
     pipe = make_pipeline("lowres", image_channels=1)
-    digit = random_image(0, mode="L")
+    digit = blocky_image(0, mode="L")
     condition = pipe.prepare_condition(digit)
     assert condition.shape == (1, 1, 4, 4)
     # An already downsampled 4x4 map is taken as it is, and gives the same condition.
@@ -190,8 +163,7 @@ def test_grayscale_pipeline_with_lowres_conditions_of_the_digits_kind():
 def train_label_tokenizer(maps: torch.Tensor, max_steps: int = 400) -> VQGANModel:
     """A tiny f=1 segmentation tokenizer trained with cross-entropy until it reconstructs `maps` exactly."""
     torch.manual_seed(0)
-    model = VQGANModel(in_channels=NUM_LABELS, out_channels=NUM_LABELS, channel_multipliers=(1,), sample_size=SIZE,
-                       **{**TINY, "base_channels": 16, "norm_num_groups": 8})  # fmt: skip
+    model = VQGANModel(**small_vqgan_config(NUM_LABELS, channel_multipliers=(1,), base_channels=16, norm_num_groups=8))
     loss_fn = VQGANLoss(pixel_loss="cross_entropy", perceptual_weight=0.0, disc_weight=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     x = one_hot_labels(maps, NUM_LABELS)
@@ -238,7 +210,12 @@ def test_derived_conditions_identical_at_training_and_sampling(condition_type):
     pipe = make_pipeline(condition_type)
     config = pipe.condition_processor.config
     # PNG round trips keep pixels; RGBA and grayscale images go through the same mode conversion on both sides.
-    images = [random_image(0), random_image(1, mode="RGBA"), random_image(2, mode="L"), random_image(3)]
+    images = [
+        blocky_image(0),
+        blocky_image(1, mode="RGBA"),
+        blocky_image(2, mode="L"),
+        blocky_image(3),
+    ]
     dataset = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
     transform = VQGANImageProcessor(SIZE, 3, center_crop=True)
     condition_transform = VQGANImageProcessor(condition_type=condition_type, lowres_factor=config.lowres_factor)
@@ -264,21 +241,21 @@ def _float_pixels_0_255() -> torch.Tensor:
 
 
 BAD_CONDITIONS = [
-    ("edges", random_image(0, size=12), ValueError, "must be 16x16 pixels, got 12x12"),
-    ("lowres", random_image(0, size=8), ValueError, r"16x16 \(or 4x4\) pixels, got 8x8"),
+    ("edges", blocky_image(0, size=12), ValueError, "must be 16x16 pixels, got 12x12"),
+    ("lowres", blocky_image(0, size=8), ValueError, r"16x16 \(or 4x4\) pixels, got 8x8"),
     ("edges", torch.zeros(1, 2, SIZE, SIZE), ValueError, r"shape \(batch, 3, height, width\)"),
     ("lowres", np.zeros((SIZE, SIZE), dtype=np.uint8), ValueError, r"shape \(batch, 3, height, width\)"),
     ("edges", _float_pixels_0_255(), ValueError, r"pixels in \[-1, 1\]"),
     ("edges", "not an image", TypeError, "must be a PIL image"),
     ("segmentation", np.zeros((12, 12), dtype=np.int64), ValueError, r"shape \(16, 16\) or \(batch, 16, 16\)"),
     ("segmentation", torch.zeros(1, NUM_LABELS, SIZE, SIZE), ValueError, r"got \(1, 3, 16, 16\)"),
-    ("segmentation", random_image(0), ValueError, "mode 'RGB'"),
+    ("segmentation", blocky_image(0), ValueError, "mode 'RGB'"),
     ("segmentation", np.full((SIZE, SIZE), NUM_LABELS), ValueError, r"\[0, 3\); found min 3 and max 3"),
     ("segmentation", np.full((SIZE, SIZE), -1), ValueError, "found min -1"),
     ("segmentation", np.full((SIZE, SIZE), 0.5, dtype=np.float32), ValueError, "fractional"),
     ("depth", np.zeros((1, 3, SIZE, SIZE), dtype=np.float32), ValueError, r"got \(1, 3, 16, 16\)"),
     ("depth", np.zeros((SIZE, 8), dtype=np.float32), ValueError, r"shape \(16, 16\)"),
-    ("depth", random_image(0), ValueError, "single-channel"),
+    ("depth", blocky_image(0), ValueError, "single-channel"),
 ]
 
 
@@ -295,14 +272,14 @@ def test_bad_conditions_raise_clear_errors(condition_type, condition, error, mat
 
 def test_condition_and_model_must_agree():
     with pytest.raises(ValueError, match="no condition tokenizer"):
-        make_pipeline(None)(condition_image=random_image(0), output_type="latent")
+        make_pipeline(None)(condition_image=blocky_image(0), output_type="latent")
     with pytest.raises(ValueError, match="no condition tokenizer"):
-        make_pipeline(None, num_classes=3)(class_labels=1, condition_image=random_image(0), output_type="latent")
+        make_pipeline(None, num_classes=3)(class_labels=1, condition_image=blocky_image(0), output_type="latent")
     for condition_type in ("segmentation", "edges"):
         with pytest.raises(ValueError, match=f"trained with `{condition_type}` conditions: pass `condition_image`"):
             make_pipeline(condition_type)(output_type="latent")
     with pytest.raises(ValueError, match="Got 2 condition images for a batch of 3 images"):
-        make_pipeline("edges")(condition_image=[random_image(0), random_image(1)], batch_size=3, output_type="latent")
+        make_pipeline("edges")(condition_image=[blocky_image(0), blocky_image(1)], batch_size=3, output_type="latent")
 
 
 # ------------------------------------------------------------------------------------------ legacy folders
@@ -323,5 +300,5 @@ def test_legacy_prior_condition_attributes_build_the_condition_processor(tmp_pat
     index = (tmp_path / "model_index.json").read_text().replace('"VQGANImageProcessor"', "null")
     (tmp_path / "model_index.json").write_text(index.replace('"hf_vqgan.image_processor"', "null"))
     loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
-    digit = random_image(0, mode="L")
+    digit = blocky_image(0, mode="L")
     torch.testing.assert_close(loaded.prepare_condition(digit), pipe.prepare_condition(digit))

@@ -13,66 +13,36 @@ import PIL.Image
 import pytest
 import torch
 
-from hf_vqgan import VQGANModel, VQGANPriorConfig, VQGANPriorForCausalLM, VQGANTransformerPipeline
+from hf_vqgan import VQGANModel, VQGANTransformerPipeline
 from hf_vqgan.models.sampling import SlidingWindowDecodeStep
+from testing_utils import (
+    error_prior_config,
+    error_vqgan_config,
+    load_pipeline,
+    random_image,
+    sampling_pipeline,
+    seeded,
+    tiny_pipeline,
+    tiny_prior,
+    tiny_vqgan,
+    vqgan_config,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
-CODEBOOK_SIZE = 32
+CODEBOOK_SIZE = 32  # the codebook of `sampling_pipeline`'s tokenizer (testing_utils)
 GRID = 8  # the prior's latent grid is GRID x GRID
 FACTOR = 2  # the tokenizer's downsampling factor: 16x16 pixels <-> 8x8 tokens
 SIZE = GRID * FACTOR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend most of their time in thread hand-offs; on a shared 2-core machine one thread is ~20x faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_pipeline(num_classes: int = 3, in_channels: int = 3, seed: int = 0) -> VQGANTransformerPipeline:
-    torch.manual_seed(seed)
-    vqgan = VQGANModel(
-        in_channels=in_channels, out_channels=in_channels, base_channels=32, channel_multipliers=(1, 2),
-        attention_resolutions=(), sample_size=SIZE, latent_channels=16, code_dim=8, codebook_size=CODEBOOK_SIZE,
-        norm_num_groups=8,
-    )  # fmt: skip
-    config = VQGANPriorConfig(
-        codebook_size=CODEBOOK_SIZE, latent_height=GRID, latent_width=GRID, num_classes=num_classes,
-        n_layer=2, n_embd=32, n_head=2,
-    )  # fmt: skip
-    prior = VQGANPriorForCausalLM(config).eval()
-    with torch.no_grad():
-        # GPT-2's N(0, 0.02) start gives near-uniform logits that ignore the class; larger weights make the class,
-        # the context and guidance change what is sampled.
-        for weight in prior.parameters():
-            if weight.ndim == 2:
-                weight.normal_(std=0.3)
-    pipe = VQGANTransformerPipeline(vqgan=vqgan.eval(), transformer=prior)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
 def class_pipe() -> VQGANTransformerPipeline:
-    return make_pipeline(num_classes=3)
+    return sampling_pipeline(num_classes=3)
 
 
 @pytest.fixture(scope="module")
 def uncond_pipe() -> VQGANTransformerPipeline:
-    return make_pipeline(num_classes=0, in_channels=1, seed=1)
-
-
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def random_image(seed: int = 0, size: tuple[int, int] = (SIZE, SIZE), mode: str = "RGB") -> PIL.Image.Image:
-    channels = 3 if mode == "RGB" else 1
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, channels), dtype=np.uint8)
-    return PIL.Image.fromarray(pixels if channels == 3 else pixels[..., 0], mode=mode)
+    return sampling_pipeline(num_classes=0, channels=1, seed=1)
 
 
 # ------------------------------------------------------------------------------------------------- outputs
@@ -307,22 +277,13 @@ NUM_LABELS = 4
 @pytest.fixture(scope="module")
 def segmentation_pipe() -> VQGANTransformerPipeline:
     """A prior conditioned on the 64 codes of a one-hot segmentation map, tokenised by its own VQGAN."""
-    pipe = make_pipeline(num_classes=0)
-    torch.manual_seed(2)
-    cond_vqgan = VQGANModel(
-        in_channels=NUM_LABELS, out_channels=NUM_LABELS, base_channels=32, channel_multipliers=(1, 2),
-        attention_resolutions=(), sample_size=SIZE, latent_channels=16, code_dim=8, codebook_size=16,
-        norm_num_groups=8,
-    ).eval()  # fmt: skip
-    config = VQGANPriorConfig(
-        codebook_size=CODEBOOK_SIZE, latent_height=GRID, latent_width=GRID, cond_codebook_size=16,
-        cond_length=GRID * GRID, condition_type="segmentation", cond_num_labels=NUM_LABELS,
-        n_layer=2, n_embd=32, n_head=2,
-    )  # fmt: skip
-    pipe = VQGANTransformerPipeline(vqgan=pipe.vqgan, transformer=VQGANPriorForCausalLM(config).eval(),
-                                    cond_vqgan=cond_vqgan)  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    pipe = sampling_pipeline(num_classes=0)
+    config = vqgan_config(in_channels=NUM_LABELS, out_channels=NUM_LABELS, attention_resolutions=(), sample_size=SIZE,
+                          codebook_size=16)  # fmt: skip
+    cond_vqgan = tiny_vqgan(2, **config)
+    prior = tiny_prior(None, codebook_size=CODEBOOK_SIZE, cond_codebook_size=16, cond_length=GRID * GRID,
+                       condition_type="segmentation", cond_num_labels=NUM_LABELS, n_layer=2)  # fmt: skip
+    return tiny_pipeline(pipe.vqgan, prior, cond_vqgan=cond_vqgan)
 
 
 def label_map(seed: int = 0) -> np.ndarray:
@@ -358,8 +319,7 @@ def test_bad_condition_images(segmentation_pipe, condition, match):
 def test_pipeline_with_a_condition_tokenizer_round_trips(segmentation_pipe, tmp_path):
     segmentation_pipe.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "model_index.json").read_text())["cond_vqgan"][1] == "VQGANModel"
-    loaded = VQGANTransformerPipeline.from_pretrained(tmp_path)
-    loaded.set_progress_bar_config(disable=True)
+    loaded = load_pipeline(tmp_path)
     assert isinstance(loaded.cond_vqgan, VQGANModel)
     kwargs = dict(condition_image=label_map(1), output_type="pt")
     expected = segmentation_pipe(**kwargs, generator=seeded(4)).images
@@ -394,8 +354,7 @@ def test_save_pretrained_writes_model_index_and_safetensors_components(saved_pip
 
 
 def test_save_load_round_trip_gives_identical_samples(class_pipe, saved_pipe):
-    loaded = VQGANTransformerPipeline.from_pretrained(saved_pipe)
-    loaded.set_progress_bar_config(disable=True)
+    loaded = load_pipeline(saved_pipe)
     assert loaded.cond_vqgan is None
     kwargs = dict(class_labels=[0, 2], top_k=20, guidance_scale=1.5, output_type="pt")
     expected = class_pipe(**kwargs, generator=seeded(5)).images
@@ -430,8 +389,7 @@ def offline_hub_cache(tmp_path, saved_pipe, monkeypatch) -> Path:
 def test_from_pretrained_with_a_repo_id_reads_the_offline_cache(class_pipe, offline_hub_cache):
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    loaded = VQGANTransformerPipeline.from_pretrained("user/tiny-pipeline")
-    loaded.set_progress_bar_config(disable=True)
+    loaded = load_pipeline("user/tiny-pipeline")
     assert Path(loaded.config._name_or_path).is_relative_to(offline_hub_cache)
     expected = class_pipe(class_labels=1, generator=seeded(2), output_type="latent").images
     assert torch.equal(loaded(class_labels=1, generator=seeded(2), output_type="latent").images, expected)
@@ -447,8 +405,7 @@ def test_converted_taming_pipeline_loads_and_samples(tmp_path):
     folder = convert_taming_checkpoint(
         FIXTURES / "transformer_tiny_uncond.yaml", FIXTURES / "transformer_tiny_uncond.ckpt", tmp_path / "pipe"
     )
-    pipe = VQGANTransformerPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(folder)
     size = pipe.latent_grid[0] * pipe.vqgan.downsample_factor
     tokens = pipe(batch_size=2, generator=seeded(), output_type="latent").images
     assert tokens.shape == (2, *pipe.latent_grid) and tokens.max() < pipe.vqgan.config.codebook_size
@@ -530,7 +487,7 @@ def test_unconditional_model_card_shows_a_batch_call(uncond_pipe):
 
 # ----------------------------------------------------------------------------------------------------- offload
 def test_offload_sequence_names_the_components():
-    pipe = make_pipeline()
+    pipe = sampling_pipeline()
     sequence = VQGANTransformerPipeline.model_cpu_offload_seq.split("->")
     models = {name for name, component in pipe.components.items() if isinstance(component, torch.nn.Module)}
     assert (
@@ -547,7 +504,7 @@ def test_offload_sequence_names_the_components():
 
 def test_model_offload_hooks_leave_samples_unchanged():
     pytest.importorskip("accelerate")
-    pipe = make_pipeline()
+    pipe = sampling_pipeline()
     expected = pipe(class_labels=[0, 1], generator=seeded(), output_type="pt").images
     # On a CPU-only machine the hooks can still be installed with "cpu" as the execution device.
     pipe.enable_model_cpu_offload(device="cpu")
@@ -559,7 +516,7 @@ def test_model_offload_hooks_leave_samples_unchanged():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_model_cpu_offload_on_gpu():
     pytest.importorskip("accelerate")
-    pipe = make_pipeline()
+    pipe = sampling_pipeline()
     pipe.enable_model_cpu_offload()
     images = pipe(class_labels=[0, 1], generator=seeded(), output_type="pt").images
     assert images.shape == (2, 3, SIZE, SIZE)
@@ -671,3 +628,56 @@ def test_fast_decode_gives_the_same_images(class_pipe):
     assert class_pipe.fast_decode_step is None
     assert torch.equal(fast, plain)
     assert torch.equal(class_pipe(**kwargs, generator=seeded(0)).images, plain)
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+# One row per bad input: (id, call, exception type, regex the message must match). Each regex names the bad value
+# (or the option) and the expectation, so an error raised for another reason, or one that says less, fails.
+@pytest.fixture(scope="module")
+def error_pipes(tmp_path_factory) -> dict:
+    """`pipe` (3 classes) and `unconditional_pipe` over one `error_vqgan_config()` tokenizer; `tmp`, a folder."""
+    vqgan = tiny_vqgan(**error_vqgan_config())
+    return dict(
+        pipe=tiny_pipeline(vqgan, tiny_prior(0, **error_prior_config(num_classes=3))),
+        unconditional_pipe=tiny_pipeline(vqgan, tiny_prior(0, **error_prior_config())),
+        tmp=tmp_path_factory.mktemp("outputs"),
+    )
+
+
+# fmt: off
+ERROR_CASES = [
+    ("output_type", lambda o: o["pipe"](class_labels=0, output_type="jpg"), ValueError, r"`output_type` must be one of \('pil', 'np', 'pt', 'latent'\), got 'jpg'"),
+    ("num_images_per_prompt=0", lambda o: o["pipe"](class_labels=0, num_images_per_prompt=0), ValueError, r"`num_images_per_prompt` must be a positive int, got 0"),
+    ("batch_size str", lambda o: o["unconditional_pipe"](batch_size="2"), ValueError, r"`batch_size` must be a positive int, got '2'"),
+    ("batch_size=0", lambda o: o["unconditional_pipe"](batch_size=0), ValueError, r"`batch_size` must be a positive int, got 0"),
+    ("temperature<0", lambda o: o["pipe"](class_labels=0, temperature=-1.0), ValueError, r"`temperature` must be a positive finite number, got -1\.0"),
+    ("top_k float", lambda o: o["pipe"](class_labels=0, top_k=2.5), ValueError, r"`top_k` must be None or an integer >= 1, got 2\.5"),
+    ("top_p=0", lambda o: o["pipe"](class_labels=0, top_p=0.0), ValueError, r"`top_p` must be None or a number in \(0, 1\], got 0\.0"),
+    ("guidance on unconditional", lambda o: o["unconditional_pipe"](guidance_scale=3.0), ValueError, r"`guidance_scale`=3\.0 needs a class-conditional prior"),
+    ("labels on unconditional", lambda o: o["unconditional_pipe"](class_labels=[1]), ValueError, r"`class_labels`=\[1\] given, but this prior is unconditional"),
+    ("labels missing", lambda o: o["pipe"](), ValueError, r"class-conditional \(3 classes\): pass `class_labels`"),
+    ("label out of range", lambda o: o["pipe"](class_labels=[0, 5]), ValueError, r"`class_labels` must lie in \[0, 3\), got \[0, 5\]"),
+    ("labels empty", lambda o: o["pipe"](class_labels=[]), ValueError, r"`class_labels` must lie in \[0, 3\), got \[\]"),
+    ("labels float", lambda o: o["pipe"](class_labels=[1.5]), TypeError, r"`class_labels` must be integers, got \[1\.5\]"),
+    ("height indivisible", lambda o: o["pipe"](class_labels=0, height=9), ValueError, r"`height` must be a positive multiple of the tokenizer's factor 2, got 9"),
+    ("width zero", lambda o: o["pipe"](class_labels=0, width=0), ValueError, r"`width` must be a positive multiple of the tokenizer's factor 2, got 0"),
+    ("image without keep_rows", lambda o: o["pipe"](class_labels=0, image=torch.zeros(1, 3, 8, 8)), ValueError, r"Image completion needs both `image` and `keep_rows`"),
+    ("keep_rows too large", lambda o: o["pipe"](class_labels=0, image=torch.zeros(1, 3, 8, 8), keep_rows=5), ValueError, r"`keep_rows` must be an int in \[0, 4\] \(token rows\), got 5"),
+    ("completion image size", lambda o: o["pipe"](class_labels=0, image=torch.zeros(1, 3, 6, 6), keep_rows=1), ValueError, r"must be 8x8 pixels \(the output size\), got 6x6"),
+    ("completion image channels", lambda o: o["pipe"](class_labels=0, image=torch.zeros(1, 1, 8, 8), keep_rows=1), ValueError, r"`image` must have shape \(batch, 3, height, width\), got \(1, 1, 8, 8\)"),
+    ("completion image type", lambda o: o["pipe"](class_labels=0, image="digit.png", keep_rows=1), TypeError, r"`image` must be a PIL image, a list of them, a numpy array or a tensor; got str"),
+    ("condition without cond_vqgan", lambda o: o["pipe"](class_labels=0, condition_image=torch.zeros(1, 3, 8, 8)), ValueError, r"`condition_image` was given, but this pipeline has no condition tokenizer"),
+    ("generator wrong type", lambda o: o["pipe"](class_labels=0, generator=0), TypeError, r"`generator` must be a torch\.Generator or None, got int"),
+    ("decode_tokens latent", lambda o: o["pipe"].decode_tokens(torch.zeros(1, 4, 4, dtype=torch.long), output_type="latent"), ValueError, r"`output_type` must be one of 'pil', 'np', 'pt' for decoded images, got 'latent'"),
+    ("decode_tokens out of range", lambda o: o["pipe"].decode_tokens(torch.full((1, 4, 4), 64)), ValueError, r"`indices` must lie in \[0, 64\)"),
+    ("decode_tokens a list", lambda o: o["pipe"].decode_tokens([[[0]]]), TypeError, r"`indices` must be a torch\.Tensor, got list"),
+    ("encode_images of mixed sizes", lambda o: o["pipe"].encode_images([PIL.Image.new("RGB", (8, 8)), PIL.Image.new("RGB", (4, 4))]), ValueError, r"All `image` images must have the same size, got \[\(4, 4, 3\), \(8, 8, 3\)\]"),
+    ("from_pretrained missing folder", lambda o: VQGANTransformerPipeline.from_pretrained(o["tmp"] / "missing"), FileNotFoundError, r"No pipeline folder at '.*missing': expected a directory holding model_index\.json, or a Hub repo id"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_bad_inputs_get_errors_that_name_them(error_pipes, call, error, message):
+    with pytest.raises(error, match=message):
+        call(error_pipes)

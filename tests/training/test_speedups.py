@@ -15,28 +15,9 @@ import torch
 from hf_vqgan import VQGANModel
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.training.speedups import prepare_vqgan_for_training
+from testing_utils import seeded, small_vqgan_config, vqgan_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture
-def one_torch_thread():
-    # Tiny models gain nothing from intra-op threads, which only spin on a shared CPU.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def tiny_vqgan_config(**overrides) -> dict:
-    config = dict(base_channels=32, channel_multipliers=(1, 2), attention_resolutions=(16,), sample_size=32,
-                  latent_channels=16, code_dim=8, codebook_size=64, norm_num_groups=8)  # fmt: skip
-    config.update(overrides)
-    return config
 
 
 def assert_gradients_match(grads: dict, reference: dict, rtol: float = 1e-5) -> None:
@@ -59,7 +40,7 @@ def loss_and_grads(model: VQGANModel, pixels: torch.Tensor, seed: int = 1):
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
-    plain = VQGANModel(**tiny_vqgan_config(dropout=0.1)).train()  # dropout: the recomputation must replay masks
+    plain = VQGANModel(**vqgan_config(dropout=0.1)).train()  # dropout: the recomputation must replay masks
     checkpointed = copy.deepcopy(plain)
     checkpointed.enable_gradient_checkpointing()
     assert checkpointed.encoder.gradient_checkpointing and checkpointed.decoder.gradient_checkpointing
@@ -74,7 +55,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
 
 def test_channels_last_gives_the_same_outputs_and_gradients():
     torch.manual_seed(0)
-    plain = VQGANModel(**tiny_vqgan_config()).train()
+    plain = VQGANModel(**vqgan_config()).train()
     nhwc = copy.deepcopy(plain)
     prepare_vqgan_for_training(nhwc, channels_last=True)
     assert nhwc.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
@@ -91,20 +72,17 @@ def test_channels_last_gives_the_same_outputs_and_gradients():
 
 
 @pytest.fixture(scope="module")
-def loss_with_lpips_and_gan(tmp_path_factory) -> VQGANLoss:
+def loss_with_lpips_and_gan(random_vgg16_file) -> VQGANLoss:
     # Built once: LPIPS constructs a whole VGG16, which is slow on a shared CPU; its backbone is random.
-    from random_vgg16 import random_vgg16_weights
-
-    weights = random_vgg16_weights(tmp_path_factory)
     torch.manual_seed(0)
-    return VQGANLoss(lpips_vgg_weights_path=weights, disc_start=1, disc_num_layers=2, disc_base_channels=16)
+    return VQGANLoss(lpips_vgg_weights_path=random_vgg16_file, disc_start=1, disc_num_layers=2, disc_base_channels=16)
 
 
 @pytest.mark.slow
-def test_compiled_encoder_and_decoder_train_like_eager(one_torch_thread):
+def test_compiled_encoder_and_decoder_train_like_eager():
     # Inductor generates CPU code for the forward and backward graphs: ~40 s on a shared 2-core CPU.
     torch.manual_seed(0)
-    eager = VQGANModel(**tiny_vqgan_config(base_channels=16, norm_num_groups=4)).train()
+    eager = VQGANModel(**vqgan_config(base_channels=16, norm_num_groups=4)).train()
     compiled = copy.deepcopy(eager)
     prepare_vqgan_for_training(compiled, compile=True)
     pixels = torch.rand(2, 3, 32, 32, generator=seeded(0)) * 2 - 1
@@ -117,7 +95,7 @@ def test_compiled_encoder_and_decoder_train_like_eager(one_torch_thread):
 @pytest.mark.parametrize("gan_on", [False, True], ids=["before_disc_start", "with_gan"])
 def test_single_backward_generator_loss_equals_the_plain_loss(gan_on, loss_with_lpips_and_gan):
     torch.manual_seed(0)
-    model = VQGANModel(**tiny_vqgan_config()).train()
+    model = VQGANModel(**vqgan_config()).train()
     loss_fn = loss_with_lpips_and_gan
     pixels = torch.rand(2, 3, 32, 32, generator=seeded(0)) * 2 - 1
     step = 1 if gan_on else 0
@@ -148,7 +126,7 @@ def test_single_backward_generator_loss_equals_the_plain_loss(gan_on, loss_with_
 
 def test_single_backward_falls_back_to_the_plain_loss_without_a_graph():
     torch.manual_seed(0)
-    model = VQGANModel(**tiny_vqgan_config()).train()
+    model = VQGANModel(**vqgan_config()).train()
     loss_fn = VQGANLoss(perceptual_weight=0, disc_weight=0.8, disc_start=0, disc_base_channels=8, disc_num_layers=2)
     pixels = torch.rand(2, 3, 32, 32, generator=seeded(0)) * 2 - 1
     with torch.no_grad():  # evaluation: no adaptive weight, nothing to differentiate
@@ -191,11 +169,9 @@ def run_train_script(argv: list[str], monkeypatch) -> dict[int, dict]:
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
-def test_train_script_speed_flags_train_the_same_model(accumulation, tmp_path, monkeypatch, one_torch_thread):
+def test_train_script_speed_flags_train_the_same_model(accumulation, tmp_path, monkeypatch):
     config = tmp_path / "vqgan.json"
-    config.write_text(json.dumps(dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2],
-                                      num_res_blocks=1, attention_resolutions=[8], sample_size=16, latent_channels=8,
-                                      code_dim=4, codebook_size=16, norm_num_groups=4, dropout=0.1)))  # fmt: skip
+    config.write_text(json.dumps(small_vqgan_config(attention_resolutions=[8], dropout=0.1)))
     common = ["vqgan", "--model_config", config, "--max_train_steps", 3, "--train_batch_size", 8,
               "--max_train_samples", 24, "--perceptual_weight", 0, "--disc_start", 1, "--disc_num_layers", 2,
               "--disc_base_channels", 8, "--validation_steps", 3, "--checkpointing_steps", 3, "--logging_steps", 1,

@@ -18,16 +18,7 @@ from hf_vqgan.training.tokenize import (
     tokenize_split,
     tokenized_cache_path,
 )
-
-# One grayscale level at 16 px: a 8x8 grid of codes per image.
-TINY = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
-            attention_resolutions=(), sample_size=16, latent_channels=8, code_dim=4, codebook_size=16,
-            norm_num_groups=4)  # fmt: skip
-
-
-def _vqgan(seed: int = 0, **overrides) -> VQGANModel:
-    torch.manual_seed(seed)
-    return VQGANModel(**{**TINY, **overrides}).eval()
+from testing_utils import small_vqgan_config, tiny_vqgan
 
 
 def _images(n: int, seed: int = 0) -> list[Image.Image]:
@@ -55,11 +46,11 @@ def _expected_codes(vqgan, transform, images, flip=False) -> list[list[int]]:
 
 
 def test_model_fingerprint_follows_weights_and_config():
-    a, b = _vqgan(seed=0), _vqgan(seed=0)
+    a, b = tiny_vqgan(0, **small_vqgan_config()), tiny_vqgan(0, **small_vqgan_config())
     assert model_fingerprint(a) == model_fingerprint(b)
-    assert model_fingerprint(a) != model_fingerprint(_vqgan(seed=1))
+    assert model_fingerprint(a) != model_fingerprint(tiny_vqgan(1, **small_vqgan_config()))
     # a config change that leaves every weight alone still changes the codes' meaning
-    other_config = _vqgan(seed=0, commitment_beta=0.5)
+    other_config = tiny_vqgan(0, **small_vqgan_config(commitment_beta=0.5))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), other_config.state_dict().values()))
     assert model_fingerprint(a) != model_fingerprint(other_config)
     with torch.no_grad():
@@ -68,7 +59,7 @@ def test_model_fingerprint_follows_weights_and_config():
 
 
 def test_model_fingerprint_does_not_depend_on_where_the_model_was_loaded_from(tmp_path):
-    model = _vqgan()
+    model = tiny_vqgan(**small_vqgan_config())
     model.save_pretrained(tmp_path / "a")
     model.save_pretrained(tmp_path / "pipeline" / "vqgan")
     from_a = VQGANModel.from_pretrained(tmp_path / "a")
@@ -93,7 +84,7 @@ def test_dataset_fingerprint_and_cache_path():
 
 
 def test_tokenize_split_writes_the_tokenizers_codes_and_labels(transform):
-    vqgan, dataset = _vqgan(), _dataset(6)
+    vqgan, dataset = tiny_vqgan(**small_vqgan_config()), _dataset(6)
     tokens = tokenize_split(dataset, vqgan, transform, "image", label_column="label", batch_size=4)
     assert tokens.column_names == ["indices", "label"]
     assert len(tokens) == 6
@@ -103,7 +94,7 @@ def test_tokenize_split_writes_the_tokenizers_codes_and_labels(transform):
 
 
 def test_tokenize_split_with_flips_adds_the_mirrored_images(transform):
-    vqgan, dataset = _vqgan(), _dataset(3)
+    vqgan, dataset = tiny_vqgan(**small_vqgan_config()), _dataset(3)
     tokens = tokenize_split(dataset, vqgan, transform, "image", label_column="label", flips=True, batch_size=8)
     originals = _expected_codes(vqgan, transform, dataset["image"])
     mirrored = _expected_codes(vqgan, transform, dataset["image"], flip=True)
@@ -123,14 +114,14 @@ def test_tokenize_split_skips_unreadable_images(transform):
     features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.Value("int64")})
     dataset = datasets.Dataset.from_dict({"image": encoded, "label": [0, 1, 2]}, features=features)
 
-    vqgan = _vqgan()
+    vqgan = tiny_vqgan(**small_vqgan_config())
     tokens = tokenize_split(dataset, vqgan, transform, "image", label_column="label")
     assert tokens["label"] == [0, 2]
     assert tokens["indices"] == _expected_codes(vqgan, transform, [images[0], images[2]])
 
 
 def test_load_or_tokenize_builds_once_then_reuses_the_saved_dataset(tmp_path, transform):
-    vqgan, dataset = _vqgan(), _dataset(4)
+    vqgan, dataset = tiny_vqgan(**small_vqgan_config()), _dataset(4)
     parts = {"tokenizer": model_fingerprint(vqgan), "data": dataset_fingerprint(dataset), "resolution": 16}
     calls = []
 

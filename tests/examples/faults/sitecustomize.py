@@ -1,4 +1,4 @@
-"""Fault injection for training runs started by tests/examples/test_faults.py (test code: nothing ships it).
+"""Fault injection for training runs started by tests/examples/test_train_fault_tolerance.py (test code: nothing ships it).
 
 A test puts this folder first on a subprocess's `PYTHONPATH`; Python imports `sitecustomize` at start-up, and it
 arms the faults the test asked for through these environment variables:

@@ -1,4 +1,4 @@
-"""Checks that need several processes; run by tests/examples/test_scale_out.py as
+"""Checks that need several processes; run by tests/examples/test_train_multi_process.py as
 
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 tests/examples/scripts/distributed_checks.py
 
@@ -28,6 +28,9 @@ from hf_vqgan import VQGANModel
 from hf_vqgan.models import quantizer as quantizer_module
 from hf_vqgan.models.quantizer import VectorQuantizer
 from hf_vqgan.training.loop import make_accelerator, make_loader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for the shared harness
+from testing_utils import small_vqgan_config  # noqa: E402
 
 
 def gather_objects(value):
@@ -132,9 +135,7 @@ def check_quantizer(accelerator) -> None:
 
 def check_model_replicas(accelerator) -> None:
     torch.manual_seed(accelerator.process_index)  # different initialisations: prepare() must make them equal
-    model = VQGANModel(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
-                       attention_resolutions=(), sample_size=8, latent_channels=8, code_dim=4, codebook_size=16,
-                       norm_num_groups=4, dead_code_steps=1)  # fmt: skip
+    model = VQGANModel(**small_vqgan_config(sample_size=8, dead_code_steps=1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)

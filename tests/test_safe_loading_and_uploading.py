@@ -1,5 +1,5 @@
-"""Security (issue 9): what is saved is safetensors + JSON, nothing loaded by default unpickles, loading needs no
-remote code, and uploads leave training state, logs and credentials behind.
+"""Safe loading and uploading (issue 9): what is saved is safetensors + JSON, nothing loaded by default unpickles,
+loading needs no remote code, and uploads leave training state, logs and credentials behind.
 
 Also covered elsewhere: reading an original taming checkpoint that needs pickle is refused unless `allow_pickle` /
 `--allow-pickle` is given (tests/convert/test_taming.py), and upload calls themselves (tests/test_hub.py).
@@ -23,23 +23,17 @@ from hf_vqgan.hub import PUSH_IGNORE_PATTERNS
 from hf_vqgan.models.prior_config import AUTO_MAP, AUTO_MAP_MODULE, AUTO_MAP_SOURCE
 from hf_vqgan.pipelines import pipeline_vqgan_transformer as pipeline_module
 from hf_vqgan.pipelines.pipeline_vqgan_transformer import PIPELINE_MODULE
+from testing_utils import small_vqgan_config, tiny_prior, tiny_vqgan
 
-TINY_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1,
-                  attention_resolutions=(), sample_size=8, latent_channels=8, code_dim=4, codebook_size=16,
-                  norm_num_groups=4)  # fmt: skip
+TINY_VQGAN = small_vqgan_config(sample_size=8)
 SAFE_SUFFIXES = {".safetensors", ".json", ".md"}
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A tokenizer, a prior and a pipeline, each saved to its own folder."""
-    torch.manual_seed(0)
-    vqgan = VQGANModel(**TINY_VQGAN)
-    prior = VQGANPriorForCausalLM(
-        VQGANPriorConfig(
-            codebook_size=16, latent_height=4, latent_width=4, num_classes=2, n_embd=16, n_layer=1, n_head=2
-        )
-    )
+    vqgan = tiny_vqgan(**TINY_VQGAN)
+    prior = tiny_prior(None, latent_height=4, latent_width=4, num_classes=2, n_embd=16)
     root = tmp_path_factory.mktemp("saved")
     vqgan.save_pretrained(root / "vqgan")
     prior.save_pretrained(root / "prior")

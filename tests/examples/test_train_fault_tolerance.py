@@ -34,15 +34,14 @@ from hf_vqgan import VQGANModel, VQGANPriorForCausalLM
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.models.quantizer import VectorQuantizer
 from hf_vqgan.training.checkpointing import CheckpointManager
+from testing_utils import prior_size, restarting_vqgan_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 FAULTS = Path(__file__).resolve().parent / "faults"  # its sitecustomize.py arms FAULT_* in a subprocess
 
 # f=2 tokenizer of 16x16 digits with an EMA codebook whose unused codes restart after 2 steps (from the global RNG).
-FAULT_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1,
-                   attention_resolutions=[], sample_size=16, latent_channels=8, code_dim=4, codebook_size=32,
-                   norm_num_groups=4, use_ema=True, dead_code_steps=2, usage_window=4)  # fmt: skip
+FAULT_VQGAN = restarting_vqgan_config()
 # 48 training digits in batches of 8: 6 batches per epoch, so step 5 is mid-epoch and steps 7-8 are in epoch 1.
 VQGAN_ARGS = ["--max_train_steps", "8", "--train_batch_size", "8", "--max_train_samples", "48",
               "--perceptual_weight", "0", "--disc_start", "2", "--disc_base_channels", "8", "--disc_num_layers", "2",
@@ -158,7 +157,7 @@ def fault_vqgan_json(tmp_path_factory) -> Path:
 def frozen_tokenizer(tmp_path_factory) -> Path:
     """An untrained tokenizer folder for the prior's runs (the prior only needs stable codes)."""
     folder = tmp_path_factory.mktemp("tokenizer")
-    config = {**FAULT_VQGAN, "use_ema": False, "dead_code_steps": 0}
+    config = restarting_vqgan_config(use_ema=False, dead_code_steps=0)
     torch.manual_seed(0)
     VQGANModel(**config).save_pretrained(folder)
     return folder
@@ -167,7 +166,7 @@ def frozen_tokenizer(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_prior_json(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("configs") / "prior.json"
-    path.write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
+    path.write_text(json.dumps(prior_size()))
     return path
 
 
@@ -370,7 +369,7 @@ def folder_with_bad_images(tmp_path) -> tuple[Path, set[str], set[str]]:
 def test_bad_images_are_converted_or_skipped_and_counted(tmp_path, run_train, folder_with_bad_images, caplog):
     folder, unreadable, convertible = folder_with_bad_images
     config = tmp_path / "rgb.json"
-    config.write_text(json.dumps({**FAULT_VQGAN, "in_channels": 3, "out_channels": 3}))
+    config.write_text(json.dumps(restarting_vqgan_config(3)))
     output = tmp_path / "run"
     # 33 files, 10% held out: 3 batches of 8 per epoch, so 6 steps read the training images twice.
     argv = ["vqgan", "--model_config", config, "--train_data_dir", folder, "--validation_split", "0.1",

@@ -27,16 +27,15 @@ import torch
 from safetensors.torch import load_file
 
 from hf_vqgan import VQGANModel
+from testing_utils import restarting_vqgan_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 CHECKS_SCRIPT = Path(__file__).resolve().parent / "scripts" / "distributed_checks.py"
 RTOL, ATOL = 1e-4, 1e-6
 
-# EMA codebook with dead-code restarts every 2 steps, as in tests/examples/test_faults.py.
-SCALE_VQGAN = dict(in_channels=1, out_channels=1, base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1,
-                   attention_resolutions=[], sample_size=16, latent_channels=8, code_dim=4, codebook_size=32,
-                   norm_num_groups=4, use_ema=True, dead_code_steps=2, usage_window=4)  # fmt: skip
+# An EMA codebook with dead-code restarts every 2 steps: quantizer state that must agree across processes.
+SCALE_VQGAN = restarting_vqgan_config()
 GLOBAL_BATCH = 16
 
 
@@ -122,7 +121,7 @@ def test_vqgan_on_two_processes_follows_the_one_process_trajectory(tmp_path):
 def test_transformer_on_two_processes_follows_the_one_process_trajectory(tmp_path):
     tokenizer = tmp_path / "tokenizer"
     torch.manual_seed(0)
-    VQGANModel(**{**SCALE_VQGAN, "use_ema": False, "dead_code_steps": 0}).save_pretrained(tokenizer)
+    VQGANModel(**restarting_vqgan_config(use_ema=False, dead_code_steps=0)).save_pretrained(tokenizer)
     prior = tmp_path / "prior.json"
     prior.write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
     runs = {}
