@@ -1,6 +1,6 @@
 """Speed-ups for training the VQGAN tokenizer that leave the results unchanged.
 
-Each one is exact up to floating-point reordering (tests/test_performance_equivalence.py compares it with the
+Each one is exact up to floating-point reordering (tests/training/test_speedups.py compares it with the
 plain path on CPU):
 
 - `prepare_vqgan_for_training`: channels-last memory (cuDNN runs bf16 convolutions in NHWC, so NCHW inputs cost
