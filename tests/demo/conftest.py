@@ -108,10 +108,11 @@ class DemoServer:
         self._log_file.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo_servers(saved_pipelines, tmp_path_factory):
     """All three pipelines' demos, started together on first use (their start-ups overlap):
-    `demo_servers("class")` -> a running `DemoServer`."""
+    `demo_servers("class")` -> a running `DemoServer`. Stopped after the last test of tests/demo, so the servers do not
+    idle through the rest of the suite."""
     servers: dict[str, DemoServer] = {}
     logs = tmp_path_factory.mktemp("demo_logs")
 
