@@ -15,6 +15,7 @@ so preprocessing cannot drift between training and sampling.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from diffusers.configuration_utils import register_to_config
 
 from . import conditions
 from .image_utils import convert_image_mode, decode_image
+from .loading import check_model_folder
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -142,6 +144,15 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`lowres_factor` must be an int >= 1, got {lowres_factor!r}.")
         self.generator: torch.Generator | None = None
         """Draws the training transform's random crops and flips when no generator is passed (see `SeededDataset`)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, subfolder: str | None = None,
+                        **kwargs):  # fmt: skip
+        """diffusers' `from_pretrained`, after `hf_vqgan.loading.check_model_folder` has checked a local folder: an
+        empty or corrupt config, or a pipeline root without `subfolder="image_processor"`, is named in one error."""
+        if pretrained_model_name_or_path is not None:
+            check_model_folder(pretrained_model_name_or_path, subfolder, cls.__name__, cls.config_name)
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
 
     # Read-only views of the config that the training data code reads on every example.
     @property

@@ -13,6 +13,7 @@ Importing this module registers the classes with `AutoConfig`, `AutoModel` and `
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -31,6 +32,7 @@ from transformers import initialization as init
 from transformers.models.gpt2.modeling_gpt2 import GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
+from ..loading import TRANSFORMERS_WEIGHTS, check_model_folder
 from .prior_config import VQGANPriorConfig
 from .sampling import (
     UNSAMPLED_CODE,
@@ -113,6 +115,16 @@ class VQGANPriorForCausalLM(VQGANPriorPreTrainedModel, GPT2LMHeadModel):
         self.post_init()
         # A saved generation_config.json, when the folder has one, replaces this default in `from_pretrained`.
         self.generation_config = _default_generation_config(config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
+        """transformers' `from_pretrained`, after `hf_vqgan.loading.check_model_folder` has checked a local folder: a
+        missing, empty or truncated file (transformers would build a default GPT-2 without config.json, and drop an
+        unreadable generation_config.json), or a pipeline root without `subfolder="transformer"`, is named in one
+        error."""
+        check_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), cls.__name__, "config.json",
+                           TRANSFORMERS_WEIGHTS)  # fmt: skip
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def adjust_generation_fn(self, *args, **kwargs) -> None:
         """transformers' loading of `generation_config.json`; a folder without one gets the default above."""

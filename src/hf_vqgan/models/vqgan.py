@@ -10,6 +10,7 @@ Pixels are in [-1, 1]. Shapes: B batch, C channels, H/W pixels, h/w latent grid,
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
+from ..loading import DIFFUSERS_WEIGHTS, check_model_folder
 from .quantizer import QuantizerOutput, VectorQuantizer
 
 
@@ -328,6 +330,14 @@ class VQGANModel(ModelMixin, ConfigMixin):
         )
         self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
         self.decoder = Decoder(out_channels=out_channels, **shared)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> VQGANModel:
+        """diffusers' `from_pretrained`, after `hf_vqgan.loading.check_model_folder` has checked a local folder: a
+        missing, empty or truncated file, or a pipeline root without `subfolder="vqgan"`, is named in one error."""
+        check_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), cls.__name__, cls.config_name,
+                           DIFFUSERS_WEIGHTS)  # fmt: skip
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
     def downsample_factor(self) -> int:

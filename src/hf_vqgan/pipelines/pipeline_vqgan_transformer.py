@@ -26,6 +26,7 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from ..image_processor import VQGANImageProcessor
+from ..loading import check_pipeline_folder
 from ..models.prior import VQGANPriorForCausalLM
 from ..models.sampling import UNSAMPLED_CODE, StaticCacheDecodeStep, check_sampling_arguments
 from ..models.vqgan import VQGANModel
@@ -130,6 +131,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             download_kwargs = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
             allow = ["*.json", "*.safetensors", "*.md", "*.txt", f"{PIPELINE_MODULE}.py"]
             path = snapshot_download(path, allow_patterns=allow, **download_kwargs)
+        check_pipeline_folder(path)  # a missing component folder is named (diffusers would load the root instead)
         return super().from_pretrained(path, **kwargs)
 
     @classmethod
