@@ -176,3 +176,29 @@ def check_pipeline_folder(path: str | os.PathLike) -> None:
                 f"The pipeline folder {root} is missing its component folder {root / name} ({class_name}, named in "
                 "model_index.json). Copy or save the full pipeline again."
             )
+
+
+
+def pickle_is_complete(path: str | os.PathLike) -> bool:
+    """Whether `path` is a whole `torch.save` pickle: the zip format with intact members and a `data.pkl` that
+    parses to its STOP opcode, or the legacy format's four pickles (magic number, protocol, system info, object).
+    The opcodes are only parsed (`pickletools`), never executed."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                members = [name for name in archive.namelist() if name.rsplit("/", 1)[-1] == "data.pkl"]
+                if len(members) != 1 or archive.testzip() is not None:
+                    return False
+                stream, num_pickles = io.BytesIO(archive.read(members[0])), 1
+        else:
+            stream, num_pickles = io.BytesIO(Path(path).read_bytes()), 4
+        for _ in range(num_pickles):
+            for _ in pickletools.genops(stream):
+                pass
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError):
+        return False
+    return True

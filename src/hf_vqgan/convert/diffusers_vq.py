@@ -31,8 +31,9 @@ import torch
 from diffusers import VQModel
 from diffusers.utils import logging
 
+from ..loading import DIFFUSERS_WEIGHTS, check_model_folder
 from ..models.vqgan import VQGANModel
-from .taming import load_renamed_state_dict
+from .taming import load_renamed_state_dict, refuse_output_in_input
 
 logger = logging.get_logger(__name__)
 
@@ -247,11 +248,13 @@ def convert_diffusers_folder(input_dir: str | PathLike, output_dir: str | PathLi
     Convert a saved model folder: `to="vqmodel"` reads a `VQGANModel` folder and writes a diffusers `VQModel`;
     `to="hf_vqgan"` does the reverse. Returns the output folder. (`hf-vqgan convert-diffusers --to ...`.)
     """
+    refuse_output_in_input(output_dir, input_dir)
     if not (Path(input_dir) / "config.json").is_file():
         raise FileNotFoundError(f"No model folder at {str(input_dir)!r}: expected a directory holding config.json.")
     if to == "vqmodel":
         converted = to_diffusers_vqmodel(VQGANModel.from_pretrained(input_dir))
     elif to == "hf_vqgan":
+        check_model_folder(input_dir, None, "VQModel", weights_name=DIFFUSERS_WEIGHTS)  # as VQGANModel's loading does
         converted = from_diffusers_vqmodel(VQModel.from_pretrained(input_dir))
     else:
         raise ValueError(f"`to` must be 'vqmodel' or 'hf_vqgan', got {to!r}.")

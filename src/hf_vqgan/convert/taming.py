@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..loading import CorruptFileError, check_safetensors_file, pickle_is_complete
 from ..models.vqgan import VQGANModel
 
 if TYPE_CHECKING:  # the prior (and transformers) load only when a transformer is converted
@@ -96,8 +97,16 @@ def load_taming_config(path: str | PathLike) -> dict:
         raise ImportError(
             "Reading taming configs needs PyYAML: `pip install pyyaml` (or `hf_vqgan[training]`)."
         ) from err
-    with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except UnicodeDecodeError as err:
+        raise CorruptFileError(f"The taming config {path} is not UTF-8 text: not a YAML config, or corrupt.") from err
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise CorruptFileError(f"The taming config {path} is not valid YAML ({problem}{at}).") from err
     if not isinstance(config, dict):
         raise ValueError(f"{path} does not hold a YAML mapping (got {type(config).__name__}).")
     return config
@@ -119,18 +128,38 @@ def load_taming_checkpoint(path: str | PathLike, allow_pickle: bool = False) -> 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        check_safetensors_file(path)
         return load_file(str(path))
+    if path.stat().st_size == 0:
+        raise CorruptFileError(f"The checkpoint {path} is empty (0 bytes): download or copy it again.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        needs = f" (it needs `{found.group(1)}`)" if found else ""
-        raise ValueError(
-            f"{path} holds Python objects other than tensors{needs}; loading them means unpickling, which can run "
-            "arbitrary code. If you trust the file, convert it with `allow_pickle=True` (`--allow-pickle` on the "
-            "command line)."
-        ) from err
+        # Suggest unpickling only for a whole pickle that merely holds other objects, never for a damaged file.
+        if found and not allow_pickle and pickle_is_complete(path):
+            raise ValueError(
+                f"{path} holds Python objects other than tensors (it needs `{found.group(1)}`); loading them means "
+                "unpickling, which can run arbitrary code. If you trust the file, convert it with "
+                "`allow_pickle=True` (`--allow-pickle` on the command line)."
+            ) from err
+        raise _unreadable_checkpoint(path, err) from err
+    except (ModuleNotFoundError, AttributeError) as err:  # only with allow_pickle: a class the pickle names
+        raise ImportError(f"Unpickling {path} needs Python code that is not available here: {err}.") from err
+    except (EOFError, RuntimeError, ValueError, OSError, UnicodeDecodeError) as err:
+        raise _unreadable_checkpoint(path, err) from err
     return _state_dict_of(checkpoint, path)
+
+
+def _unreadable_checkpoint(path: Path, err: BaseException) -> CorruptFileError:
+    # torch's own text advises `weights_only=False` for any weights-only failure: keep only the reason it found.
+    text = str(err).strip()
+    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    reason = found.group(1) if found else text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+    return CorruptFileError(
+        f"The checkpoint {path} ({path.stat().st_size:,} bytes) is not a readable PyTorch checkpoint ({reason}): "
+        "it is truncated or corrupt. Download or copy it again."
+    )
 
 
 def _state_dict_of(checkpoint, source) -> dict[str, torch.Tensor]:
@@ -141,6 +170,18 @@ def _state_dict_of(checkpoint, source) -> dict[str, torch.Tensor]:
             f"{source} is neither a Lightning checkpoint with a `state_dict` entry nor a mapping of names to tensors."
         )
     return dict(checkpoint)
+
+
+def refuse_output_in_input(output: str | PathLike, *inputs: str | PathLike) -> None:
+    """Raise `ValueError` when the output folder of a conversion is one of its inputs or inside one: saving there
+    would overwrite (or mix with) the source model."""
+    target = Path(output).resolve()
+    for source in map(Path, inputs):
+        if target == source.resolve() or target.is_relative_to(source.resolve()):
+            raise ValueError(
+                f"The output {str(output)!r} is {'the input' if target == source.resolve() else 'inside the input'} "
+                f"{str(source)!r}: converting there would overwrite the source. Choose another output folder."
+            )
 
 
 # ------------------------------------------------------------------------------------------------- weight copying
@@ -334,6 +375,7 @@ def convert_taming_checkpoint(
     Returns:
         The output folder.
     """
+    refuse_output_in_input(output_dir, config_path, checkpoint_path)
     config = load_taming_config(config_path)
     state_dict = load_taming_checkpoint(checkpoint_path, allow_pickle=allow_pickle)
     target = _model_section(config)["target"]
