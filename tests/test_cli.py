@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 import torch
 
+from fixtures import taming_fixtures
 from hf_vqgan import (
     VQGANImageProcessor,
     VQGANModel,
@@ -28,7 +29,6 @@ from testing_utils import (
     tiny_vqgan,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "taming"
 SIZE = 16  # pixels; the tokenizer's factor is 2, so the prior's grid is 8x8
 
 
@@ -217,11 +217,10 @@ def test_a_repo_id_missing_from_the_offline_cache_exits_with_a_message(tmp_path,
 
 # ----------------------------------------------------------------------------------------------- conversion
 def test_convert_taming_then_sample(tmp_path):
-    if not (FIXTURES / "transformer_tiny_uncond.ckpt").is_file():
-        pytest.skip(f"taming reference fixtures not found at {FIXTURES}")
+    fixtures = taming_fixtures()
     folder = tmp_path / "converted"
-    argv = ["convert-taming", "--config", str(FIXTURES / "transformer_tiny_uncond.yaml"),
-            "--checkpoint", str(FIXTURES / "transformer_tiny_uncond.ckpt"), "--output", str(folder)]  # fmt: skip
+    argv = ["convert-taming", "--config", str(fixtures / "transformer_tiny_uncond.yaml"),
+            "--checkpoint", str(fixtures / "transformer_tiny_uncond.ckpt"), "--output", str(folder)]  # fmt: skip
     assert main(argv) == 0
     assert (folder / "model_index.json").is_file()
     output = tmp_path / "grid.png"

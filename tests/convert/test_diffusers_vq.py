@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import VQModel
 
+from fixtures import taming_fixtures
 from hf_vqgan.convert.diffusers_vq import (
     convert_diffusers_folder,
     diffusers_key,
@@ -171,9 +172,7 @@ def test_folders_convert_both_ways(tmp_path: Path):
 
 
 def test_converted_taming_checkpoint_reproduces_taming_in_diffusers():
-    fixtures = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
-    if not (fixtures / "vqgan_tiny.ckpt").is_file():
-        pytest.skip(f"taming reference fixtures not found at {fixtures}")
+    fixtures = taming_fixtures()
     from safetensors.torch import load_file
 
     from hf_vqgan.convert.taming import convert_taming_vqgan, load_taming_checkpoint, load_taming_config

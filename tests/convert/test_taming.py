@@ -1,6 +1,6 @@
 """Conversion of taming-transformers checkpoints: parity with outputs of the original code, and the error paths.
 
-The fixtures in shared/fixtures/taming were produced by running taming-transformers itself; the synthetic
+The fixtures in tests/fixtures/taming were produced by running taming-transformers itself; the synthetic
 class-conditional and cond-stage checkpoints below are built in taming's key layout and checked against a small
 minGPT forward written here from the raw tensors. Run with `-s` to see the max abs differences.
 """
@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fixtures import taming_fixtures
 from hf_vqgan.convert import taming
 from hf_vqgan.convert.taming import (
     convert_taming_checkpoint,
@@ -29,15 +30,13 @@ from hf_vqgan.models.prior import VQGANPriorForCausalLM
 from hf_vqgan.models.vqgan import VQGANModel
 from testing_utils import load_pipeline
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixtures() -> Path:
-    if not (FIXTURES / "vqgan_tiny.ckpt").is_file():
-        pytest.skip(f"taming reference fixtures not found at {FIXTURES}")
-    return FIXTURES
+    """The reference files (tests/fixtures/taming); a missing one fails the test, naming it."""
+    return taming_fixtures()
 
 
 def _report(name: str, ours: torch.Tensor, reference: torch.Tensor) -> float:

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 import torch
 
+from fixtures import taming_fixtures
 from hf_vqgan import VQGANModel, VQGANTransformerPipeline
 from hf_vqgan.models.sampling import SlidingWindowDecodeStep
 from testing_utils import (
@@ -28,7 +29,6 @@ from testing_utils import (
     vqgan_config,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "taming"
 CODEBOOK_SIZE = 32  # the codebook of `sampling_pipeline`'s tokenizer (testing_utils)
 GRID = 8  # the prior's latent grid is GRID x GRID
 FACTOR = 2  # the tokenizer's downsampling factor: 16x16 pixels <-> 8x8 tokens
@@ -398,12 +398,11 @@ def test_from_pretrained_with_a_repo_id_reads_the_offline_cache(class_pipe, offl
 
 
 def test_converted_taming_pipeline_loads_and_samples(tmp_path):
-    if not (FIXTURES / "transformer_tiny_uncond.ckpt").is_file():
-        pytest.skip(f"taming reference fixtures not found at {FIXTURES}")
+    fixtures = taming_fixtures()
     from hf_vqgan.convert.taming import convert_taming_checkpoint
 
     folder = convert_taming_checkpoint(
-        FIXTURES / "transformer_tiny_uncond.yaml", FIXTURES / "transformer_tiny_uncond.ckpt", tmp_path / "pipe"
+        fixtures / "transformer_tiny_uncond.yaml", fixtures / "transformer_tiny_uncond.ckpt", tmp_path / "pipe"
     )
     pipe = load_pipeline(folder)
     size = pipe.latent_grid[0] * pipe.vqgan.downsample_factor
