@@ -135,25 +135,55 @@ def tokenize_split(
     return Dataset.from_dict(rows)
 
 
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def damaged_cache_file(path: Path) -> str | None:
+    """What is wrong with the saved cache `path`, naming the file (`None` if nothing is). Its `COMPLETE` marker
+    lists every file with its size; a marker of older versions (the text "ok") lists none, and passes."""
+    try:
+        expected = json.loads((path / "COMPLETE").read_text())
+    except (ValueError, UnicodeDecodeError):
+        return f"its marker {path / 'COMPLETE'} is not valid JSON"
+    if not isinstance(expected, dict):
+        return None
+    for name, size in expected.items():
+        file = path / name
+        if not file.is_file():
+            return f"{file} is missing"
+        if file.stat().st_size != size:
+            return f"{file} has {file.stat().st_size:,} bytes, {size:,} when it was written (truncated or changed)"
+    return None
+
+
 def load_or_tokenize(cache_root, parts: dict, build: Callable, accelerator=None):
     """Load the tokenised `DatasetDict` for `parts` from `cache_root`, or `build()` and save it first.
 
-    With an `accelerator`, the main process builds and the others wait, then load the same files.
+    With an `accelerator`, the main process builds and the others wait, then load the same files. A saved cache
+    whose files do not match the sizes its `COMPLETE` marker lists is reported (a warning naming the file) and
+    tokenised again: the same inputs give the same codes. One that still cannot be read raises `CorruptFileError`
+    naming the folder.
     """
     from datasets import load_from_disk
+
+    from ..loading import CorruptFileError
 
     path = tokenized_cache_path(cache_root, parts)
     complete = path / "COMPLETE"
 
     def _build():
         if complete.is_file():
-            return
+            problem = damaged_cache_file(path)
+            if problem is None:
+                return
+            logger.warning("The tokenised dataset %s is damaged (%s): tokenising again.", path, problem)
         logger.info("Tokenising the dataset into %s", path)
         dataset = build()
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         dataset.save_to_disk(str(tmp))
         (tmp / "parts.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
-        (tmp / "COMPLETE").write_text("ok")
+        (tmp / "COMPLETE").write_text(json.dumps(_file_sizes(tmp), indent=2))
         if path.exists():
             import shutil
 
@@ -167,4 +197,10 @@ def load_or_tokenize(cache_root, parts: dict, build: Callable, accelerator=None)
             if accelerator.is_main_process:
                 _build()
     logger.info("Using tokenised dataset %s", path)
-    return load_from_disk(str(path)), path
+    try:
+        return load_from_disk(str(path)), path
+    except (OSError, ValueError, KeyError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorruptFileError(
+            f"The tokenised dataset {path} cannot be read ({reason}). Delete the folder to tokenise again."
+        ) from err
