@@ -181,7 +181,7 @@ def check_pipeline_folder(path: str | os.PathLike) -> None:
 
 def pickle_is_complete(path: str | os.PathLike) -> bool:
     """Whether `path` is a whole `torch.save` pickle: the zip format with intact members and a `data.pkl` that
-    parses to its STOP opcode, or the legacy format's four pickles (magic number, protocol, system info, object).
+    parses to its STOP opcode, or the legacy format's five pickles (magic number, protocol, system info, object, storage keys).
     The opcodes are only parsed (`pickletools`), never executed."""
     import io
     import pickletools
@@ -195,7 +195,7 @@ def pickle_is_complete(path: str | os.PathLike) -> bool:
                     return False
                 stream, num_pickles = io.BytesIO(archive.read(members[0])), 1
         else:
-            stream, num_pickles = io.BytesIO(Path(path).read_bytes()), 4
+            stream, num_pickles = io.BytesIO(Path(path).read_bytes()), 5
         for _ in range(num_pickles):
             for _ in pickletools.genops(stream):
                 pass
