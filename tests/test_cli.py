@@ -228,6 +228,67 @@ def test_convert_taming_then_sample(tmp_path):
     assert read(output).shape == (32 + 4, 2 * (32 + 2) + 2, 3)  # two 32x32 RGB samples side by side
 
 
+class WritesAMarker:
+    """Unpickling this runs code: it writes `marker` (a malicious checkpoint would do worse)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('unpickled')",)
+
+
+def _convert_taming(tmp_path: Path, checkpoint: Path, *options: str) -> list[str]:
+    fixtures = taming_fixtures()
+    return ["convert-taming", "--config", str(fixtures / "vqgan_tiny.yaml"), "--checkpoint", str(checkpoint),
+            "--output", str(tmp_path / "converted"), *options]  # fmt: skip
+
+
+def test_convert_taming_runs_nothing_from_a_pickle_unless_allowed(tmp_path, capsys):
+    """Without `--allow-pickle`, a checkpoint whose unpickling would run code is refused and runs nothing; with it,
+    the flag reaches the loader (the code runs: only for files you trust) and the weights convert."""
+    import torch
+
+    marker = tmp_path / "marker.txt"
+    state_dict = torch.load(taming_fixtures() / "vqgan_tiny.ckpt", weights_only=True)["state_dict"]
+    checkpoint = tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": state_dict, "hyper_parameters": WritesAMarker(marker)}, checkpoint)
+
+    assert main(_convert_taming(tmp_path, checkpoint)) == 2
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists() and not (tmp_path / "converted").exists()
+    assert re.fullmatch(r"hf-vqgan convert-taming: error: .*hostile\.ckpt holds Python objects .*needs `exec`.*"
+                        r"`--allow-pickle` on the command line\)\.", err), err  # fmt: skip
+
+    assert main(_convert_taming(tmp_path, checkpoint, "--allow-pickle")) == 0
+    assert marker.read_text() == "unpickled"
+    assert VQGANModel.from_pretrained(tmp_path / "converted").config.codebook_size == 64
+
+
+@pytest.mark.parametrize("content", [b"", "random", "truncated"])
+def test_convert_taming_of_a_damaged_checkpoint_names_it_and_never_suggests_allow_pickle(tmp_path, capsys, content):
+    original = (taming_fixtures() / "vqgan_tiny.ckpt").read_bytes()
+    data = {"random": np.random.default_rng(0).bytes(3000), "truncated": original[: len(original) // 2]}
+    checkpoint = tmp_path / "damaged.ckpt"
+    checkpoint.write_bytes(data.get(content, content))
+    for options in ((), ("--allow-pickle",)):
+        assert main(_convert_taming(tmp_path, checkpoint, *options)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "allow-pickle" not in err and "Traceback" not in err, err
+        assert re.fullmatch(r"hf-vqgan convert-taming: error: The checkpoint .*damaged\.ckpt .*(is empty|is not a "
+                            r"readable PyTorch checkpoint).*", err), err  # fmt: skip
+
+
+def test_convert_diffusers_refuses_to_overwrite_its_input(saved, tmp_path, capsys):
+    source = shutil.copytree(saved["vqgan"], tmp_path / "vqgan")
+    before = {f.name: f.read_bytes() for f in source.iterdir()}
+    for output in (source, source / "vqmodel"):
+        argv = ["convert-diffusers", "--input", str(source), "--output", str(output), "--to", "vqmodel"]
+        assert main(argv) == 2
+        assert "would overwrite the source" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in source.iterdir()} == before
+
+
 # ------------------------------------------------------------------------------------------------- the parser
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
