@@ -160,3 +160,39 @@ def test_an_interrupted_tokenisation_is_rebuilt(tmp_path):
     loaded, _ = load_or_tokenize(tmp_path, parts, build)
     assert loaded["train"]["indices"] == [[1, 2], [3, 4]]
     assert not (path / "junk.arrow").exists()
+
+
+def _token_build(calls: list):
+    def build():
+        calls.append(1)
+        return datasets.DatasetDict(train=datasets.Dataset.from_dict({"indices": [[i, i + 1] for i in range(50)]}))
+
+    return build
+
+
+def test_a_damaged_cache_is_named_and_tokenised_again(tmp_path, caplog):
+    """A cache whose file was cut short after it was written (a full disk, a copy interrupted) is reported by name
+    and rebuilt: the same inputs give the same codes. Before, it loaded into a pyarrow traceback."""
+    parts, calls = {"tokenizer": "abc"}, []
+    _, path = load_or_tokenize(tmp_path, parts, _token_build(calls))
+    arrow = next(path.rglob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="hf_vqgan.training.tokenize"):
+        second, _ = load_or_tokenize(tmp_path, parts, _token_build(calls))
+    assert len(calls) == 2
+    assert f"{arrow} has 100 bytes" in caplog.text and "tokenising again" in caplog.text
+    assert second["train"]["indices"] == [[i, i + 1] for i in range(50)]
+
+
+def test_an_unreadable_cache_of_an_older_version_raises_naming_it(tmp_path):
+    """Caches written before the sizes were recorded (a COMPLETE marker of "ok") cannot be checked before loading:
+    a damaged one raises one error naming the folder, never a pyarrow traceback."""
+    from hf_vqgan.loading import CorruptFileError
+
+    parts = {"tokenizer": "abc"}
+    _, path = load_or_tokenize(tmp_path, parts, _token_build([]))
+    (path / "COMPLETE").write_text("ok")
+    arrow = next(path.rglob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    with pytest.raises(CorruptFileError, match=f"The tokenised dataset {path} cannot be read .*Delete the folder"):
+        load_or_tokenize(tmp_path, parts, _token_build([]))

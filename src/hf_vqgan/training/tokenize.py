@@ -142,12 +142,15 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 def damaged_cache_file(path: Path) -> str | None:
     """What is wrong with the saved cache `path`, naming the file (`None` if nothing is). Its `COMPLETE` marker
     lists every file with its size; a marker of older versions (the text "ok") lists none, and passes."""
-    try:
-        expected = json.loads((path / "COMPLETE").read_text())
-    except (ValueError, UnicodeDecodeError):
-        return f"its marker {path / 'COMPLETE'} is not valid JSON"
-    if not isinstance(expected, dict):
+    marker = (path / "COMPLETE").read_bytes()
+    if marker == b"ok":
         return None
+    try:
+        expected = json.loads(marker)
+    except (ValueError, UnicodeDecodeError):
+        expected = None
+    if not isinstance(expected, dict):
+        return f"its marker {path / 'COMPLETE'} is not a JSON list of its files (cut short, or not written by this)"
     for name, size in expected.items():
         file = path / name
         if not file.is_file():
