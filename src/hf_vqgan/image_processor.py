@@ -146,8 +146,9 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         """Draws the training transform's random crops and flips when no generator is passed (see `SeededDataset`)."""
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, subfolder: str | None = None,
-                        **kwargs):  # fmt: skip
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None = None, subfolder: str | None = None, **kwargs
+    ):
         """diffusers' `from_pretrained`, after `hf_vqgan.loading.check_model_folder` has checked a local folder: an
         empty or corrupt config, or a pipeline root without `subfolder="image_processor"`, is named in one error."""
         if pretrained_model_name_or_path is not None:

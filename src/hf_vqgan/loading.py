@@ -178,11 +178,10 @@ def check_pipeline_folder(path: str | os.PathLike) -> None:
             )
 
 
-
 def pickle_is_complete(path: str | os.PathLike) -> bool:
     """Whether `path` is a whole `torch.save` pickle: the zip format with intact members and a `data.pkl` that
-    parses to its STOP opcode, or the legacy format's five pickles (magic number, protocol, system info, object, storage keys).
-    The opcodes are only parsed (`pickletools`), never executed."""
+    parses to its STOP opcode, or the legacy format's five pickles (magic number, protocol, system info, the object,
+    its storage keys). The opcodes are only parsed (`pickletools`), never executed."""
     import io
     import pickletools
     import zipfile
