@@ -39,6 +39,23 @@ def fixtures() -> Path:
     return taming_fixtures()
 
 
+def test_reference_fixtures_ship_with_the_tests_and_a_missing_one_fails(monkeypatch, tmp_path):
+    """The parity tests run in every clone (the files are in tests/fixtures/taming, each named in its README);
+    without a file they fail naming it, never skip."""
+    import fixtures as fixture_module
+
+    folder = taming_fixtures()
+    assert folder == Path(__file__).resolve().parents[1] / "fixtures" / "taming"
+    readme = (folder / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in fixture_module.TAMING_FILES)
+    monkeypatch.setattr(fixture_module, "TAMING", tmp_path)
+    (tmp_path / "vqgan_tiny.yaml").write_text("model: {}")
+    with pytest.raises(
+        FileNotFoundError, match=r"\['vqgan_tiny\.ckpt', 'vqgan_tiny_io\.safetensors', .*\] are missing"
+    ):
+        taming_fixtures()
+
+
 def _report(name: str, ours: torch.Tensor, reference: torch.Tensor) -> float:
     diff = (ours.float() - reference.float()).abs().max().item()
     print(f"\n[taming parity] {name:<22} max |ours - taming| = {diff:.3e}", end="")
