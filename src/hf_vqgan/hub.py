@@ -178,6 +178,20 @@ def card_files(model, model_card, render: Callable[[], ModelCard]) -> dict[str, 
     return {**(linked_images(text, source) if source else {}), "README.md": text.encode("utf-8")}
 
 
+def _drop_local_origins(folder: str | os.PathLike) -> None:
+    """Remove `_name_or_path` from saved configs where it is a local path: diffusers records the folder a model was
+    loaded from (`/home/me/runs/vqgan`), which says where things are on this machine and nothing to a reader."""
+    for path in Path(folder).rglob("*.json"):
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        origin = config.get("_name_or_path") if isinstance(config, dict) else None
+        if isinstance(origin, str) and (os.path.isabs(origin) or os.path.exists(origin)):
+            del config["_name_or_path"]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def push_saved_to_hub(
     repo_id: str,
     save: Callable[[str], None],
@@ -204,6 +218,7 @@ def push_saved_to_hub(
     """
     with tempfile.TemporaryDirectory() as folder:
         save(folder)
+        _drop_local_origins(folder)
         for name, content in (extra_files or {}).items():
             target = Path(folder, name)
             target.parent.mkdir(parents=True, exist_ok=True)
