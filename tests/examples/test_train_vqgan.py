@@ -97,7 +97,7 @@ def test_on_a_tiny_image_folder(tmp_path, run_train, tiny_image_folder, tiny_tra
                                 "--perceptual_weight", 0, "--cache_dir", tmp_path / "hf_cache"))  # fmt: skip
     assert run.returncode == 0
     _check_tokenizer_folder(out, 2, config)
-    assert "A local image folder." in (out / "README.md").read_text()
+    assert "A local image folder (`images`)." in (out / "README.md").read_text()
     assert sorted(run.train_logs()) == [1, 2]
 
 
