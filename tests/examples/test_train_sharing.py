@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_vqgan import VQGANModel, VQGANTransformerPipeline
+from hf_vqgan import VQGANTransformerPipeline
 from hub_recorder import STRAY_FILES, record_hub_calls, write_stray_files
 
 VQGAN_ARGS = ["--train_batch_size", "8", "--eval_batch_size", "32", "--max_train_samples", "64",
@@ -24,14 +24,6 @@ PIPELINE_FILES = [
     "transformer/hf_vqgan_prior.py", "transformer/generation_config.json", "transformer/model.safetensors",
 ]  # fmt: skip
 RUN_FILES = ["README.md", "metrics.json", "training_args.json"]
-
-
-@pytest.fixture
-def tokenizer_dir(tmp_path, tiny_train_config):
-    torch.manual_seed(0)
-    folder = tmp_path / "tokenizer"
-    VQGANModel(**tiny_train_config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture
@@ -50,13 +42,6 @@ def _prior_argv(tokenizer, prior_json, output_dir, tmp_path, *extra) -> list:
     return ["transformer", "--vqgan_model_name_or_path", tokenizer, "--prior_config", prior_json,
             "--output_dir", output_dir, "--tokenized_cache_dir", tmp_path / "tokens", "--max_train_steps", 1,
             *PRIOR_ARGS, *extra]  # fmt: skip
-
-
-@pytest.fixture
-def prior_json(tmp_path, tiny_prior_config) -> str:
-    path = tmp_path / "prior.json"
-    path.write_text(json.dumps(tiny_prior_config))
-    return str(path)
 
 
 def _no_local_paths(files: dict[str, bytes], tmp_path) -> None:

@@ -36,22 +36,6 @@ PIPELINE_FILES = {
 }
 
 
-@pytest.fixture
-def tokenizer_dir(tmp_path, tiny_train_config):
-    """An (untrained) tiny VQGANModel folder: stage 2 only needs a frozen tokenizer."""
-    torch.manual_seed(0)
-    folder = tmp_path / "tokenizer"
-    VQGANModel(**tiny_train_config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def prior_json(tmp_path, tiny_prior_config) -> str:
-    path = tmp_path / "prior.json"
-    path.write_text(json.dumps(tiny_prior_config))
-    return str(path)
-
-
 def _argv(tokenizer, prior_json, output_dir, cache_dir, steps, *extra) -> list:
     return ["transformer", "--vqgan_model_name_or_path", tokenizer, "--prior_config", prior_json,
             "--output_dir", output_dir, "--tokenized_cache_dir", cache_dir, "--max_train_steps", steps,

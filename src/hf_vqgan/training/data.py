@@ -288,8 +288,8 @@ def class_names(dataset, column: str, num_classes: int, names_file: str | os.Pat
     names = read_class_names(names_file)
     if column_names is not None and len(names) != len(column_names):
         raise ValueError(
-            f"--class_names {os.fspath(names_file)!r} names {len(names)} classes, but the ClassLabel column {column!r} "
-            f"has {len(column_names)}: {column_names[:10]}."
+            f"--class_names {os.fspath(names_file)!r} names {len(names)} classes, but the ClassLabel column "
+            f"{column!r} has {len(column_names)}: {column_names[:10]}."
         )
     if len(names) < num_classes:
         raise ValueError(
