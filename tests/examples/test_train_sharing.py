@@ -146,3 +146,15 @@ def test_a_hub_dataset_is_linked_and_a_local_one_is_not():
                                                     ["user/shapes"])  # fmt: skip
     assert describe(dataset_name="/data/me/shapes") == ("A local dataset (`shapes`).", [])
     assert describe(data_files=["/data/me/train.parquet"]) == ("Local data files: `train.parquet`.", [])
+
+
+def test_shareable_arguments_keep_base_names_of_local_paths(tmp_path, monkeypatch):
+    from hf_vqgan.training.evaluation import shareable_value
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert shareable_value("/data/me/train.parquet") == "train.parquet"
+    assert shareable_value({"train": ["/data/a.parquet", "~/b.csv"]}) == {"train": ["a.parquet", "b.csv"]}
+    assert shareable_value("runs") == "runs" and shareable_value(".") == tmp_path.name
+    assert shareable_value("user/shapes") == "user/shapes"  # a Hub id, not a local path
+    assert shareable_value(3e-4) == 3e-4 and shareable_value(None) is None

@@ -233,9 +233,13 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
     _push(args, folder, model.save_pretrained, [GRID_FILE])
 
 
+MAX_LABEL_CHARS = 24
+
+
 def label_rows(grid: Image.Image, names: list[str], row_height: int, padding: int = 2) -> Image.Image:
     """`grid` (rows of `row_height` pixels between `padding`-pixel gaps, as `make_image_grid` tiles them) with a
-    white margin on its left naming row i `names[i]`."""
+    white margin on its left naming row i `names[i]` (long names shortened to `MAX_LABEL_CHARS`)."""
+    names = [name if len(name) <= MAX_LABEL_CHARS else name[: MAX_LABEL_CHARS - 3] + "..." for name in names]
     font = ImageFont.load_default()
     width = max(int(ImageDraw.Draw(grid).textlength(name, font=font)) for name in names) + 2 * padding
     white = 255 if grid.mode == "L" else (255,) * len(grid.mode)
