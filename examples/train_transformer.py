@@ -108,7 +108,8 @@ def build_condition_processor(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, r
 
 # ------------------------------------------------------------------------------------------------------ data
 def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond_vqgan, condition_processor):
-    """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once."""
+    """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once; the
+    number of classes and their names (`None` when they have none)."""
     splits = data_lib.load_image_dataset(
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
@@ -161,16 +162,22 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
 
     cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
     tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
-    num_classes = data_lib.count_classes(splits["train"], args.class_column) if args.class_column else 0
+    num_classes, class_names = 0, None
+    if args.class_column:
+        num_classes = data_lib.count_classes(splits["train"], args.class_column)
+        num_classes, class_names = data_lib.class_names(
+            splits["train"], args.class_column, num_classes, args.class_names
+        )
     tokenize_lib.check_token_ranges(
         tokens, vqgan.config.codebook_size, num_classes, cond_vqgan.config.codebook_size if cond_vqgan else 0
     )
-    return tokens.with_format("torch"), num_classes
+    return tokens.with_format("torch"), num_classes, class_names
 
 
 # ------------------------------------------------------------------------------------------------- the prior
-def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition_processor, num_classes: int):
-    """A fresh prior sized by `--prior_config` or `--preset`, shaped by the tokenizers' grids and codebooks."""
+def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition_processor, num_classes: int, class_names=None):
+    """A fresh prior sized by `--prior_config` or `--preset`, shaped by the tokenizers' grids and codebooks, its
+    classes named by `class_names` (saved as the config's `id2label`)."""
     size = json.loads(Path(args.prior_config).read_text()) if args.prior_config else prior_preset(args.preset)
     resolution = args.resolution or vqgan.config.sample_size
     latent_height, latent_width = vqgan.latent_shape(resolution, resolution)
@@ -186,6 +193,7 @@ def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition_processor, num_cl
         latent_height=latent_height,
         latent_width=latent_width,
         num_classes=num_classes,
+        id2label=dict(enumerate(class_names)) if class_names else None,
         **cond,
         **size,
     )
@@ -214,9 +222,10 @@ def train(args: argparse.Namespace) -> dict | None:
     if args.cond_vqgan_model_name_or_path:
         cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
         condition_processor = build_condition_processor(args, vqgan, cond_vqgan, resolution)
-    tokens, num_classes = tokenize_dataset(args, accelerator, vqgan, image_processor, cond_vqgan, condition_processor)
-
-    model = build_prior(args, vqgan, cond_vqgan, condition_processor, num_classes)
+    tokens, num_classes, class_names = tokenize_dataset(
+        args, accelerator, vqgan, image_processor, cond_vqgan, condition_processor
+    )
+    model = build_prior(args, vqgan, cond_vqgan, condition_processor, num_classes, class_names)
     prefix_length = model.config.prefix_length
     lr = scaled_learning_rate(args, accelerator.num_processes)
     optimizer = adam(weight_decay_groups(model, args.weight_decay), args, lr=lr)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import filter_repo_objects
 
-import hf_vqgan.hub
-from hf_vqgan.hub import push_folder_to_hub, render_model_card, template_path
+from hf_vqgan.hub import check_card_fields, push_folder_to_hub, push_saved_to_hub, render_model_card, template_path
+from hub_recorder import STRAY_FILES as STRAY
+from hub_recorder import record_hub_calls
 
 VQGAN_FIELDS = dict(
     model_name="vqgan-digits", resolution=16, latent_height=8, latent_width=8, codebook_size=32, in_channels=1,
@@ -60,49 +60,92 @@ def test_render_model_card_defaults():
 
 @pytest.fixture
 def hub_calls(monkeypatch):
-    """Records `create_repo` and `upload_folder` calls; the upload lists the files it would send."""
-    calls = {}
-
-    def fake_create_repo(repo_id, **kwargs):
-        calls["create_repo"] = dict(repo_id=repo_id, **kwargs)
-
-    def fake_upload_folder(*, repo_id, folder_path, ignore_patterns=None, **kwargs):
-        files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
-        calls["upload"] = dict(
-            repo_id=repo_id, files=sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns)), **kwargs
-        )
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/1"})()
-
-    monkeypatch.setattr(hf_vqgan.hub, "_create_repo", fake_create_repo)
-    monkeypatch.setattr(hf_vqgan.hub, "upload_folder", fake_upload_folder)
-    return calls
+    return record_hub_calls(monkeypatch)
 
 
-def test_push_folder_to_hub_leaves_training_state_behind(tmp_path, hub_calls):
-    shared = [
-        "README.md", "model_index.json", "samples.png", "metrics.json", "training_args.json",
-        "vqgan/config.json", "vqgan/diffusion_pytorch_model.safetensors",
-        "transformer/config.json", "transformer/model.safetensors",
-    ]  # fmt: skip
+SAVED = [
+    "model_index.json", "vqgan/config.json", "vqgan/diffusion_pytorch_model.safetensors",
+    "transformer/config.json", "transformer/model.safetensors",
+]  # fmt: skip
+
+
+def _write(folder: Path, names: list[str]) -> None:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(name.encode())
+
+
+def test_push_folder_to_hub_uploads_only_the_listed_files(tmp_path, hub_calls):
+    assert len(STRAY) == 25
+    _write(tmp_path, SAVED + ["README.md", "samples.png", "weird[1].json"] + STRAY)
+    listed = SAVED + ["README.md", "samples.png", "weird[1].json"]
+
+    url = push_folder_to_hub(tmp_path, "user/model", files=listed, private=True, token="hf_secret",
+                             commit_message="Upload it")  # fmt: skip
+    assert url == "https://huggingface.co/user/model/commit/abc"
+    assert hub_calls["create_repo"] == [dict(repo_id="user/model", private=True, token="hf_secret", exist_ok=True)]
+    assert hub_calls["create_branch"] == []
+    (upload,) = hub_calls["upload"]
+    assert sorted(upload["files"]) == sorted(listed)  # `[1]` is a name, not a character class
+    assert upload["commit_message"] == "Upload it" and upload["token"] == "hf_secret"
+    assert upload["create_pr"] is False and upload["revision"] is None
+
+
+def test_push_folder_to_hub_refuses_listed_training_state(tmp_path, hub_calls):
+    _write(tmp_path, ["model.safetensors", "optimizer.bin"])
+    with pytest.raises(ValueError, match=r"Refusing to upload \['optimizer.bin'\]"):
+        push_folder_to_hub(tmp_path, "user/model", files=["model.safetensors", "optimizer.bin"])
+    assert hub_calls["upload"] == []
+
+
+def test_push_folder_to_hub_without_a_list_leaves_training_state_behind(tmp_path, hub_calls):
+    """A folder the library wrote itself (a converted checkpoint) goes whole, less the deny-list."""
+    shared = ["README.md", "model_index.json", "samples.png", "metrics.json", "training_args.json", *SAVED[1:]]
     private = [
         "checkpoints/checkpoint-4/model.safetensors", "checkpoints/checkpoint-4/optimizer.bin",
         "checkpoint-2/random_states_0.pkl", "logs/events.out.tfevents", "tokenized/train.npy",
         "vqgan/optimizer.bin", "hub.token", ".env", "vqgan/.cache/lock", ".tmp-upload",
     ]  # fmt: skip
-    for name in shared + private:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"x")
-
-    url = push_folder_to_hub(tmp_path, "user/model", private=True, token="hf_secret", commit_message="Upload it")
-    assert url == "https://huggingface.co/user/model/commit/1"
-    assert hub_calls["create_repo"] == dict(repo_id="user/model", private=True, token="hf_secret", exist_ok=True)
-    upload = hub_calls["upload"]
-    assert upload["files"] == sorted(shared)
-    assert upload["commit_message"] == "Upload it" and upload["token"] == "hf_secret"
+    _write(tmp_path, shared + private)
+    push_folder_to_hub(tmp_path, "user/model")
+    assert sorted(hub_calls["upload"][0]["files"]) == sorted(shared)
 
 
-def test_push_folder_to_hub_extra_ignore_patterns(tmp_path, hub_calls):
-    for name in ("model.safetensors", "samples.png"):
-        (tmp_path / name).write_bytes(b"x")
-    push_folder_to_hub(tmp_path, "user/model", extra_ignore_patterns=["*.png"])
-    assert hub_calls["upload"]["files"] == ["model.safetensors"]
+@pytest.mark.parametrize(
+    "options, branch, upload",
+    [
+        (dict(create_pr=True), None, dict(create_pr=True, revision=None)),
+        (dict(revision="fp16"), "fp16", dict(create_pr=False, revision="fp16")),
+        (dict(revision="refs/pr/3"), None, dict(create_pr=False, revision="refs/pr/3")),  # an open PR: no branch
+    ],
+)
+def test_push_saved_to_hub_forwards_pull_requests_and_branches(hub_calls, options, branch, upload):
+    url = push_saved_to_hub("user/model", lambda folder: _write(Path(folder), SAVED), commit_message="m", **options)
+    assert hub_calls["create_branch"] == ([dict(repo_id="user/model", branch=branch, token=None, exist_ok=True)]
+                                          if branch else [])  # fmt: skip
+    (call,) = hub_calls["upload"]
+    assert {key: call[key] for key in upload} == upload
+    assert url.endswith("/discussions/1" if options.get("create_pr") else "/commit/abc")
+
+
+def test_push_saved_to_hub_refuses_a_pull_request_on_a_branch(hub_calls):
+    with pytest.raises(ValueError, match=r"create_pr=True .* or revision='dev'"):
+        push_saved_to_hub("user/model", lambda folder: None, commit_message="m", create_pr=True, revision="dev")
+    assert hub_calls["create_repo"] == [] and hub_calls["upload"] == []
+
+
+def test_push_saved_to_hub_uploads_what_save_writes_and_the_named_files(tmp_path, hub_calls):
+    _write(tmp_path, ["README.md", *STRAY])
+    push_saved_to_hub(
+        "user/model", lambda folder: _write(Path(folder), SAVED), commit_message="m",
+        extra_files={"README.md": tmp_path / "README.md", "samples.png": b"png"},
+    )  # fmt: skip
+    files = hub_calls["upload"][0]["files"]
+    assert sorted(files) == sorted(SAVED + ["README.md", "samples.png"])
+    assert files["README.md"] == b"README.md" and files["samples.png"] == b"png"
+
+
+def test_unknown_card_fields_are_refused():
+    check_card_fields("vqgan", {"dataset_description": "x", "metrics": {}})
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['create_pull_request'\]"):
+        check_card_fields("vqgan", {"create_pull_request": True})

@@ -219,3 +219,76 @@ def test_pipeline_push_to_hub_uploads_only_the_saved_pipeline(saved, tmp_path, m
     assert set(files) == saved_files | {"README.md"}  # what save_pretrained writes, and a model card
     assert kwargs["token"] == "hf_secret"  # the token authenticates the upload, and is in no uploaded file
     assert not any(b"hf_secret" in content for content in files.values())
+
+
+# ------------------------------------------------------------------------------------ push_to_hub options (issue 14)
+@pytest.fixture
+def hub(monkeypatch):
+    from hub_recorder import record_hub_calls
+
+    return record_hub_calls(monkeypatch)
+
+
+def test_pipeline_push_to_hub_forwards_pull_request_variant_and_commit_options(saved, hub):
+    root, _, _ = saved
+    pipe = VQGANTransformerPipeline.from_pretrained(root / "pipeline")
+    url = pipe.push_to_hub("me/x", create_pr=True, variant="fp16", private=True, token="hf_secret",
+                           commit_message="Add fp16 weights")  # fmt: skip
+    assert url == "https://huggingface.co/me/x/discussions/1"  # the pull request, not a commit on main
+    assert hub["create_repo"] == [dict(repo_id="me/x", token="hf_secret", private=True, exist_ok=True)]
+    (upload,) = hub["upload"]
+    assert upload["create_pr"] is True and upload["revision"] is None and upload["token"] == "hf_secret"
+    assert upload["commit_message"] == "Add fp16 weights"
+    weights = sorted(name for name in upload["files"] if name.endswith(".safetensors"))
+    assert weights == ["transformer/model.fp16.safetensors", "vqgan/diffusion_pytorch_model.fp16.safetensors"]
+    card = upload["files"]["README.md"].decode()
+    assert "create_pr" not in card and "fp16" not in card  # options are not card fields
+
+
+def test_push_to_hub_commits_to_a_branch(saved, hub):
+    root, vqgan, _ = saved
+    VQGANTransformerPipeline.from_pretrained(root / "pipeline").push_to_hub("me/x", revision="dev")
+    vqgan.push_to_hub("me/tok", revision="dev")
+    assert [call["branch"] for call in hub["create_branch"]] == ["dev", "dev"]
+    assert [(call["repo_id"], call["revision"], call["create_pr"]) for call in hub["upload"]] == [
+        ("me/x", "dev", False),
+        ("me/tok", "dev", False),
+    ]
+
+
+def test_push_to_hub_refuses_unknown_options(saved, hub):
+    root, vqgan, _ = saved
+    pipe = VQGANTransformerPipeline.from_pretrained(root / "pipeline")
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['create_pull_request'\]"):
+        pipe.push_to_hub("me/x", create_pull_request=True)
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['branch'\]"):
+        vqgan.push_to_hub("me/x", branch="dev")
+    assert hub["upload"] == []
+
+
+def test_vqgan_push_to_hub_uploads_the_projects_card_and_the_saved_files_only(saved, hub, tmp_path):
+    from hub_recorder import STRAY_FILES, write_stray_files
+
+    root, vqgan, _ = saved
+    url = vqgan.push_to_hub("me/tok", create_pr=True, variant="fp16", token="hf_secret",
+                            dataset_description="Shapes.")  # fmt: skip
+    assert url.endswith("/discussions/1")
+    (upload,) = hub["upload"]
+    assert sorted(upload["files"]) == ["README.md", "config.json", "diffusion_pytorch_model.fp16.safetensors"]
+    assert upload["create_pr"] is True and upload["token"] == "hf_secret"
+    card = upload["files"]["README.md"].decode()
+    assert "library_name: hf_vqgan" in card and "# tok" in card and "Shapes." in card  # not diffusers' generic card
+    assert 'VQGANModel.from_pretrained("me/tok")' in card and "vqgan.tokenize(pixels)" in card
+
+    # Loaded from a trained folder: its card and the grid the card shows go along, its other files do not.
+    folder = tmp_path / "trained"
+    vqgan.save_pretrained(folder)
+    (folder / "README.md").write_text("---\nlibrary_name: hf_vqgan\n---\n# trained\n![r](reconstructions.png)\n")
+    (folder / "reconstructions.png").write_bytes(b"png")
+    write_stray_files(folder)
+    VQGANModel.from_pretrained(folder).push_to_hub("me/trained")
+    files = hub["upload"][-1]["files"]
+    assert sorted(files) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
+    assert files["README.md"].startswith(b"---\nlibrary_name: hf_vqgan\n---\n# trained")
+    assert not set(files) & set(STRAY_FILES)
+    assert not any(str(tmp_path).encode() in content for content in files.values())  # no local `_name_or_path`

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from testing_utils import prior_size, small_vqgan_config
+from testing_utils import prior_size, small_vqgan_config, tiny_vqgan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
@@ -156,3 +156,19 @@ def tiny_image_folder(tmp_path) -> Path:
             image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), mode="RGB")
         image.save(folder / f"image_{i:02d}.png")
     return folder
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path, tiny_train_config):
+    """An (untrained) tiny VQGANModel folder: stage 2 only needs a frozen tokenizer."""
+    folder = tmp_path / "tokenizer"
+    tiny_vqgan(0, **tiny_train_config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def prior_json(tmp_path, tiny_prior_config) -> str:
+    """`tiny_prior_config` as a `--prior_config` file."""
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps(tiny_prior_config))
+    return str(path)

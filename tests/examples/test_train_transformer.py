@@ -36,22 +36,6 @@ PIPELINE_FILES = {
 }
 
 
-@pytest.fixture
-def tokenizer_dir(tmp_path, tiny_train_config):
-    """An (untrained) tiny VQGANModel folder: stage 2 only needs a frozen tokenizer."""
-    torch.manual_seed(0)
-    folder = tmp_path / "tokenizer"
-    VQGANModel(**tiny_train_config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def prior_json(tmp_path, tiny_prior_config) -> str:
-    path = tmp_path / "prior.json"
-    path.write_text(json.dumps(tiny_prior_config))
-    return str(path)
-
-
 def _argv(tokenizer, prior_json, output_dir, cache_dir, steps, *extra) -> list:
     return ["transformer", "--vqgan_model_name_or_path", tokenizer, "--prior_config", prior_json,
             "--output_dir", output_dir, "--tokenized_cache_dir", cache_dir, "--max_train_steps", steps,
@@ -157,32 +141,6 @@ def test_resume_continues_at_the_right_step_and_matches_an_uninterrupted_run(tmp
     )
     assert again.returncode == 0 and again.train_logs() == {}
     assert json.loads((resumed / "metrics.json").read_text()) == final_metrics
-
-
-def test_push_to_hub_uploads_the_pipeline_without_training_state(tmp_path, run_train, tokenizer_dir, prior_json,
-                                                                 monkeypatch):  # fmt: skip
-    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
-
-    import hf_vqgan.hub
-
-    out = tmp_path / "pipeline"
-    uploads = []
-
-    def fake_upload_folder(*, repo_id, folder_path, ignore_patterns, **kwargs):
-        files = sorted(_files(out))
-        uploads.append(
-            (repo_id, sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS)))
-        )
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
-
-    monkeypatch.setattr(hf_vqgan.hub, "_create_repo", lambda repo_id, **kwargs: None)
-    monkeypatch.setattr(hf_vqgan.hub, "upload_folder", fake_upload_folder)
-    run = run_train(_argv(tokenizer_dir, prior_json, out, tmp_path / "tokens", 1, "--checkpointing_steps", 1,
-                          "--push_to_hub", "--hub_model_id", "someone/tiny-pipeline"))  # fmt: skip
-    assert run.returncode == 0
-    assert uploads == [("someone/tiny-pipeline", sorted(PIPELINE_FILES))]
-    assert (out / "checkpoints" / "checkpoint-000001").is_dir()
-    assert "someone/tiny-pipeline" in (out / "README.md").read_text()
 
 
 @pytest.mark.slow

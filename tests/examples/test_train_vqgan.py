@@ -97,7 +97,7 @@ def test_on_a_tiny_image_folder(tmp_path, run_train, tiny_image_folder, tiny_tra
                                 "--perceptual_weight", 0, "--cache_dir", tmp_path / "hf_cache"))  # fmt: skip
     assert run.returncode == 0
     _check_tokenizer_folder(out, 2, config)
-    assert "A local image folder." in (out / "README.md").read_text()
+    assert "A local image folder (`images`)." in (out / "README.md").read_text()
     assert sorted(run.train_logs()) == [1, 2]
 
 
@@ -255,42 +255,6 @@ def test_digits_tiny_preset_with_few_validation_samples(tmp_path, run_train):
     assert config["sample_size"] == 32 and config["in_channels"] == 1 and config["codebook_size"] == 128
     # 4 validation images: the grid holds those 4 originals over their 4 reconstructions
     assert json.loads((out / "metrics.json").read_text())["step"] == 1
-
-
-def test_push_to_hub_uploads_the_model_folder_only(tmp_path, run_train, tiny_vqgan_json, monkeypatch):
-    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
-
-    import hf_vqgan.hub
-
-    created, uploaded = [], []
-
-    def fake_create_repo(repo_id, **kwargs):
-        created.append((repo_id, kwargs))
-
-    def fake_upload_folder(*, repo_id, folder_path, ignore_patterns, **kwargs):
-        # The files `upload_folder` would send: every file under the folder, filtered as huggingface_hub does.
-        files = sorted(p.relative_to(folder_path).as_posix() for p in folder_path.rglob("*") if p.is_file())
-        kept = filter_repo_objects(files, ignore_patterns=list(ignore_patterns) + DEFAULT_IGNORE_PATTERNS)
-        uploaded.append((repo_id, sorted(kept)))
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
-
-    monkeypatch.setattr(hf_vqgan.hub, "_create_repo", fake_create_repo)
-    monkeypatch.setattr(hf_vqgan.hub, "upload_folder", lambda **kw: fake_upload_folder(**{**kw, "folder_path": out}))
-
-    out = tmp_path / "vqgan"
-    (out / "logs" / "hf_vqgan-vqgan").mkdir(parents=True)  # what a tensorboard run leaves next to the model
-    (out / "logs" / "hf_vqgan-vqgan" / "events.out.tfevents.1").write_text("events")
-    run = run_train(_vqgan_argv(tiny_vqgan_json, out, 2, "--perceptual_weight", 0, "--checkpointing_steps", 1,
-                                "--push_to_hub", "--hub_model_id", "someone/tiny-vqgan", "--hub_private_repo"))  # fmt: skip
-    assert run.returncode == 0
-    assert created == [("someone/tiny-vqgan", {"private": True, "token": None, "exist_ok": True})]
-    assert len(uploaded) == 1
-    repo_id, files = uploaded[0]
-    assert repo_id == "someone/tiny-vqgan"
-    assert files == sorted(OUTPUT_FILES)  # no checkpoints, no logs
-    assert (out / "checkpoints" / "checkpoint-000001").is_dir()  # they exist; they were left out
-    card = (out / "README.md").read_text()
-    assert 'VQGANModel.from_pretrained("someone/tiny-vqgan")' in card and "# tiny-vqgan" in card
 
 
 @pytest.mark.parametrize(

@@ -416,29 +416,20 @@ def test_converted_taming_pipeline_loads_and_samples(tmp_path):
 # ----------------------------------------------------------------------------------------------------- sharing
 @pytest.fixture
 def intercepted_push(monkeypatch):
-    """Replaces the Hub calls of `hf_vqgan.hub` with recorders; the upload records what it would send."""
-    from huggingface_hub.utils import filter_repo_objects
+    """The Hub calls, recorded (tests/hub_recorder.py); `["upload"]` is the last upload with its file list and card."""
+    from hub_recorder import record_hub_calls
 
-    import hf_vqgan.hub
+    recorded = record_hub_calls(monkeypatch)
 
-    calls = {}
+    class Calls(dict):
+        def __getitem__(self, key):
+            call = dict(recorded[key][-1])
+            if key == "upload":
+                call["readme"] = call["files"]["README.md"].decode() if "README.md" in call["files"] else None
+                call["files"] = sorted(call["files"])
+            return call
 
-    def fake_create_repo(repo_id, **kwargs):
-        calls["create_repo"] = dict(repo_id=repo_id, **kwargs)
-
-    def fake_upload_folder(*, repo_id, folder_path, ignore_patterns=None, **kwargs):
-        # What upload_folder would send: the folder's files less the ignore patterns, read before the folder goes.
-        files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
-        uploaded = sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns))
-        readme = Path(folder_path, "README.md")
-        calls["upload"] = dict(
-            repo_id=repo_id, files=uploaded, readme=readme.read_text() if readme.is_file() else None
-        )
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
-
-    monkeypatch.setattr(hf_vqgan.hub, "_create_repo", fake_create_repo)
-    monkeypatch.setattr(hf_vqgan.hub, "upload_folder", fake_upload_folder)
-    return calls
+    return Calls()
 
 
 def test_push_to_hub_uploads_components_and_a_rendered_card(class_pipe, intercepted_push):

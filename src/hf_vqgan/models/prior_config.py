@@ -68,6 +68,9 @@ class VQGANPriorConfig(GPT2Config):
         n_embd, n_layer, n_head (`int`): width, depth and heads of the GPT.
         resid_pdrop, embd_pdrop, attn_pdrop (`float`, default to 0.0): dropouts, as taming's GPT defaults.
         layer_norm_epsilon (`float`, defaults to 1e-5): as `torch.nn.LayerNorm`, which minGPT uses.
+        id2label (`dict[int, str]`, *optional*): the names of the classes, one for each of `0 .. num_classes - 1`
+            (transformers' field, which classifiers use the same way); `label2id` is derived from it. Without it
+            the classes have no names (`class_names` is `None`) and are addressed by id only.
 
     The remaining GPT-2 fields keep the values that make the network minGPT: `activation_function="gelu"` (exact erf
     GELU, minGPT's `nn.GELU()`) and `tie_word_embeddings=False` (minGPT's head is its own matrix).
@@ -134,8 +137,41 @@ class VQGANPriorConfig(GPT2Config):
                 f"`n_positions` must hold a whole sequence of prefix_length + num_image_tokens = {sequence_length} "
                 f"tokens, got {self.n_positions}."
             )
+        names = self._given_class_names()
         super().__post_init__(**kwargs)
+        if names is not None:
+            self.id2label = dict(enumerate(names))
+            self.label2id = {name: index for index, name in enumerate(names)}
         self.auto_map = dict(AUTO_MAP)  # saved configs name the module file `to_json_file` writes next to them
+
+    def _given_class_names(self) -> list[str] | None:
+        """The class names `id2label` gives, checked against `num_classes`; `None` when it gives none.
+
+        transformers fills an unset `id2label` with `{0: "LABEL_0", 1: "LABEL_1"}` (and saved configs may hold that
+        default), so generic `LABEL_<id>` names count as none."""
+        id2label = self.id2label
+        if not id2label:
+            return None
+        try:
+            by_id = {int(key): value for key, value in id2label.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"`id2label` keys must be class ids (integers), got {list(id2label)}.") from None
+        if by_id == {i: f"LABEL_{i}" for i in range(len(by_id))}:
+            return None  # transformers' default, not names of this prior's classes
+        if sorted(by_id) != list(range(self.num_classes)):
+            raise ValueError(
+                f"`id2label` must name each of the {self.num_classes} classes (ids 0..{self.num_classes - 1}), "
+                f"got ids {sorted(by_id)}."
+            )
+        names = [by_id[index] for index in range(self.num_classes)]
+        if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+            raise ValueError(f"`id2label` must hold distinct, non-empty string names, got {names}.")
+        return names
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names of classes `0 .. num_classes - 1` in order, or `None` for a prior whose classes have none."""
+        return [self.id2label[index] for index in range(self.num_classes)] if self._given_class_names() else None
 
     def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
         """Writes the config and, next to it, the module file its `auto_map` names (see `AUTO_MAP_SOURCE`)."""

@@ -339,6 +339,52 @@ class VQGANModel(ModelMixin, ConfigMixin):
                            DIFFUSERS_WEIGHTS)  # fmt: skip
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str = "Upload VQGANModel",
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        subfolder: str | None = None,
+        *,
+        revision: str | None = None,
+        model_card=None,
+        **card_fields,
+    ) -> str:
+        """Upload what `save_pretrained` writes, with this project's model card (not diffusers' generic one).
+
+        The card is `model_card` if given, else the `README.md` of the folder the model was loaded from (with the
+        images it links), else one rendered from `model_cards/vqgan.md` with `card_fields` (an unknown field is a
+        `TypeError`). Nothing else of that folder is uploaded.
+
+        Args:
+            repo_id: the Hub repository, created if needed (`private`: whether a new one is private).
+            commit_message, token: of the commit.
+            create_pr: open a pull request instead of committing.
+            safe_serialization: must stay `True`: folders of this library hold safetensors only.
+            variant: weights are saved as `diffusion_pytorch_model.{variant}.safetensors`.
+            subfolder: not supported (a tokenizer inside a pipeline is pushed with the pipeline).
+            revision: the branch to commit to (created from the default branch if missing); not with `create_pr`.
+
+        Returns:
+            The URL of the commit or pull request.
+        """
+        from .. import hub
+
+        if not safe_serialization:
+            raise ValueError("safe_serialization=False is not supported: folders of hf_vqgan hold safetensors only.")
+        if subfolder:
+            raise ValueError(f"subfolder={subfolder!r} is not supported: push the pipeline that holds this tokenizer.")
+        hub.check_card_fields("vqgan", card_fields)
+        card = hub.card_files(self, model_card, lambda: hub.vqgan_model_card(self, repo_id=repo_id, **card_fields))
+        return hub.push_saved_to_hub(
+            repo_id, lambda folder: self.save_pretrained(folder, variant=variant), extra_files=card,
+            commit_message=commit_message, private=private, token=token, create_pr=create_pr, revision=revision,
+        )  # fmt: skip
+
     @property
     def downsample_factor(self) -> int:
         """How many pixels one token covers along each side."""

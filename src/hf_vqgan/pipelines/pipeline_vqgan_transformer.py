@@ -182,6 +182,35 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         pixels = self.vqgan.decode_indices(indices.to(self.vqgan.device)).sample
         return self.image_processor.postprocess(pixels, output_type)
 
+    # --------------------------------------------------------------------------------------------- classes
+    @property
+    def labels(self) -> dict[str, int]:
+        """Class names to class ids (`{"circle": 0, "square": 1}`), sorted by name as in diffusers' DiT pipeline;
+        empty when the prior's classes have no names (its config's `id2label`)."""
+        names = self.transformer.config.class_names or []
+        return dict(sorted((name, index) for index, name in enumerate(names)))
+
+    def get_label_ids(self, label: str | int | list[str | int]) -> list[int]:
+        """The class ids of `label`: a class name or a list of names (ids pass through unchanged).
+
+        Raises a `ValueError` listing the known names for a name this prior does not have.
+        """
+        labels = label if isinstance(label, (list, tuple)) else [label]
+        known = self.labels
+        ids = []
+        for item in labels:
+            if isinstance(item, str):
+                if item not in known:
+                    listed = f"the known ones are {sorted(known)}" if known else "this prior's classes have no names"
+                    raise ValueError(
+                        f"Unknown class name {item!r}: {listed} (or pass class ids in [0, "
+                        f"{self.transformer.config.num_classes}))."
+                    )
+                ids.append(known[item])
+            else:
+                ids.append(item)
+        return ids
+
     # ----------------------------------------------------------------------------------------- conditions
     def _condition_tokens(self, condition_image, batch_size: int) -> torch.LongTensor | None:
         config = self.transformer.config
@@ -233,20 +262,43 @@ class VQGANTransformerPipeline(DiffusionPipeline):
 
         return pipeline_model_card(self, repo_id=repo_id, metrics=metrics, **fields)
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload VQGANTransformerPipeline",
-                    private: bool = False, token: str | None = None, model_card=None,
-                    sample_grid: PIL.Image.Image | None = None, **card_fields) -> str:  # fmt: skip
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload VQGANTransformerPipeline",
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        revision: str | None = None,
+        variant: str | None = None,
+        model_card=None,
+        sample_grid: PIL.Image.Image | None = None,
+        **card_fields,
+    ) -> str:
         """Upload the pipeline folder (components as safetensors, `model_index.json`) with a model card.
 
-        The card is `model_card` if given, else the `README.md` of the folder this pipeline was loaded from, else
-        one rendered from `model_cards/pipeline.md` (`card_fields` go into it). Images of that folder (its sample
-        grid) are uploaded with it; `sample_grid`, if given, is uploaded as `samples.png` and shown in a rendered card.
+        Exactly what `save_pretrained` writes is uploaded, with the card and the images it shows: nothing else of
+        the folder the pipeline was loaded from. The card is `model_card` if given, else the `README.md` of that
+        folder (with the images it links), else one rendered from `model_cards/pipeline.md` (`card_fields` go into
+        it; an unknown field is a `TypeError`). `sample_grid`, if given, is uploaded as `samples.png`.
+
+        Args:
+            repo_id: the Hub repository, created if needed (`private`: whether a new one is private; `None`, the
+                account's default).
+            commit_message, token: of the commit.
+            create_pr: open a pull request instead of committing.
+            revision: the branch to commit to (created from the default branch if missing); not with `create_pr`.
+            variant: saved weights are named `*.{variant}.safetensors` (e.g. `"fp16"`), as `save_pretrained` does.
+
+        Returns:
+            The URL of the commit or pull request.
         """
         from .sharing import push_pipeline_to_hub
 
         return push_pipeline_to_hub(
-            self, repo_id, commit_message=commit_message, private=private, token=token, model_card=model_card,
-            sample_grid=sample_grid, **card_fields,
+            self, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr,
+            revision=revision, variant=variant, model_card=model_card, sample_grid=sample_grid, **card_fields,
         )  # fmt: skip
 
     # --------------------------------------------------------------------------------------------- sampling
@@ -276,7 +328,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | list[int] | torch.Tensor | None = None,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         batch_size: int = 1,
         num_images_per_prompt: int = 1,
         condition_image=None,
@@ -299,8 +351,8 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         Sample images.
 
         Args:
-            class_labels: class ids for a class-conditional prior (an int, a list, or a tensor); `None` for an
-                unconditional one.
+            class_labels: the classes of a class-conditional prior: ids or names (`"circle"`, `["circle", 3]`, see
+                `labels` and `get_label_ids`), or a tensor of ids; `None` for an unconditional prior.
             batch_size: how many images an unconditional prior samples (times `num_images_per_prompt`).
             num_images_per_prompt: images per class label (or per condition image).
             condition_image: the condition of an image-conditional prior: a PIL image, an array or a tensor (a label
@@ -388,19 +440,25 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         return tensor_inputs
 
     def _prepare_labels(self, class_labels, batch_size: int, num_images_per_prompt: int):
-        """Class labels repeated per prompt, on the execution device, and the number of images to sample."""
+        """Class labels (ids or names) as ids repeated per prompt, on the execution device, and the number of images
+        to sample."""
         num_classes = self.transformer.config.num_classes
         if class_labels is None:
             if num_classes:
                 raise ValueError(f"This prior is class-conditional ({num_classes} classes): pass `class_labels`.")
             return None, batch_size * num_images_per_prompt
+        if not num_classes:
+            shown = class_labels.tolist() if isinstance(class_labels, torch.Tensor) else class_labels
+            raise ValueError(f"`class_labels`={shown!r} given, but this prior is unconditional.")
+        if isinstance(class_labels, str) or (
+            isinstance(class_labels, (list, tuple)) and any(isinstance(label, str) for label in class_labels)
+        ):
+            class_labels = self.get_label_ids(class_labels)
         labels = torch.as_tensor(class_labels).reshape(-1)
         # A cast to long would silently truncate 2.7 to class 2.
         if labels.numel() and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
             raise TypeError(f"`class_labels` must be integers, got {labels.tolist()} ({labels.dtype}).")
         labels = labels.long()
-        if not num_classes:
-            raise ValueError(f"`class_labels`={labels.tolist()} given, but this prior is unconditional.")
         if labels.numel() == 0 or labels.min() < 0 or labels.max() >= num_classes:
             raise ValueError(f"`class_labels` must lie in [0, {num_classes}), got {labels.tolist()}.")
         labels = labels.repeat_interleave(num_images_per_prompt).to(self._execution_device)

@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import io
 import os
-import shutil
-import tempfile
 
 import PIL.Image
 
 from .. import hub
+
+MAX_LISTED_CLASSES = 20
+"""Class names a card lists; the rest are in `transformer/config.json` (`id2label`)."""
+
+SAMPLES_FILE = "samples.png"
+# Arguments of `pipeline_model_card` that are not template fields (they go into the prior's description).
+_CARD_ARGUMENTS = ("training_description",)
+
+
+def example_class_labels(config) -> list[str | int]:
+    """Up to two labels this prior has, for usage examples: names when its classes have them, else ids."""
+    count = min(config.num_classes, 2)
+    return config.class_names[:count] if config.class_names else list(range(count))
 
 
 def _usage_call(config, condition_type: str | None) -> str:
     seed = "generator=torch.Generator().manual_seed(0)"
     if config.num_classes:
         indent = " " * len("images = pipe(")
+        labels = example_class_labels(config)
         return (
-            f"images = pipe(class_labels=[3, 7], num_images_per_prompt=4, guidance_scale=2.0,\n{indent}{seed}).images"
+            f"images = pipe(class_labels={labels!r}, num_images_per_prompt=4, guidance_scale=2.0,\n{indent}{seed})"
+            ".images"
         )
     if config.cond_length:
         return f"images = pipe(condition_image=condition, {seed}).images  # a {condition_type} condition"
     return f"images = pipe(batch_size=4, {seed}).images"
+
+
+def _classes_description(config) -> str:
+    if not config.num_classes:
+        return ""
+    text = f", {config.num_classes} classes and a null class for classifier-free guidance"
+    names = config.class_names
+    if names:
+        listed = ", ".join(f"`{name}` ({index})" for index, name in enumerate(names[:MAX_LISTED_CLASSES]))
+        more = len(names) - MAX_LISTED_CLASSES
+        text += f" (classes: {listed}" + (f" and {more} more, named in `id2label`)" if more > 0 else ")")
+    return text
 
 
 def pipeline_model_card(pipe, repo_id: str = "path/to/this/folder", metrics: dict | None = None, **fields):
@@ -30,11 +56,7 @@ def pipeline_model_card(pipe, repo_id: str = "path/to/this/folder", metrics: dic
     prior = (
         f"A GPT with {config.n_layer} layers, width {config.n_embd} and {config.n_head} heads "
         f"({pipe.transformer.num_parameters():,} parameters) over {config.codebook_size} image codes"
-        + (
-            f", {config.num_classes} classes and a null class for classifier-free guidance"
-            if config.num_classes
-            else ""
-        )
+        + _classes_description(config)
         + (f", and {config.cond_length} `{condition_type}` condition tokens" if config.cond_length else "")
         + ". "
         + fields.pop("training_description", "")
@@ -57,15 +79,10 @@ def pipeline_model_card(pipe, repo_id: str = "path/to/this/folder", metrics: dic
     )
 
 
-def _card_text(pipe, folder: str, source: str | None, repo_id: str, model_card, card_fields: dict) -> str:
-    if model_card is not None:
-        return str(model_card)
-    if source and os.path.isfile(os.path.join(source, "README.md")):
-        with open(os.path.join(source, "README.md"), encoding="utf-8") as f:
-            return f.read()
-    if os.path.isfile(os.path.join(folder, "samples.png")):
-        card_fields.setdefault("grid_file", "samples.png")
-    return str(pipeline_model_card(pipe, repo_id=repo_id, **card_fields))
+def _png_bytes(image: PIL.Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def push_pipeline_to_hub(
@@ -73,24 +90,26 @@ def push_pipeline_to_hub(
     repo_id: str,
     *,
     commit_message: str,
-    private: bool,
+    private: bool | None,
     token: str | None,
+    create_pr: bool,
+    revision: str | None,
+    variant: str | None,
     model_card,
     sample_grid: PIL.Image.Image | None,
     **card_fields,
 ) -> str:
-    """Save `pipe` into a temporary folder with its card (and sample grid) and upload it; see `push_to_hub`."""
-    with tempfile.TemporaryDirectory() as folder:
-        pipe.save_pretrained(folder)
-        source = getattr(pipe.config, "_name_or_path", None)
-        source = source if source and os.path.isdir(source) else None
-        # A card copied from the source folder links to that folder's sample grid: the image must go along.
-        for name in os.listdir(source) if source else []:
-            if name.lower().endswith((".png", ".jpg", ".jpeg")):
-                shutil.copy(os.path.join(source, name), os.path.join(folder, name))
-        if sample_grid is not None:
-            sample_grid.save(os.path.join(folder, "samples.png"))
-        card_text = _card_text(pipe, folder, source, repo_id, model_card, card_fields)
-        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-            f.write(card_text)
-        return hub.push_folder_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message)
+    """Upload what `pipe.save_pretrained` writes, the card and the images it shows; see `push_to_hub`."""
+    hub.check_card_fields("pipeline", card_fields, also=_CARD_ARGUMENTS)
+    source = hub.source_folder(pipe)
+    images: dict = {}
+    if sample_grid is not None:
+        images[SAMPLES_FILE] = _png_bytes(sample_grid)
+    elif source and os.path.isfile(os.path.join(source, SAMPLES_FILE)):
+        images[SAMPLES_FILE] = os.path.join(source, SAMPLES_FILE)
+    card_fields.setdefault("grid_file", SAMPLES_FILE if images else None)
+    card = hub.card_files(pipe, model_card, lambda: pipeline_model_card(pipe, repo_id=repo_id, **card_fields))
+    return hub.push_saved_to_hub(
+        repo_id, lambda folder: pipe.save_pretrained(folder, variant=variant), extra_files={**card, **images},
+        commit_message=commit_message, private=private, token=token, create_pr=create_pr, revision=revision,
+    )  # fmt: skip

@@ -18,6 +18,12 @@ PAIRED_COLUMN_HELP = (
     "loader turns `<column>_file_name` into an image column `<column>`. Maps must have their image's size."
 )
 
+CLASS_NAMES_HELP = (
+    "A text file of class names, one per line, class 0 first: saved in the prior's config (`id2label`), so that "
+    '`pipe(class_labels="circle")` works. Defaults to the names of a ClassLabel --class_column (an image folder\'s '
+    "sub-folders)."
+)
+
 
 def positive_int(value: str) -> int:
     """An argparse type: an integer >= 1."""
@@ -55,6 +61,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--train_data_dir", help="A folder of images (loaded with the `imagefolder` builder).")
     g.add_argument("--image_column", default="image")
     g.add_argument("--class_column", default=None, help="Integer class labels (class-conditional priors).")
+    g.add_argument("--class_names", default=None, help=CLASS_NAMES_HELP)
     g.add_argument("--validation_split", type=validation_split, default=0.1, help="Held-out fraction or a split name.")
     g.add_argument("--resolution", type=positive_int, default=None, help="Defaults to the model's sample_size.")
     g.add_argument("--random_crop", action="store_true", help="Random instead of center crop.")
@@ -116,6 +123,8 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--ema_decay must be in (0, 1), got {args.ema_decay}.")
     if args.learning_rate <= 0 or not math.isfinite(args.learning_rate):
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate}.")
+    if args.class_names is not None and args.class_column is None:
+        raise ValueError(f"--class_names {args.class_names!r} names the classes of a --class_column: pass one.")
     if args.streaming and args.max_train_steps is None:
         raise ValueError("--streaming datasets have no length: pass --max_train_steps.")
     if args.condition_type in ("segmentation", "depth") and args.condition_column is None:

@@ -263,6 +263,42 @@ def count_classes(dataset, column: str) -> int:
     return max(labels) + 1
 
 
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """The class names of a `--class_names` file: one per line, class 0 first; surrounding blanks are ignored."""
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f.read().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names or not all(names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"--class_names {os.fspath(path)!r} must hold one distinct, non-empty name per line (class 0 first), got "
+            f"{names[:10]}."
+        )
+    return names
+
+
+def class_names(dataset, column: str, num_classes: int, names_file: str | os.PathLike | None = None):
+    """`(num_classes, names)` of a label column: the names of its `ClassLabel` feature, or those of `names_file`
+    (which may name classes the data does not show; `num_classes` grows to their count); `names` is `None` for
+    plain integer labels without a file."""
+    feature = (dataset.features or {}).get(column)
+    column_names = list(getattr(feature, "names", None) or []) or None
+    if names_file is None:
+        return num_classes, column_names
+    names = read_class_names(names_file)
+    if column_names is not None and len(names) != len(column_names):
+        raise ValueError(
+            f"--class_names {os.fspath(names_file)!r} names {len(names)} classes, but the ClassLabel column "
+            f"{column!r} has {len(column_names)}: {column_names[:10]}."
+        )
+    if len(names) < num_classes:
+        raise ValueError(
+            f"--class_names {os.fspath(names_file)!r} names {len(names)} classes, but column {column!r} holds labels "
+            f"up to {num_classes - 1}: give one name per class, class 0 first."
+        )
+    return len(names), names
+
+
 # ----------------------------------------------------------------------------------------- decoding and modes
 def image_source(value: Any) -> str | None:
     """The file name behind an image value (a path, an undecoded `{"bytes", "path"}` dict, a PIL image), if known."""

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 
 from ..image_utils import make_image_grid
 from ..metrics import CodebookUsage, psnr, ssim
@@ -122,36 +124,88 @@ def evaluate_tokenizer(
     return metrics
 
 
+def _is_local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith(("~", ".")) or os.path.exists(value)
+
+
 def _dataset_description(args) -> tuple[str, list[str]]:
-    if args.dataset_name:
-        return f"[{args.dataset_name}](https://huggingface.co/datasets/{args.dataset_name})", [args.dataset_name]
+    """The card's words on the training data, and the Hub datasets it names: a Hub id only, linked; a local dataset
+    is named by its folder or file names, never linked nor listed as a Hub dataset."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    name = args.dataset_name
+    if name and not _is_local_path(name):
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            pass
+        else:
+            return f"[{name}](https://huggingface.co/datasets/{name})", [name]
+    if name:
+        return f"A local dataset (`{Path(name).expanduser().name}`).", []
+    data_files = getattr(args, "data_files", None)
+    if data_files:
+        files = shareable_value(data_files)
+        return f"Local data files: {', '.join(f'`{f}`' for f in _flat(files))}.", []
     if args.train_data_dir:
-        return "A local image folder.", []
+        return f"A local image folder (`{Path(args.train_data_dir).expanduser().name}`).", []
     return "scikit-learn's handwritten digits (1,797 8x8 images, 10 classes), with a fixed held-out split.", []
 
 
-def _push(args, folder: Path) -> None:
-    if args.push_to_hub:
-        from ..hub import push_folder_to_hub
+def _flat(value) -> list:
+    if isinstance(value, dict):
+        return [item for inner in value.values() for item in _flat(inner)]
+    return [item for inner in value for item in _flat(inner)] if isinstance(value, (list, tuple)) else [value]
 
-        url = push_folder_to_hub(folder, args.hub_model_id, private=args.hub_private_repo)
+
+def shareable_value(value):
+    """`value` with every local path in it (absolute, `~`, or naming a file or folder that exists) reduced to its
+    last component: `/home/me/data/train.parquet` -> `train.parquet`. Hub ids and other strings are kept."""
+    if isinstance(value, str):
+        return Path(value).expanduser().resolve().name or value if value and _is_local_path(value) else value
+    if isinstance(value, dict):
+        return {key: shareable_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shareable_value(item) for item in value]
+    return value
+
+
+def shareable_arguments(args) -> dict:
+    """The run's arguments as `training_args.json` records them: without `hub_token`, and with local paths reduced
+    to their base names (`shareable_value`), so that the file can be uploaded without telling where things are."""
+    return {key: shareable_value(value) for key, value in vars(args).items() if key != "hub_token"}
+
+
+def _push(args, folder: Path, save, files: list[str]) -> None:
+    """Upload what `save(folder)` writes and the named `files` of `folder`, nothing else of it."""
+    if args.push_to_hub:
+        from ..hub import push_saved_to_hub
+
+        extra = {name: folder / name for name in [*files, *RUN_FILES] if (folder / name).is_file()}
+        url = push_saved_to_hub(
+            args.hub_model_id, save, extra_files=extra, private=args.hub_private_repo,
+            commit_message=f"Upload the {args.stage} stage of hf_vqgan",
+        )  # fmt: skip
         logger.info("Pushed %s to %s", folder, url)
+
+
+RUN_FILES = ("README.md", "metrics.json", "training_args.json")
+"""What a training run uploads besides the saved model: its card, final figures and (shareable) arguments."""
 
 
 def _write_run_files(folder: Path, args, metrics: dict) -> None:
     save_json(folder / "metrics.json", metrics)
-    save_json(folder / "training_args.json", {k: v for k, v in vars(args).items() if k != "hub_token"})
+    save_json(folder / "training_args.json", shareable_arguments(args))
 
 
 def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
     """The final tokenizer folder: weights, metrics, training arguments, model card; pushed if asked."""
-    from ..hub import render_model_card
+    from ..hub import vqgan_model_card
 
     folder = Path(args.output_dir)
     model.save_pretrained(folder)
     _write_run_files(folder, args, metrics)
     description, datasets = _dataset_description(args)
-    h, w = model.latent_shape(resolution, resolution)
     losses = [f"{args.pixel_loss} pixel"]
     if args.perceptual_weight > 0:
         losses.append(f"LPIPS (weight {args.perceptual_weight})")
@@ -160,15 +214,11 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
             f"PatchGAN {args.disc_loss} with adaptive weight x {args.disc_weight} from step {args.disc_start}"
         )
     losses.append(f"codebook + commitment (weight {args.codebook_weight})")
-    card = render_model_card(
-        "vqgan",
+    card = vqgan_model_card(
+        model,
         model_name=Path(args.hub_model_id or folder.resolve().name).name,
-        repo_id=args.hub_model_id or str(folder),
+        repo_id=args.hub_model_id or "path/to/this/folder",
         resolution=resolution,
-        latent_height=h,
-        latent_width=w,
-        codebook_size=model.config.codebook_size,
-        in_channels=model.config.in_channels,
         dataset_description=description,
         datasets=datasets,
         loss_description=", ".join(losses),
@@ -176,12 +226,32 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
             f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, "
             f"learning rate {args.learning_rate}."
         ),
-        model_config=json.dumps({k: v for k, v in model.config.items() if not k.startswith("_")}, indent=2),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         grid_file=GRID_FILE if (folder / GRID_FILE).is_file() else None,
     )
     card.save(folder / "README.md")
-    _push(args, folder)
+    _push(args, folder, model.save_pretrained, [GRID_FILE])
+
+
+MAX_LABEL_CHARS = 24
+
+
+def label_rows(grid: Image.Image, names: list[str], row_height: int, padding: int = 2) -> Image.Image:
+    """`grid` (rows of `row_height` pixels between `padding`-pixel gaps, as `make_image_grid` tiles them) with a
+    white margin on its left naming row i `names[i]` (long names shortened to `MAX_LABEL_CHARS`)."""
+    names = [name if len(name) <= MAX_LABEL_CHARS else name[: MAX_LABEL_CHARS - 3] + "..." for name in names]
+    font = ImageFont.load_default()
+    width = max(int(ImageDraw.Draw(grid).textlength(name, font=font)) for name in names) + 2 * padding
+    white = 255 if grid.mode == "L" else (255,) * len(grid.mode)
+    labelled = Image.new(grid.mode, (grid.width + width, grid.height), white)
+    labelled.paste(grid, (width, 0))
+    draw = ImageDraw.Draw(labelled)
+    for row, name in enumerate(names):
+        middle = padding + row * (row_height + padding) + row_height // 2
+        draw.text(
+            (padding, middle), name, fill=0 if grid.mode == "L" else (0,) * len(grid.mode), font=font, anchor="lm"
+        )
+    return labelled
 
 
 # --------------------------------------------------------------------------------------------------- stage 2
@@ -225,7 +295,10 @@ def evaluate_prior(pipeline, loader, accelerator, args, *, ema=None, step=0, num
         )
         images = pipeline.decode_tokens(indices, output_type="pt") * 2 - 1  # (N, C, H, W) in [-1, 1]
     metrics = {"val_loss": total / max(tokens, 1), "step": step}
-    grid = make_image_grid(images, nrow=per_row, scale=max(1, 64 // images.shape[-1]))
+    scale = max(1, 64 // images.shape[-1])
+    grid = make_image_grid(images, nrow=per_row, scale=scale)
+    if num_classes:  # one row per class, named (or numbered) on its left
+        grid = label_rows(grid, config.class_names or [str(c) for c in range(num_classes)], images.shape[-2] * scale)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     grid.save(Path(args.output_dir) / SAMPLES_FILE)
     _log_image(accelerator, "validation/samples", grid, step)
@@ -241,7 +314,7 @@ def save_pipeline_outputs(pipeline, args, metrics: dict, resolution: int) -> Non
     _write_run_files(folder, args, metrics)
     description, datasets = _dataset_description(args)
     card = pipeline.model_card(
-        repo_id=args.hub_model_id or str(folder),
+        repo_id=args.hub_model_id or "path/to/this/folder",
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         dataset_description=description,
         datasets=datasets,
@@ -251,4 +324,4 @@ def save_pipeline_outputs(pipeline, args, metrics: dict, resolution: int) -> Non
         f"learning rate {args.learning_rate}, class dropout {args.class_dropout_prob}, pkeep {args.pkeep}.",
     )
     card.save(folder / "README.md")
-    _push(args, folder)
+    _push(args, folder, pipeline.save_pretrained, [SAMPLES_FILE])
