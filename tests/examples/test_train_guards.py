@@ -24,16 +24,18 @@ from PIL import Image
 from hf_vqgan import VQGANModel, VQGANPriorForCausalLM, image_utils
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.training.loop import TrainingRun
-from testing_utils import header_only_png, prior_size, restarting_vqgan_config
+from testing_utils import header_only_png, prior_size, restarting_vqgan_config, tiny_vqgan
 
 # An EMA codebook of 32 codes with dead-code restarts every 2 steps; GAN from step 0 with a BatchNorm discriminator.
-VQGAN_ARGS = ["--max_train_steps", "5", "--train_batch_size", "8", "--max_train_samples", "48",
-              "--perceptual_weight", "0", "--disc_start", "0", "--disc_base_channels", "8", "--disc_num_layers", "2",
-              "--disc_norm", "batch", "--validation_steps", "5", "--checkpointing_steps", "5", "--eval_batch_size", "64",
-              "--max_eval_samples", "16", "--report_to", "none", "--use_ema", "--lr_warmup_steps", "2"]  # fmt: skip
-PRIOR_ARGS = ["--class_column", "label", "--max_train_steps", "5", "--train_batch_size", "8", "--max_train_samples",
-              "48", "--validation_steps", "5", "--checkpointing_steps", "5", "--num_validation_samples", "1",
-              "--max_eval_samples", "16", "--report_to", "none", "--use_ema", "--lr_warmup_steps", "2"]  # fmt: skip
+SHARED_ARGS = (
+    "--max_train_steps 5 --train_batch_size 8 --max_train_samples 48 --validation_steps 5 --checkpointing_steps 5 "
+    "--max_eval_samples 16 --report_to none --use_ema --lr_warmup_steps 2"
+).split()
+VQGAN_ARGS = [
+    *SHARED_ARGS,
+    *"--perceptual_weight 0 --disc_start 0 --disc_base_channels 8 --disc_num_layers 2 --disc_norm batch".split(),
+]
+PRIOR_ARGS = [*SHARED_ARGS, *"--class_column label --num_validation_samples 1".split()]
 POISONED_ATTEMPT = 3  # the third training attempt (steps 1 and 2 went through, so there is state to protect)
 
 
@@ -123,19 +125,19 @@ def attempts(monkeypatch):
     return arm
 
 
-@pytest.fixture(scope="module")
-def guard_vqgan_json(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("configs") / "vqgan.json"
-    path.write_text(json.dumps(restarting_vqgan_config()))
-    return path
+def vqgan_argv(tmp_path: Path, channels: int = 1) -> list:
+    """The tokenizer stage on `VQGAN_ARGS` with the EMA codebook of `restarting_vqgan_config`, output in tmp_path/run
+    (flags added after these override them)."""
+    config = tmp_path / "vqgan.json"
+    config.write_text(json.dumps(restarting_vqgan_config(channels)))
+    return ["vqgan", "--model_config", config, *VQGAN_ARGS, "--output_dir", tmp_path / "run"]
 
 
 @pytest.mark.parametrize("kind", ["loss", "gradient"])
-def test_a_skipped_generator_step_changes_nothing(tmp_path, run_train, attempts, guard_vqgan_json, kind, caplog):
+def test_a_skipped_generator_step_changes_nothing(tmp_path, run_train, attempts, kind, caplog):
     record = attempts(VQGANModel, VQGANLoss, "generator_loss", "total", kind)
-    argv = ["vqgan", "--model_config", guard_vqgan_json, *VQGAN_ARGS, "--output_dir", tmp_path / "run"]
     with caplog.at_level(logging.WARNING):
-        assert run_train(argv).returncode == 0
+        assert run_train(vqgan_argv(tmp_path)).returncode == 0
     copies = record.starts
     before, after = copies[POISONED_ATTEMPT - 1], copies[POISONED_ATTEMPT]
     assert any(name.startswith("model0/quantizer.") for name in before)  # the codebook and its statistics are held
@@ -149,12 +151,9 @@ def test_a_skipped_generator_step_changes_nothing(tmp_path, run_train, attempts,
 
 
 @pytest.mark.parametrize("kind", ["loss", "gradient"])
-def test_a_skipped_discriminator_step_changes_nothing_of_the_discriminator(
-    tmp_path, run_train, attempts, guard_vqgan_json, kind
-):
+def test_a_skipped_discriminator_step_changes_nothing_of_the_discriminator(tmp_path, run_train, attempts, kind):
     record = attempts(VQGANModel, VQGANLoss, "discriminator_loss", "loss", kind)
-    argv = ["vqgan", "--model_config", guard_vqgan_json, *VQGAN_ARGS, "--output_dir", tmp_path / "run"]
-    assert run_train(argv).returncode == 0
+    assert run_train(vqgan_argv(tmp_path)).returncode == 0
     # From the discriminator's loss (its forward) to the next attempt: the generator's update is already done.
     moved = changed(record.at_poison, record.starts[POISONED_ATTEMPT])
     discriminator = [name for name in moved if name.split("/")[0] in ("model1", "optimizer1", "scheduler1")]
@@ -166,20 +165,14 @@ def test_a_skipped_discriminator_step_changes_nothing_of_the_discriminator(
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
 
-@pytest.fixture(scope="module")
-def frozen_tokenizer(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tokenizer")
-    torch.manual_seed(0)
-    VQGANModel(**restarting_vqgan_config(use_ema=False, dead_code_steps=0)).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("kind", ["loss", "gradient"])
-def test_a_skipped_prior_step_changes_nothing(tmp_path, run_train, attempts, frozen_tokenizer, kind):
+def test_a_skipped_prior_step_changes_nothing(tmp_path, run_train, attempts, kind):
     copies = attempts(VQGANPriorForCausalLM, VQGANPriorForCausalLM, "forward", "loss", kind).starts
+    tokenizer = tmp_path / "tokenizer"  # untrained: the prior only needs stable codes
+    tiny_vqgan(**restarting_vqgan_config(use_ema=False, dead_code_steps=0)).save_pretrained(tokenizer)
     prior_json = tmp_path / "prior.json"
     prior_json.write_text(json.dumps(prior_size()))
-    argv = ["transformer", "--vqgan_model_name_or_path", frozen_tokenizer, "--prior_config", prior_json,
+    argv = ["transformer", "--vqgan_model_name_or_path", tokenizer, "--prior_config", prior_json,
             "--tokenized_cache_dir", tmp_path / "tokens", *PRIOR_ARGS, "--output_dir", tmp_path / "run"]  # fmt: skip
     assert run_train(argv).returncode == 0
     assert changed(copies[POISONED_ATTEMPT - 1], copies[POISONED_ATTEMPT]) == []  # weights, Adam, schedule, EMA
@@ -210,21 +203,17 @@ def test_oversized_images_are_skipped_from_their_header_counted_once_and_named(
             raise
 
     monkeypatch.setattr(image_utils, "check_pixel_budget", counting_check)
-    config = tmp_path / "rgb.json"
-    config.write_text(json.dumps(restarting_vqgan_config(3)))
-    output = tmp_path / "run"
     # 22 files, 3 held out: 4 batches of 4 per epoch, so 12 steps read the training images three times.
-    argv = ["vqgan", "--model_config", config, "--train_data_dir", folder, "--validation_split", "0.1",
-            "--cache_dir", tmp_path / "cache", "--output_dir", output, "--max_train_steps", "12", "--train_batch_size",
-            "4", "--perceptual_weight", "0", "--disc_weight", "0", "--validation_steps", "12", "--checkpointing_steps",
-            "12", "--report_to", "none", "--max_image_pixels", "2500"]  # fmt: skip
+    budget = ["--train_data_dir", folder, "--validation_split", "0.1", "--cache_dir", tmp_path / "cache",
+              "--max_train_steps", "12", "--train_batch_size", "4", "--validation_steps", "12",
+              "--checkpointing_steps", "12", "--max_image_pixels", "2500"]  # fmt: skip
     with caplog.at_level(logging.WARNING):
-        assert run_train(argv).returncode == 0
+        assert run_train([*vqgan_argv(tmp_path, channels=3), *budget]).returncode == 0
     assert refusals.count("header_bomb.png") >= 2 and refusals.count("large.png") >= 2  # read in several epochs
     skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipping unreadable image")]
     assert sorted(Path(m.split()[3]).name for m in skips) == ["header_bomb.png", "large.png"]  # named once each
     assert "10000x10000 = 100,000,000 pixels, over the budget of 2,500" in "".join(skips)
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped 2 images")]
     assert len(summary) == 1 and "2 over the pixel budget" in summary[0] and "header_bomb.png" in summary[0]
-    metrics = json.loads((output / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["skipped_images"] == 2 and metrics["step"] == 12
