@@ -379,7 +379,7 @@ def test_a_skipped_file_is_counted_and_logged_once_per_run(caplog):
         "image": [
             {"bytes": header_only_png(10_000, 10_000), "path": "bomb.png"},
             {"bytes": b"junk", "path": "corrupt.png"},
-            {"bytes": _png_bytes(), "path": "good.png"},
+            {"bytes": _png_bytes(np.full((6, 6), 128, dtype=np.uint8)), "path": "good.png"},
         ]
     }
     with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
@@ -403,9 +403,3 @@ def test_the_training_transform_reads_the_budget_of_its_processor():
         processor.transform(image)
     processor.max_image_pixels = None
     assert processor.transform(image)[0].shape == (3, 4, 4)
-
-
-def _png_bytes(size: tuple[int, int] = (6, 6)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", size, 128).save(buffer, format="PNG")
-    return buffer.getvalue()
