@@ -133,6 +133,7 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
         "flips": args.tokenize_flips,
         "class_column": args.class_column,
         "condition": [args.condition_type, args.condition_column, args.lowres_factor],
+        "max_image_pixels": args.max_image_pixels,  # which images are skipped
     }
 
     def build():
@@ -218,6 +219,7 @@ def train(args: argparse.Namespace) -> dict | None:
     image_processor = VQGANImageProcessor(
         resolution=resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop
     )
+    image_processor.max_image_pixels = args.max_image_pixels
     cond_vqgan, condition_processor = None, None
     if args.cond_vqgan_model_name_or_path:
         cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
@@ -271,9 +273,9 @@ def train(args: argparse.Namespace) -> dict | None:
         input_ids, targets = training_inputs(args, unwrapped, batch, prefix_length, generator)
         with accelerator.accumulate(model):
             loss = model(input_ids=input_ids, labels=targets).loss
-            if run.skip_nonfinite({"loss": loss}, optimizer):
-                continue
             accelerator.backward(loss)
+            if run.skip_nonfinite({"loss": loss}, model.parameters(), optimizer):  # loss or gradients NaN / Inf
+                continue
             step_optimizer(accelerator, args, optimizer, scheduler, model.parameters())
         if accelerator.sync_gradients:
             run.end_step(model, {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}, validate)

@@ -25,6 +25,7 @@ from hf_vqgan.training import data as data_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
 from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
 from hf_vqgan.training.loop import (
+    ForwardSnapshot,
     TrainingRun,
     adam,
     frozen,
@@ -38,7 +39,7 @@ from hf_vqgan.training.loop import (
 )
 from hf_vqgan.training.presets import load_vqgan, vqgan_preset
 from hf_vqgan.training.speedups import prepare_vqgan_for_training
-from hf_vqgan.training.state import all_finite, any_process
+from hf_vqgan.training.state import any_process
 
 logger = logging.getLogger("train.vqgan")
 
@@ -175,6 +176,9 @@ def build_loaders(args: argparse.Namespace, resolution: int, image_channels: int
         resolution, image_channels, center_crop=not args.random_crop, random_flip=args.random_flip
     )
     val_transform = VQGANImageProcessor(resolution, image_channels, center_crop=True)
+    for transform in (train_transform, val_transform, condition):
+        if transform is not None:  # larger images are skipped from their header, before decoding
+            transform.max_image_pixels = args.max_image_pixels
     bad_images = data_lib.BadImageCounter()
 
     def transformed(split: str, transform):
@@ -289,6 +293,8 @@ def train(args: argparse.Namespace) -> dict | None:
     if metrics is not None:
         metrics["train_quantizer_usage"] = unwrapped.quantizer.usage_statistics()["usage"]
         metrics["skipped_images"] = bad_images.skipped
+        if bad_images.summary():
+            logger.warning("%s", bad_images.summary())
         save_tokenizer_outputs(unwrapped, args, metrics, resolution)
     accelerator.end_training()
     return metrics
@@ -329,8 +335,11 @@ def train_step(
     mode: BackwardMode,
 ):
     """One micro-step: generator update, then discriminator update. (output, generator loss, discriminator loss or
-    None), or None when the generator loss was not finite and the step is skipped."""
+    None), or None when the generator's loss or gradients were not finite and the step is skipped. A skipped update
+    changes nothing: `ForwardSnapshot` puts back the codebook, quantizer statistics and BatchNorm statistics its
+    forward pass wrote."""
     accelerator, args, step = run.accelerator, run.args, run.state.step
+    snapshot = ForwardSnapshot(nets.model, nets.discriminator)  # the GAN term runs the discriminator in train mode
     out = nets.model(pixel_values)  # one generator forward serves both updates
     with accelerator.autocast(), frozen(loss_fn.discriminator if mode.freeze_discriminator else None):
         g = loss_fn.generator_loss(
@@ -341,9 +350,10 @@ def train_step(
             last_layer=last_layer,
             single_backward=mode.single_backward,
         )
-    if run.skip_nonfinite({"generator": g.total}, nets.optimizer, nets.disc_optimizer):
-        return None
     accelerator.backward(g.total)
+    optimizers = (nets.optimizer, nets.disc_optimizer)
+    if run.skip_nonfinite({"generator": g.total}, nets.model.parameters(), *optimizers, forward_snapshot=snapshot):
+        return None
     step_optimizer(accelerator, args, nets.optimizer, nets.scheduler, nets.model.parameters())
     if nets.discriminator is None:
         return out, g, None
@@ -353,10 +363,11 @@ def train_step(
         return out, g, None
     # The discriminator's forward comes after the generator's backward: DDP synchronises only the backward that
     # follows a module's latest forward, so computed earlier its gradients would stay per-process.
+    snapshot = ForwardSnapshot(nets.discriminator)
     d = loss_fn.discriminator_loss(pixel_values, out.sample, step, discriminator=nets.discriminator)
-    if not all_finite(accelerator, d.loss):
-        logger.warning("Step %d: non-finite discriminator loss; its update skipped.", step)
-        return out, g, None
     accelerator.backward(d.loss)
+    disc_parameters = nets.discriminator.parameters()
+    if run.skip_nonfinite({"discriminator": d.loss}, disc_parameters, nets.disc_optimizer, forward_snapshot=snapshot):
+        return out, g, None
     step_optimizer(accelerator, args, nets.disc_optimizer, nets.disc_scheduler, nets.discriminator.parameters())
     return out, g, d

@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import PIL.Image
+import PIL.ImageFile
 import pytest
 import torch
 
@@ -16,7 +17,8 @@ from hf_vqgan import (
     VQGANImageProcessor,
     VQGANTransformerPipeline,
 )
-from testing_utils import random_image, small_vqgan_config, tiny_pipeline, tiny_prior, tiny_vqgan
+from hf_vqgan.image_utils import ImageTooLargeError
+from testing_utils import header_only_png, random_image, small_vqgan_config, tiny_pipeline, tiny_prior, tiny_vqgan
 
 SIZE = 16
 
@@ -144,3 +146,51 @@ def test_segmentation_one_hot_off_value(off_value):
     assert set(maps.unique().tolist()) == {off_value, 1.0}
     assert torch.equal(maps[0].argmax(0), labels)
     assert torch.equal(maps[0, 1] == 1.0, labels == 1)
+
+
+# -------------------------------------------------------------------------------------------- pixel budget
+@pytest.fixture
+def bomb_file(tmp_path):
+    """A 10,000 x 10,000 PNG that holds a header and no pixels (57 bytes)."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(header_only_png(10_000, 10_000))
+    return path
+
+
+def test_preprocess_refuses_images_over_the_budget_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "photo.png"
+    photo(64, 48).save(path)
+    image = PIL.Image.open(path)  # lazy: nothing decoded yet
+
+    def fail(self):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", fail)
+    processor = VQGANImageProcessor(resolution=SIZE, channels=3)
+    processor.max_image_pixels = 3_000
+    with pytest.raises(ImageTooLargeError, match=rf"`image` 1 \({path}\) is 64x48 = 3,072 pixels, over the budget"):
+        processor.preprocess([photo(SIZE, SIZE), image])
+    with pytest.raises(ImageTooLargeError, match="`image` is 64x48 = 3,072 pixels"):
+        processor.preprocess(np.zeros((48, 64, 3), dtype=np.uint8))  # channels last
+    with pytest.raises(ImageTooLargeError, match="`image` is 64x48 = 3,072 pixels"):
+        processor.preprocess(torch.zeros(2, 3, 48, 64))  # channels first
+    assert processor.preprocess(torch.zeros(2, 3, 40, 40)).shape == (2, 3, SIZE, SIZE)  # 1,600 pixels: fine
+
+
+def test_the_pipeline_refuses_an_oversized_image(bomb_file):
+    pipe = tiny_pipeline(tiny_vqgan(**small_vqgan_config(3)), tiny_prior())
+    with PIL.Image.open(bomb_file) as bomb, pytest.raises(ImageTooLargeError, match="10000x10000 = 100,000,000"):
+        pipe.encode_images(bomb)  # the default budget, 40 Mpx
+
+
+def test_the_command_line_refuses_an_oversized_image(tmp_path, bomb_file, capsys):
+    from hf_vqgan.cli import main
+
+    tiny_vqgan(**small_vqgan_config(3)).save_pretrained(tmp_path / "vqgan")
+    argv = ["reconstruct", "--model", str(tmp_path / "vqgan"), "--input", str(bomb_file), "--output", "out.png"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"error: `input` 0 ({bomb_file}) is 10000x10000 = 100,000,000 pixels, over the budget of 40,000,000" in error
+    )
+    assert "Traceback" not in error

@@ -146,3 +146,15 @@ def write_random_vgg16_features(path: str | os.PathLike, seed: int = 0) -> dict[
     torch.save(state_dict, tmp)
     os.replace(tmp, path)
     return state_dict
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` 8-bit RGB pixels and which holds no pixel data: the smallest
+    decompression bomb (57 bytes), refused from its header or failing to decode."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

@@ -27,7 +27,7 @@ from diffusers import ConfigMixin, SchedulerMixin
 from diffusers.configuration_utils import register_to_config
 
 from . import conditions
-from .image_utils import convert_image_mode, decode_image
+from .image_utils import DEFAULT_MAX_IMAGE_PIXELS, check_pixel_budget, convert_image_mode, decode_image
 from .loading import check_model_folder
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -109,6 +109,12 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         one_hot_off_value (`float`, defaults to -1.0): The value of the classes a segmentation pixel is not: -1 keeps
             one-hot maps in the models' [-1, 1] range; converted taming-transformers segmentation models read 0
             (their data pipeline's `np.eye(n_labels)[labels]`), which `hf-vqgan convert-taming` sets.
+
+    Attributes:
+        max_image_pixels (`int` or `None`, defaults to `DEFAULT_MAX_IMAGE_PIXELS`, 40 Mpx): The pixel budget of one
+            image: `transform` refuses a larger file from its header, before decoding it, and `preprocess` a larger
+            image or array, with `ImageTooLargeError` (a `ValueError`) naming it and its size. `None` disables the
+            check. A setting of the process, not of the model: it is not saved with the config.
     """
 
     config_name = "preprocessor_config.json"
@@ -144,6 +150,7 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`lowres_factor` must be an int >= 1, got {lowres_factor!r}.")
         self.generator: torch.Generator | None = None
         """Draws the training transform's random crops and flips when no generator is passed (see `SeededDataset`)."""
+        self.max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     @classmethod
     def from_pretrained(
@@ -224,7 +231,7 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             for its paired condition map (`condition_map`).
         """
         generator = self.generator if generator is None else generator
-        image = convert_image_mode(decode_image(image), self.config.channels)
+        image = convert_image_mode(decode_image(image, self.max_image_pixels), self.config.channels)
         geometry = self.sample_geometry(image.width, image.height, generator=generator)
         return self.to_tensor(self.apply_geometry(image, geometry)), geometry
 
@@ -244,7 +251,12 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
                 as the training transform does (PIL images exactly so; arrays and tensors with torch's antialiased
                 bicubic). `False` keeps the given size.
             name (`str`): How errors name the argument.
+
+        Raises:
+            `ImageTooLargeError` (a `ValueError`) for an image over `max_image_pixels`, before a lazily opened PIL
+            image is decoded.
         """
+        self._check_pixel_budget(images, name)
         side = self.config.resolution if resize else None
         if side is not None and isinstance(images, (PIL.Image.Image, list)):
             images = [images] if isinstance(images, PIL.Image.Image) else images
@@ -261,6 +273,19 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             top, left = (size[0] - side) // 2, (size[1] - side) // 2
             pixels = pixels[..., top : top + side, left : left + side].clamp(-1.0, 1.0)
         return pixels
+
+    def _check_pixel_budget(self, images: Any, name: str) -> None:
+        """Refuse any image of `images` (a PIL image, a list of them, an array or a tensor) over `max_image_pixels`."""
+        if isinstance(images, (PIL.Image.Image, list)):
+            for i, image in enumerate([images] if isinstance(images, PIL.Image.Image) else images):
+                if isinstance(image, PIL.Image.Image):  # its size comes from the header, decoded or not
+                    source = f"`{name}` {i}" + (f" ({image.filename})" if getattr(image, "filename", "") else "")
+                    check_pixel_budget(*image.size, self.max_image_pixels, source)
+        elif isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim >= 2:
+            # Channels last (H, W, C) / (B, H, W, C) or first (C, H, W) / (B, C, H, W): the two largest of the last
+            # three dimensions are the image's height and width.
+            height, width = sorted(images.shape[-3:])[-2:]
+            check_pixel_budget(width, height, self.max_image_pixels, f"`{name}`")
 
     @staticmethod
     def postprocess(pixels: torch.Tensor, output_type: str = "pil"):
@@ -398,6 +423,7 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
 
     def _paired_condition(self, condition_image: Any) -> torch.Tensor:
         config = self.config
+        self._check_pixel_budget(condition_image, "condition_image")
         if isinstance(condition_image, PIL.Image.Image):
             segmentation = config.condition_type == "segmentation"
             reader = conditions.read_label_map if segmentation else conditions.read_depth_map

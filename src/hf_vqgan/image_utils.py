@@ -1,7 +1,13 @@
-"""Images in and out: decoding any image value, converting any PIL mode to 8-bit, tiling images into a grid.
+"""Images in and out: decoding any image value within a pixel budget, converting any PIL mode to 8-bit, tiling
+images into a grid.
 
 Used by `VQGANImageProcessor` (at sampling and training time alike) and by the command line; nothing here needs a
 training-only dependency.
+
+The pixel budget, `DEFAULT_MAX_IMAGE_PIXELS` (40 Mpx) unless a caller passes another, guards against decompression
+bombs: a 100 KB PNG can declare 10,000 x 10,000 pixels (300 MB decoded as RGB), and PIL itself only warns below
+its `Image.MAX_IMAGE_PIXELS` x 2 (179 Mpx). Image files give their size in their header, so `decode_image` and
+`check_image_size` refuse an oversized file before a single pixel is decoded.
 """
 
 from __future__ import annotations
@@ -14,33 +20,93 @@ import numpy as np
 import torch
 from PIL import Image
 
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+"""The default pixel budget (width x height) of an image to decode: 40 Mpx, e.g. 8,000 x 5,000 (120 MB as RGB)."""
 
-def decode_image(value: Any) -> Image.Image:
+
+class ImageTooLargeError(ValueError):
+    """An image has more pixels than the budget; the message names the file, its size and how to raise the budget."""
+
+
+def check_pixel_budget(width: int, height: int, max_pixels: int | None, source: str | None = None) -> None:
+    """
+    Raise `ImageTooLargeError` when `width` x `height` exceeds `max_pixels` (`None` disables the check).
+
+    `source` names the image in the message (a file name, or e.g. "`image` 2").
+    """
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{source or 'The image'} is {width}x{height} = {width * height:,} pixels, over the budget of "
+            f"{max_pixels:,} (a decompression bomb, or a photo to downscale first); raise the budget to read it "
+            "(--max_image_pixels for the training and command-line tools)."
+        )
+
+
+def check_image_size(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """
+    The `(width, height)` of the image file at `path`, read from its header only; refuses an image over `max_pixels`.
+
+    Raises:
+        `ImageTooLargeError` (a `ValueError`) naming the file, its size and the budget; `FileNotFoundError` for a
+        missing file; `OSError` (PIL's `UnidentifiedImageError`) for a file that is not an image.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No image file at {os.fspath(path)!r}.")
+    with _open(path, max_pixels) as image:  # lazy: reads the header, decodes nothing
+        size = image.size
+    check_pixel_budget(*size, max_pixels, os.fspath(path))
+    return size
+
+
+def _open(value: Any, max_pixels: int | None) -> Image.Image:
+    """`Image.open` a path or bytes lazily; an image PIL itself refuses as a bomb becomes `ImageTooLargeError`."""
+    try:
+        return Image.open(io.BytesIO(value) if isinstance(value, bytes) else value)
+    except Image.DecompressionBombError as error:  # over PIL's own hard limit, whatever our budget
+        source = "The image" if isinstance(value, bytes) else os.fspath(value)
+        raise ImageTooLargeError(f"{source}: {error} (the budget is {max_pixels} pixels).") from error
+
+
+def decode_image(value: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """
     Decode an image value fully, so that a corrupt or truncated file fails here and not later.
 
     Accepts a PIL image, an undecoded `datasets.Image` value (a dict with `bytes` and/or `path`), a file path, or a
     `uint8` array of shape `(height, width)` or `(height, width, channels)`.
 
+    Args:
+        max_pixels (`int`, *optional*, defaults to `DEFAULT_MAX_IMAGE_PIXELS`): The pixel budget, checked against
+            the file's header before its pixels are decoded; `None` disables it.
+
     Raises:
-        `OSError` (PIL's errors for unreadable files), `ValueError` for an image with a zero width or height,
-        `TypeError` for an unsupported value.
+        `ImageTooLargeError` (a `ValueError`) for an image over `max_pixels`, naming the file and its size; `OSError`
+        (PIL's errors for unreadable files), `ValueError` for an image with a zero width or height, `TypeError` for
+        an unsupported value.
     """
+    source = None
     if isinstance(value, Image.Image):
         image = value
     elif isinstance(value, dict):
+        source = value.get("path")
         if value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
+            image = _open(value["bytes"], max_pixels)
         elif value.get("path"):
-            image = Image.open(value["path"])
+            image = _open(value["path"], max_pixels)
         else:
             raise ValueError(f"Image value has neither bytes nor a path: {value!r}.")
     elif isinstance(value, (str, os.PathLike)):
-        image = Image.open(value)
+        source = os.fspath(value)
+        image = _open(value, max_pixels)
     elif isinstance(value, np.ndarray):
         image = Image.fromarray(value)
     else:
         raise TypeError(f"Cannot decode an image from a value of type {type(value).__name__}.")
+    try:
+        check_pixel_budget(*image.size, max_pixels, source or getattr(image, "filename", None) or None)
+    except ImageTooLargeError:
+        if not isinstance(value, Image.Image):  # a file this function opened: close it, the caller never sees it
+            image.close()
+        raise
     image.load()  # PIL opens lazily; decoding now surfaces truncated data as an OSError
     if image.width == 0 or image.height == 0:
         raise ValueError(f"Image has zero size {image.size}.")

@@ -365,3 +365,27 @@ ERROR_CASES = [
 def test_bad_inputs_get_errors_that_name_them(call, error, message):
     with pytest.raises(error, match=message):
         call(VectorQuantizer(16, 4).train())
+
+
+@pytest.mark.parametrize("use_ema", [False, True])
+@pytest.mark.parametrize("dead_code_steps", [0, 1])
+def test_a_forward_snapshot_puts_back_everything_a_training_forward_wrote(use_ema, dead_code_steps):
+    """A step skipped after its forward (a non-finite loss or gradient with finite latents) must leave the codebook,
+    its EMA statistics, the usage history and the dead-code counters as they were (`training.loop.ForwardSnapshot`)."""
+    from hf_vqgan.training.loop import ForwardSnapshot
+
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(16, 4, use_ema=use_ema, dead_code_steps=dead_code_steps, usage_window=3).train()
+    quantizer(torch.randn(2, 4, 3, 3))  # one step that went through: there are statistics to protect
+
+    def held() -> dict[str, torch.Tensor]:
+        tensors = dict(quantizer.named_parameters()) | dict(quantizer.named_buffers())
+        return {name: tensor.detach().clone() for name, tensor in tensors.items()}
+
+    before = held()
+    snapshot = ForwardSnapshot(quantizer)
+    quantizer(torch.randn(2, 4, 3, 3) * 3)  # finite latents: the forward writes its statistics
+    moved = [name for name, tensor in held().items() if not torch.equal(tensor, before[name])]
+    assert "usage_history" in moved and ("embedding.weight" in moved) == (use_ema or dead_code_steps > 0)
+    snapshot.restore()
+    assert all(torch.equal(tensor, before[name]) for name, tensor in held().items())

@@ -7,11 +7,17 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from sklearn.datasets import load_digits
 
 from hf_vqgan import VQGANImageProcessor
-from hf_vqgan.image_utils import convert_image_mode, decode_image
+from hf_vqgan.image_utils import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageTooLargeError,
+    check_image_size,
+    convert_image_mode,
+    decode_image,
+)
 from hf_vqgan.training.data import (
     DIGITS_NUM_VALIDATION,
     BadImageCounter,
@@ -22,6 +28,7 @@ from hf_vqgan.training.data import (
     preprocess_batch,
     with_image_transform,
 )
+from testing_utils import header_only_png
 
 BAD_FILES = ("corrupt.png", "truncated.png", "empty.png")
 
@@ -325,3 +332,74 @@ def test_decode_image_rejects_empty_and_zero_sized_images():
 def test_transform_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         VQGANImageProcessor(**kwargs)
+
+
+# -------------------------------------------------------------------------------------------- pixel budget
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Make decoding any image file fail loudly: a check that must run from the header alone is then proven to."""
+
+    def fail(self):
+        raise AssertionError(f"{self.filename or 'an image'} was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+
+
+def test_decode_image_refuses_an_image_over_the_budget_before_decoding(tmp_path, no_decoding):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (100, 80)).save(path)
+    with pytest.raises(ImageTooLargeError, match=rf"{path} is 100x80 = 8,000 pixels, over the budget of 5,000"):
+        decode_image(path, max_pixels=5_000)
+    bomb = {"bytes": header_only_png(10_000, 10_000), "path": "bomb.png"}
+    with pytest.raises(ImageTooLargeError, match=r"bomb.png is 10000x10000 = 100,000,000 pixels.*--max_image_pixels"):
+        decode_image(bomb)  # the default budget, 40 Mpx
+    assert DEFAULT_MAX_IMAGE_PIXELS == 40_000_000
+
+
+def test_decode_image_within_the_budget_or_without_one_decodes(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (100, 80), (10, 20, 30)).save(path)
+    for budget in (8_000, None):
+        assert decode_image(path, max_pixels=budget).getpixel((0, 0)) == (10, 20, 30)
+
+
+def test_check_image_size_reads_the_header_only(tmp_path, no_decoding):
+    path = tmp_path / "photo.png"
+    Image.new("L", (30, 20)).save(path)
+    assert check_image_size(path) == (30, 20)
+    with pytest.raises(ImageTooLargeError, match="30x20 = 600 pixels, over the budget of 599"):
+        check_image_size(path, max_pixels=599)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        check_image_size(tmp_path / "missing.png")
+
+
+def test_a_skipped_file_is_counted_and_logged_once_per_run(caplog):
+    counter = BadImageCounter()
+    batch = {
+        "image": [
+            {"bytes": header_only_png(10_000, 10_000), "path": "bomb.png"},
+            {"bytes": b"junk", "path": "corrupt.png"},
+            {"bytes": _png_bytes(np.full((6, 6), 128, dtype=np.uint8)), "path": "good.png"},
+        ]
+    }
+    with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
+        for _epoch in range(3):
+            outputs = preprocess_batch(batch, VQGANImageProcessor(4, channels=1), counter=counter)
+            assert outputs["valid"] == [False, False, True]  # every epoch skips both
+    assert (counter.skipped, counter.oversized) == (2, 1)
+    assert [r.getMessage().split()[3] for r in caplog.records] == ["bomb.png", "corrupt.png"]
+    assert counter.summary() == (
+        "Skipped 2 images (1 over the pixel budget, --max_image_pixels; 1 unreadable): bomb.png, corrupt.png."
+    )
+    assert BadImageCounter().summary() is None
+
+
+def test_the_training_transform_reads_the_budget_of_its_processor():
+    processor = VQGANImageProcessor(4, channels=3)
+    image = Image.new("RGB", (20, 20))
+    assert processor.transform(image)[0].shape == (3, 4, 4)
+    processor.max_image_pixels = 399
+    with pytest.raises(ImageTooLargeError, match="20x20 = 400 pixels, over the budget of 399"):
+        processor.transform(image)
+    processor.max_image_pixels = None
+    assert processor.transform(image)[0].shape == (3, 4, 4)

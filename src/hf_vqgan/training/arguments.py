@@ -10,6 +10,7 @@ import argparse
 import math
 
 from ..conditions import CONDITION_TYPES
+from ..image_utils import DEFAULT_MAX_IMAGE_PIXELS
 
 PAIRED_COLUMN_HELP = (
     "The column of paired maps, needed by segmentation (integer label maps, palette PNGs read as labels) and depth "
@@ -71,6 +72,13 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it.")
     g.add_argument("--cache_dir", default=None)
     g.add_argument("--dataloader_num_workers", type=int, default=0)
+    g.add_argument(
+        "--max_image_pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="Skip images with more pixels (width x height), read from the file header before decoding: decompression "
+        f"bombs. Each skipped file is counted once and named at the end. Default {DEFAULT_MAX_IMAGE_PIXELS:,}.",
+    )
 
     g = parser.add_argument_group("conditions (image-like conditions of a prior, and their tokenizers)")
     g.add_argument("--condition_type", choices=CONDITION_TYPES, default=None)

@@ -10,8 +10,9 @@ Everything here sits at the edge where files become tensors: images leave this m
   an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
 - `with_image_transform` / `preprocess_batch` / `collate_fn` wire a `hf_vqgan.VQGANImageProcessor` (the
   per-example transform the sampling pipeline shares: resize, crop, flip, paired condition maps) into a dataset so
-  that images which fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter`
-  instead of stopping a run.
+  that images which fail to decode (corrupt, truncated, empty files) or exceed the pixel budget (decompression bombs,
+  refused from their header before decoding) are skipped and counted once per file by a `BadImageCounter` instead of
+  stopping a run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from ..image_processor import VQGANImageProcessor
+from ..image_utils import ImageTooLargeError
 
 if TYPE_CHECKING:
     import datasets
@@ -312,10 +314,13 @@ def image_source(value: Any) -> str | None:
 # ------------------------------------------------------------------------------------ batches with bad images
 class BadImageCounter:
     """
-    Counts examples skipped because their image (or condition map) could not be read, and logs each with its file.
+    Counts the images skipped because they could not be read (or, with a condition, their condition map), or were
+    over the pixel budget (`ImageTooLargeError`, see `VQGANImageProcessor.max_image_pixels`), once per file per run.
 
-    Each `DataLoader` worker holds its own copy; `collate_fn` also reports the number dropped in every batch
-    (`num_skipped`), which the training process can sum across workers.
+    A file skipped again in a later epoch is not counted or logged again (images held in memory, with no file name,
+    are counted each time); `summary` gives the line a run ends with. Each `DataLoader` worker holds its own copy;
+    `collate_fn` also reports the number dropped in every batch (`num_skipped`), which the training process can sum
+    across workers.
 
     Args:
         max_consecutive (`int`, defaults to 100): Raise `RuntimeError` after this many failures in a row: at that
@@ -325,34 +330,54 @@ class BadImageCounter:
     def __init__(self, max_consecutive: int = 100):
         self.max_consecutive = max_consecutive
         self.skipped = 0
+        self.oversized = 0
         self.consecutive = 0
         self.last_file: str | None = None
         self.last_error: str | None = None
+        self.files: dict[str, str] = {}  # file -> why it was skipped, in the order first seen
 
     def record_success(self) -> None:
         self.consecutive = 0
 
     def record(self, file: str | None, error: BaseException) -> None:
-        """Count one skipped example, remember and log its file name and error."""
-        self.skipped += 1
+        """Count one skipped example, remember its file name and error, and log it the first time it is seen."""
         self.consecutive += 1
         self.last_file = file
         self.last_error = f"{type(error).__name__}: {error}"
-        logger.warning(
-            "Skipping unreadable image %s (%s); %d skipped so far.",
-            file or "<in memory>",
-            self.last_error,
-            self.skipped,
-        )
+        if file is None or file not in self.files:
+            self.skipped += 1
+            self.oversized += isinstance(error, ImageTooLargeError)
+            if file is not None:
+                self.files[file] = self.last_error
+            logger.warning(
+                "Skipping unreadable image %s (%s); %d skipped so far.",
+                file or "<in memory>",
+                self.last_error,
+                self.skipped,
+            )
         if self.consecutive >= self.max_consecutive:
             raise RuntimeError(
                 f"{self.consecutive} images in a row failed to load, the last {file or '<in memory>'} with "
                 f"{self.last_error}; check the dataset and the transform settings."
             ) from error
 
+    def summary(self, max_files: int = 5) -> str | None:
+        """A line naming how many images were skipped, how many over the pixel budget, and the first files; None
+        when nothing was skipped."""
+        if not self.skipped:
+            return None
+        names = list(self.files)
+        listed = ", ".join(names[:max_files]) + (
+            f" and {len(names) - max_files} more" if len(names) > max_files else ""
+        )
+        return (
+            f"Skipped {self.skipped} images ({self.oversized} over the pixel budget, --max_image_pixels; "
+            f"{self.skipped - self.oversized} unreadable)" + (f": {listed}." if listed else ".")
+        )
+
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(skipped={self.skipped}, last_file={self.last_file!r}, "
+            f"{type(self).__name__}(skipped={self.skipped}, oversized={self.oversized}, last_file={self.last_file!r}, "
             f"last_error={self.last_error!r})"
         )
 

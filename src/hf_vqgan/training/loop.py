@@ -3,6 +3,9 @@
 A stage script owns its step (forward, loss, backward); `TrainingRun` owns what surrounds it, written once: resuming,
 the batches of each epoch, skipping non-finite steps, and the post-step sequence (step counter, EMA, logging,
 checkpoint, validation), then the final validation.
+
+A skipped step changes nothing: the check comes after the backward pass and before clipping and the optimizer step,
+covers the losses and the gradients, and puts back what the forward pass wrote in place (`ForwardSnapshot`).
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
 
+from ..models.quantizer import VectorQuantizer
 from .checkpointing import CheckpointManager
-from .state import TrainingState, all_finite, log_step_jsonl, record_nonfinite
+from .state import TrainingState, log_step_jsonl, record_nonfinite
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +126,52 @@ def step_optimizer(accelerator, args: argparse.Namespace, optimizer, scheduler, 
     optimizer.zero_grad(set_to_none=True)
 
 
+class ForwardSnapshot:
+    """
+    Copies of what a training-mode forward pass of `modules` writes in place, taken before it, to put back with
+    `restore` when the step is then skipped.
+
+    That is every buffer (BatchNorm statistics; a quantizer's EMA cluster sizes and sums, usage history and dead-code
+    counters) and every quantizer's codebook (rewritten by EMA updates and dead-code restarts). The copies stay on the
+    device: no host sync. `None` entries of `modules` are ignored.
+    """
+
+    def __init__(self, *modules: torch.nn.Module | None):
+        tensors: dict[int, torch.Tensor] = {}
+        for module in modules:
+            if module is None:
+                continue
+            tensors.update((id(buffer), buffer) for buffer in module.buffers())
+            for child in module.modules():
+                if isinstance(child, VectorQuantizer):
+                    tensors[id(child.embedding.weight)] = child.embedding.weight
+        self.tensors = list(tensors.values())
+        with torch.no_grad():
+            self.copies = [tensor.detach().clone() for tensor in self.tensors]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for tensor, copy in zip(self.tensors, self.copies):
+            tensor.copy_(copy)
+
+
+def finite_on_every_process(
+    accelerator, losses: Iterable[torch.Tensor], gradients: list[torch.Tensor]
+) -> tuple[bool, torch.Tensor | None]:
+    """
+    (whether every loss and gradient is finite on every process, the gradients' total norm or None without any).
+
+    One all-reduce of one number and one read of it on the host: all processes then take the same branch.
+    """
+    checks = [torch.isfinite(loss.detach()).all() for loss in losses]
+    norm = None
+    if gradients:
+        norm = torch.nn.utils.get_total_norm(gradients)  # NaN or Inf when any gradient is
+        checks.append(torch.isfinite(norm))
+    bad = (~torch.stack(checks)).sum().float().reshape(1)
+    return float(accelerator.reduce(bad, reduction="sum")) == 0.0, norm
+
+
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module | None):
     """No parameter gradients for `module` from what runs inside (its inputs' gradients still flow)."""
@@ -206,18 +256,37 @@ class TrainingRun:
                     return
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
-    def skip_nonfinite(self, losses: dict[str, torch.Tensor], *optimizers) -> bool:
+    def skip_nonfinite(
+        self,
+        losses: dict[str, torch.Tensor],
+        parameters: Iterable[torch.nn.Parameter],
+        *optimizers,
+        forward_snapshot: ForwardSnapshot | None = None,
+    ) -> bool:
         """
-        True (and the optimizers' gradients cleared) when a loss is NaN or Inf on any process: the caller skips the
-        update. Counted once per optimizer step; too many in a row raise `NonFiniteLossError`.
+        Call after the backward pass, before clipping and the optimizer step. True when a loss, or a gradient of
+        `parameters`, is NaN or Inf on any process: the caller then skips the update. The optimizers' gradients are
+        cleared, `forward_snapshot` (taken before the forward pass) is restored, and the skip is counted once per
+        optimizer step; too many in a row raise `NonFiniteLossError`.
+
+        Under fp16 mixed precision the gradients are left to accelerate's gradient scaler, which skips the steps
+        whose scaled gradients overflow (and lowers its scale); only the losses are checked here.
         """
-        if all_finite(self.accelerator, *losses.values()):
+        parameters = list(parameters)
+        check_gradients = self.accelerator.scaler is None
+        gradients = [p.grad for p in parameters if p.grad is not None] if check_gradients else []
+        finite, gradient_norm = finite_on_every_process(self.accelerator, losses.values(), gradients)
+        if finite:
             return False
         for optimizer in optimizers:
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
+        if forward_snapshot is not None:
+            forward_snapshot.restore()
         if self.accelerator.sync_gradients:
             values = {name: float(loss.detach()) for name, loss in losses.items()}
+            if all(math.isfinite(value) for value in values.values()) and gradient_norm is not None:
+                values["gradient_norm"] = float(gradient_norm)  # the losses are finite: the gradients are not
             record_nonfinite(self.state, values, self.args.max_nonfinite_steps, self.checkpoints.latest())
         return True
 
