@@ -174,17 +174,19 @@ def test_convert_checkpoint_writes_loadable_folders(fixtures, tmp_path):
     assert VQGANModel.from_pretrained(pipe_dir / "vqgan").config.codebook_size == 64
 
 
-def test_push_to_hub_uploads_the_converted_folder(fixtures, tmp_path, monkeypatch):
-    import hf_vqgan.hub
+def test_push_to_hub_uploads_what_the_conversion_writes_and_nothing_else(fixtures, tmp_path, monkeypatch):
+    from hub_recorder import STRAY_FILES, record_hub_calls, write_stray_files
 
-    calls = []
-    monkeypatch.setattr(
-        hf_vqgan.hub, "push_folder_to_hub", lambda folder, repo_id, **kw: calls.append((folder, repo_id))
-    )
+    calls = record_hub_calls(monkeypatch)
+    write_stray_files(tmp_path / "vq")
     out = convert_taming_checkpoint(
         fixtures / "vqgan_tiny.yaml", fixtures / "vqgan_tiny.ckpt", tmp_path / "vq", push_to_hub="user/vqgan"
     )
-    assert calls == [(out, "user/vqgan")]
+    [upload] = calls["upload"]
+    assert upload["repo_id"] == "user/vqgan"
+    assert sorted(upload["files"]) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert not set(upload["files"]) & set(STRAY_FILES)
+    assert upload["files"]["config.json"] and (out / "config.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ pickle handling

@@ -379,19 +379,24 @@ def convert_taming_checkpoint(
     config = load_taming_config(config_path)
     state_dict = load_taming_checkpoint(checkpoint_path, allow_pickle=allow_pickle)
     target = _model_section(config)["target"]
-    output_dir = Path(output_dir)
     if target == TRANSFORMER_TARGET:
         from .taming_transformer import convert_taming_transformer, save_pipeline_folder, taming_processors
 
         components = convert_taming_transformer(config, state_dict)
-        save_pipeline_folder({**components, **taming_processors(config, components)}, output_dir)
+        components.update(taming_processors(config, components))
+
+        def save(folder: str | PathLike) -> None:
+            save_pipeline_folder(components, Path(folder))
     else:
         _check_target(target, VQMODEL_TARGETS + (TRANSFORMER_TARGET,), "model")
-        convert_taming_vqgan(config, state_dict).save_pretrained(output_dir)
+        save = convert_taming_vqgan(config, state_dict).save_pretrained
+    output_dir = Path(output_dir)
+    save(output_dir)
     if push_to_hub:
-        from ..hub import push_folder_to_hub
+        from ..hub import push_saved_to_hub
 
-        push_folder_to_hub(output_dir, push_to_hub, commit_message=f"Convert {Path(checkpoint_path).name} from taming")
+        # Only what the conversion writes is uploaded, whatever else already sits in `output_dir`.
+        push_saved_to_hub(push_to_hub, save, commit_message=f"Convert {Path(checkpoint_path).name} from taming")
     return output_dir
 
 

@@ -131,7 +131,7 @@ def tokenize_split(
                 condition = batch["condition_values"].flip(-1) if flip else batch["condition_values"]
                 rows["cond_indices"].extend(cond_vqgan.tokenize(condition.to(device)).flatten(1).cpu().tolist())
     if counter.skipped:
-        logger.warning("%s: skipped %d unreadable images (last: %s)", desc, counter.skipped, counter.last_file)
+        logger.warning("%s: %s", desc, counter.summary())
     return Dataset.from_dict(rows)
 
 
