@@ -7,7 +7,9 @@ Everything here sits at the edge where files become tensors: images leave this m
   fixed, stratified held-out split of `DIGITS_NUM_VALIDATION` = 180 images (1,617 for training, 18 per class in
   validation).
 - `load_image_dataset` opens any dataset `datasets.load_dataset` can open (a Hub id, a local folder or loader script,
-  an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
+  an `imagefolder`), a `save_to_disk` folder, or data files (parquet, csv / jsonl of image paths, arrow); checks the
+  requested columns and the splits at start-up and returns `train` and `validation` splits. What cannot train
+  raises `DatasetConfigError`, naming the value and the fix.
 - `with_image_transform` / `preprocess_batch` / `collate_fn` wire a `hf_vqgan.VQGANImageProcessor` (the
   per-example transform the sampling pipeline shares: resize, crop, flip, paired condition maps) into a dataset so
   that images which fail to decode (corrupt, truncated, empty files) are skipped and counted by a `BadImageCounter`
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -97,17 +101,66 @@ def load_digits_dataset() -> datasets.DatasetDict:
 
 
 # ------------------------------------------------------------------------------------------ any image dataset
+class DatasetConfigError(ValueError):
+    """A dataset that cannot train as configured (a missing column, an empty split, ...), found at start-up."""
+
+
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
+"""The `datasets` builder of each data-file extension `--data_files` takes."""
+
+
+def _first_example(dataset) -> dict | None:
+    return next(iter(dataset.take(1) if hasattr(dataset, "take") else dataset), None)
+
+
 def _column_names(dataset) -> list[str]:
     names = dataset.column_names
     if names is None:  # a streamed dataset whose features are unknown until the first example is read
-        names = list(next(iter(dataset)).keys())
+        names = list((_first_example(dataset) or {}).keys())
     return list(names)
 
 
 def _check_column(dataset, column: str, role: str, split: str) -> None:
     names = _column_names(dataset)
     if column not in names:
-        raise ValueError(f"{role} column {column!r} not found in split {split!r}; available columns: {names}.")
+        raise DatasetConfigError(
+            f"{role} column {column!r} not found in split {split!r}; available columns: {names}."
+        )
+
+
+def _check_label_column(dataset, column: str, split: str) -> None:
+    """Class labels must be integers or a `ClassLabel`: strings or floats would fail only when tokenised."""
+    import datasets
+
+    feature = (dataset.features or {}).get(column)
+    if isinstance(feature, datasets.ClassLabel):
+        return
+    if isinstance(feature, datasets.Value):
+        if feature.dtype.startswith(("int", "uint")):
+            return
+        found = f"of type {feature.dtype}"
+    else:  # a streamed dataset of unknown features: judge by the first value
+        value = (_first_example(dataset) or {}).get(column)
+        if feature is None and (value is None or (isinstance(value, int) and not isinstance(value, bool))):
+            return
+        found = f"of type {type(value).__name__ if feature is None else feature} (e.g. {value!r})"
+    raise DatasetConfigError(
+        f"Class column {column!r} of split {split!r} is {found}; it must hold integer labels or be a "
+        f"datasets.ClassLabel. Encode it first (`dataset.class_encode_column({column!r})`, then save_to_disk), or "
+        "pass the integer column's name."
+    )
+
+
+def _check_not_empty(dataset, split: str) -> None:
+    empty = len(dataset) == 0 if hasattr(dataset, "__len__") else _first_example(dataset) is None
+    if not empty:
+        return
+    if split == "train":
+        raise DatasetConfigError("The training split has no examples; check the dataset path or --data_files.")
+    raise DatasetConfigError(
+        f"The validation split ({split!r}) has no examples; pass --validation_split as a held-out fraction (0.1), "
+        "a number of training examples to hold out (20), or the name of a split that has examples."
+    )
 
 
 def _check_validation_split(validation_split: Any) -> None:
@@ -142,6 +195,7 @@ def load_image_dataset(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     train_data_dir: str | os.PathLike | None = None,
+    data_files: str | Sequence[str] | dict[str, str | Sequence[str]] | None = None,
     image_column: str = "image",
     label_column: str | None = None,
     validation_split: float | int | str = 0.1,
@@ -160,7 +214,10 @@ def load_image_dataset(
             directory, a loader script or a packaged builder name.
         dataset_config_name (`str`, *optional*): The configuration of `dataset_name`.
         train_data_dir (`str`, *optional*): A folder of images, opened with the `imagefolder` builder (sub-folders
-            become a `label` column). With neither option the built-in digits (`load_digits_dataset`) are used.
+            become a `label` column). With no source option the built-in digits (`load_digits_dataset`) are used.
+        data_files (`str`, a list, or `dict` of split name to files, *optional*): Data files (globs allowed) of one
+            format: parquet, arrow, or csv / json / jsonl whose image column holds file paths, absolute or relative
+            to the folder of the data file. A path or list is the `train` split (see `parse_data_files`).
         image_column (`str`, defaults to `"image"`): The column holding images.
         label_column (`str`, *optional*): A class-label column to keep for class-conditional training.
         validation_split (`float`, `int` or `str`, defaults to 0.1): The name of the split to validate on; or, when
@@ -181,26 +238,34 @@ def load_image_dataset(
         A `datasets.DatasetDict` (an `IterableDatasetDict` when streaming) with exactly `train` and `validation`.
 
     Raises:
-        `ValueError` naming the missing column and the available ones, or the missing split and the available ones.
+        `DatasetConfigError` (a `ValueError`) naming the missing column and the available ones, the missing split
+        and the available ones, an empty split, a class column that is not integer or `ClassLabel`, or a data file
+        of an unknown format.
     """
     import datasets
 
-    if dataset_name is not None and train_data_dir is not None:
-        raise ValueError(
-            f"Pass either `dataset_name` ({dataset_name!r}) or `train_data_dir` ({train_data_dir!r}), not both."
-        )
+    sources = {"dataset_name": dataset_name, "train_data_dir": train_data_dir, "data_files": data_files}
+    given = {name: value for name, value in sources.items() if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"Pass one of `dataset_name`, `train_data_dir` and `data_files`, not both: got {given}.")
     if dataset_config_name is not None and dataset_name is None:
         raise ValueError(f"`dataset_config_name` ({dataset_config_name!r}) needs a `dataset_name`.")
     _check_validation_split(validation_split)
     if max_train_samples is not None and max_train_samples < 1:
         raise ValueError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
 
-    raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
+    if data_files is not None:
+        raw = _open_data_files(data_files, streaming, cache_dir, image_column)
+    else:
+        raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
     splits = _train_and_validation(raw, validation_split, streaming, seed)
     for split_name, split in splits.items():
         for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
             if column is not None:
                 _check_column(split, column, role, split_name)
+        if label_column is not None:
+            _check_label_column(split, label_column, split_name)
+        _check_not_empty(split, "train" if split_name == "train" else _validation_name(raw, validation_split))
     if max_train_samples is not None:
         train = splits["train"]
         if streaming:
@@ -216,10 +281,40 @@ def load_image_dataset(
     return datasets.IterableDatasetDict(splits) if streaming else datasets.DatasetDict(splits)
 
 
-def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: bool, cache_dir):
-    """The raw dataset dict: a named dataset, an image folder, or the built-in digits."""
+def _validation_name(raw, validation_split: float | int | str) -> str:
+    """How errors name the validation split: its name, or the held-out part of `train`."""
+    if isinstance(validation_split, str):
+        return validation_split
+    return "validation" if "validation" in raw else f"{validation_split} held out of 'train'"
+
+
+def _is_saved_dataset(path: str) -> bool:
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` (`load_dataset` refuses those)."""
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, name)) for name in ("dataset_dict.json", "state.json")
+    )
+
+
+def _open_saved_dataset(path: str, streaming: bool):
+    """A `save_to_disk` folder as a dataset dict; a single saved `Dataset` becomes the `train` split."""
     import datasets
 
+    saved = datasets.load_from_disk(path)
+    if isinstance(saved, datasets.Dataset):
+        saved = datasets.DatasetDict({"train": saved})
+    if streaming:
+        return datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in saved.items()})
+    return saved
+
+
+def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: bool, cache_dir):
+    """The raw dataset dict: a named dataset, a `save_to_disk` folder, an image folder, or the built-in digits."""
+    import datasets
+
+    if dataset_name is not None and _is_saved_dataset(str(dataset_name)):
+        if dataset_config_name is not None:
+            raise ValueError(f"A save_to_disk folder ({dataset_name}) has no configurations: drop {dataset_config_name!r}.")
+        return _open_saved_dataset(str(dataset_name), streaming)
     if dataset_name is not None:
         return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
     if train_data_dir is not None:
@@ -230,6 +325,83 @@ def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: 
     if streaming:
         raw = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in raw.items()})
     return raw
+
+
+def parse_data_files(values: str | os.PathLike | Sequence | dict) -> dict[str, list[str]]:
+    """
+    `--data_files` values as `{split: [files]}`: `FILE` belongs to `train`, `SPLIT=FILE` (e.g.
+    `validation=val.parquet`) to `SPLIT`. A dict is returned with each value made a list.
+    """
+    if isinstance(values, dict):
+        return {
+            split: [os.fspath(files)] if isinstance(files, str | os.PathLike) else [os.fspath(f) for f in files]
+            for split, files in values.items()
+        }
+    files: dict[str, list[str]] = {}
+    for value in [values] if isinstance(values, str | os.PathLike) else values:
+        value = os.fspath(value)
+        match = None if os.path.exists(value) else re.fullmatch(r"(\w+)=(.+)", value)
+        split, path = match.groups() if match else ("train", value)
+        files.setdefault(split, []).append(path)
+    return files
+
+
+def _data_files_builder(files: dict[str, list[str]]) -> str:
+    """The one `datasets` builder that reads every file, from their extensions."""
+    builders = set()
+    for split, paths in files.items():
+        for path in paths:
+            if not any(char in path for char in "*?[") and not os.path.isfile(path):
+                raise DatasetConfigError(f"--data_files: the {split} file {path!r} does not exist.")
+            extension = os.path.splitext(path)[1].lower()
+            if extension not in DATA_FILE_BUILDERS:
+                raise DatasetConfigError(
+                    f"--data_files: {path!r} is not a data file this loader reads; use one of "
+                    f"{', '.join(DATA_FILE_BUILDERS)} (or --train_data_dir for a folder of images)."
+                )
+            builders.add(DATA_FILE_BUILDERS[extension])
+    if len(builders) != 1:
+        raise DatasetConfigError(f"--data_files mixes formats ({sorted(builders)}); pass files of one format.")
+    return builders.pop()
+
+
+def _open_data_files(data_files, streaming: bool, cache_dir, image_column: str):
+    """Data files as a dataset dict; image paths in csv / json files are made absolute (see `_absolute_paths`)."""
+    import datasets
+
+    files = parse_data_files(data_files)
+    raw = datasets.load_dataset(_data_files_builder(files), data_files=files, cache_dir=cache_dir, streaming=streaming)
+    for split in list(raw):
+        folder = os.path.dirname(os.path.abspath(files[split][0]))
+        raw[split] = _absolute_paths(raw[split], image_column, folder, files[split][0])
+    return raw
+
+
+def _absolute_paths(dataset, column: str, folder: str, data_file: str):
+    """
+    When `column` holds file paths (strings), join the relative ones to `folder`, the data file's folder, so a csv
+    or jsonl next to its images trains from any working directory. Checks that the first image exists.
+    """
+    import datasets
+
+    feature = (dataset.features or {}).get(column)
+    first = (_first_example(dataset) or {}).get(column) if feature is None else None
+    is_path = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+    if not (is_path or isinstance(first, str)):
+        return dataset  # embedded images (parquet, arrow), or a missing column that `_check_column` reports
+
+    def absolute(batch: dict[str, list]) -> dict[str, list]:
+        paths = batch[column]
+        return {column: [p if p is None or os.path.isabs(p) else os.path.join(folder, p) for p in paths]}
+
+    dataset = dataset.map(absolute, batched=True)
+    path = (_first_example(dataset) or {}).get(column)
+    if path is not None and not os.path.isfile(path):
+        raise DatasetConfigError(
+            f"Image {path!r} (column {column!r} of {data_file}) does not exist; paths in a data file are read as "
+            f"absolute or relative to the data file's folder ({folder})."
+        )
+    return dataset
 
 
 def _train_and_validation(raw, validation_split: float | int | str, streaming: bool, seed: int) -> dict:
@@ -250,15 +422,18 @@ def _train_and_validation(raw, validation_split: float | int | str, streaming: b
     return {"train": held_out["train"], "validation": held_out["test"]}
 
 
-def count_classes(dataset, column: str) -> int:
-    """Number of classes of a label column: its ClassLabel size, or max + 1 for plain integers."""
-    feature = dataset.features[column]
+def count_classes(dataset, column: str, labels: Sequence[int] | None = None) -> int:
+    """
+    Number of classes of a label column: its `ClassLabel` size, or max + 1 of its integers (of `labels` when given,
+    e.g. a streamed dataset's labels once read; else of the column's unique values).
+    """
+    feature = (dataset.features or {}).get(column)
     if hasattr(feature, "num_classes"):
         return feature.num_classes
-    labels = dataset.unique(column)
-    if any(not isinstance(label, int) or label < 0 for label in labels):
-        raise ValueError(
-            f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels)[:5]}..."
+    labels = set(dataset.unique(column) if labels is None else labels)
+    if not labels or any(not isinstance(label, int) or label < 0 for label in labels):
+        raise DatasetConfigError(
+            f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels, key=str)[:5]}."
         )
     return max(labels) + 1
 
@@ -436,7 +611,8 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
         dropped. `batch_size` is 0 when every example failed; a training step should then be skipped.
     """
     kept = [example for example in examples if example.get("valid", True)]
-    batch: dict[str, Any] = {"num_skipped": len(examples) - len(kept)}
+    # Tensors first: accelerate reads the batch size from a batch's first value (`find_batch_size`).
+    batch: dict[str, Any] = {}
     for key in ("pixel_values", "condition_values"):
         if key in examples[0]:
             # Failed examples hold zero placeholders of the right shape, which keeps an all-failed batch well shaped.
@@ -444,6 +620,7 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
             batch[key] = stacked if kept else stacked[:0]
     if "labels" in examples[0]:
         batch["labels"] = torch.tensor([example["labels"] for example in kept], dtype=torch.long)
+    batch["num_skipped"] = len(examples) - len(kept)
     return batch
 
 
