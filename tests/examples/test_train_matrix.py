@@ -170,3 +170,67 @@ def test_model_outputs_survive_accelerates_fp32_conversion(dtype):
         assert type(converted) is output_class and list(converted.keys()) == names
         for i, name in enumerate(names):
             assert getattr(converted, name).dtype == torch.float32 and torch.equal(converted[name], torch.full((2,), float(i)))
+
+
+# ------------------------------------------------------------------------------ refused at start-up, by name
+@pytest.mark.parametrize("stage", ["vqgan", "transformer"])
+def test_a_batch_larger_than_the_training_split_is_refused_at_start_up(stage, sources, tmp_path, run_train,
+                                                                     tiny_vqgan_json, tokenizer_dir, capsys):  # fmt: skip
+    # 16 images, 4 held out: 12 train, fewer than the default batch of 32 (which used to wait forever at 0%).
+    cell = ("no", "imagefolder", False)
+    if stage == "vqgan":
+        argv = _vqgan_argv(cell, sources, tmp_path, tmp_path / "out", 2, tiny_vqgan_json)
+    else:
+        prior_json = tmp_path / "prior.json"
+        prior_json.write_text(json.dumps({"n_layer": 1, "n_embd": 32, "n_head": 2}))
+        argv = _transformer_argv(cell, sources, tmp_path, tmp_path / "out", 2, tokenizer_dir, prior_json)
+    argv[argv.index("--train_batch_size") + 1] = "32"
+    assert run_train(argv).returncode == 2
+    err = capsys.readouterr().err
+    assert "error: --train_batch_size 32 on 1 process(es) needs at least 32 training examples, but the training " \
+           "split has 12: pass --train_batch_size 12 or less" in err  # fmt: skip
+
+
+def test_an_epoch_without_a_batch_stops_the_loop_instead_of_waiting_forever(tmp_path):
+    from argparse import Namespace
+
+    from hf_vqgan.training.loop import TrainingRun
+
+    args = Namespace(output_dir=str(tmp_path), checkpoints_total_limit=None, train_batch_size=4)
+    run = TrainingRun(accelerator=None, args=args, max_steps=2)
+    empty = torch.utils.data.DataLoader(list(range(3)), batch_size=4, drop_last=True)
+    with pytest.raises(RuntimeError, match=r"An epoch of the training data gave no batch \(--train_batch_size 4\)"):
+        next(run.batches(empty))
+
+
+def test_a_text_class_column_is_refused_at_start_up(sources, tmp_path, run_train, tokenizer_dir, capsys):
+    folder = tmp_path / "named"
+    folder.mkdir()
+    rows = []
+    for i in range(8):
+        Image.fromarray(_shape(i), mode="L").save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{CLASS_NAMES[i % 2]}\n")
+    (folder / "train.csv").write_text("image,shape\n" + "".join(rows))
+    prior_json = tmp_path / "prior.json"
+    prior_json.write_text(json.dumps({"n_layer": 1, "n_embd": 32, "n_head": 2}))
+    argv = ["transformer", "--vqgan_model_name_or_path", tokenizer_dir, "--prior_config", prior_json,
+            "--output_dir", tmp_path / "out", "--data_files", folder / "train.csv", "--class_column", "shape",
+            "--tokenized_cache_dir", tmp_path / "tokens", "--report_to", "none", "--cache_dir", tmp_path / "cache"]  # fmt: skip
+    assert run_train(argv).returncode == 2
+    err = capsys.readouterr().err
+    assert "error: Class column 'shape' of split 'train' is of type" in err and "class_encode_column('shape')" in err
+    assert not (tmp_path / "tokens").exists()  # refused before any image was tokenised
+
+
+def test_data_source_and_validation_split_options(train_script, capsys):
+    assert train_script.main(["vqgan", "--train_data_dir", "f", "--data_files", "a.parquet"]) == 2
+    assert "error: Pass either --train_data_dir ('f') or --data_files (['a.parquet']), not both." in capsys.readouterr().err
+    stage = __import__("train_vqgan")  # importable once train.py ran: it puts examples/ on sys.path
+    assert stage.parse_args(["--validation_split", "20"]).validation_split == 20  # a count of held-out examples
+    assert stage.parse_args(["--validation_split", "0.2"]).validation_split == 0.2
+    assert stage.parse_args(["--validation_split", "test"]).validation_split == "test"
+    args = stage.parse_args(["--data_files", "train.csv", "validation=val.csv"])
+    assert args.data_files == ["train.csv", "validation=val.csv"]
+    with pytest.raises(SystemExit):
+        stage.parse_args(["--validation_split", "0"])
+    assert "a held-out number of examples must be >= 1, got 0" in capsys.readouterr().err

@@ -110,7 +110,12 @@ DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".j
 
 
 def _first_example(dataset) -> dict | None:
-    return next(iter(dataset.take(1) if hasattr(dataset, "take") else dataset), None)
+    """The first example, or None; a stream's images stay undecoded (a corrupt file is skipped later, not here)."""
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset) and dataset.features is not None:  # unknown: nothing to decode
+        dataset = dataset.decode(False)
+    return next(iter(dataset.take(1)), None)
 
 
 def _column_names(dataset) -> list[str]:
@@ -260,12 +265,12 @@ def load_image_dataset(
         raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
     splits = _train_and_validation(raw, validation_split, streaming, seed)
     for split_name, split in splits.items():
+        _check_not_empty(split, "train" if split_name == "train" else _validation_name(raw, validation_split))
         for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
             if column is not None:
                 _check_column(split, column, role, split_name)
         if label_column is not None:
             _check_label_column(split, label_column, split_name)
-        _check_not_empty(split, "train" if split_name == "train" else _validation_name(raw, validation_split))
     if max_train_samples is not None:
         train = splits["train"]
         if streaming:
