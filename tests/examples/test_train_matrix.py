@@ -169,7 +169,9 @@ def test_model_outputs_survive_accelerates_fp32_conversion(dtype):
         converted = convert_to_fp32(output_class(**values))
         assert type(converted) is output_class and list(converted.keys()) == names
         for i, name in enumerate(names):
-            assert getattr(converted, name).dtype == torch.float32 and torch.equal(converted[name], torch.full((2,), float(i)))
+            assert getattr(converted, name).dtype == torch.float32 and torch.equal(
+                converted[name], torch.full((2,), float(i))
+            )
 
 
 # ------------------------------------------------------------------------------ refused at start-up, by name
@@ -224,7 +226,10 @@ def test_a_text_class_column_is_refused_at_start_up(sources, tmp_path, run_train
 
 def test_data_source_and_validation_split_options(train_script, capsys):
     assert train_script.main(["vqgan", "--train_data_dir", "f", "--data_files", "a.parquet"]) == 2
-    assert "error: Pass either --train_data_dir ('f') or --data_files (['a.parquet']), not both." in capsys.readouterr().err
+    assert (
+        "error: Pass either --train_data_dir ('f') or --data_files (['a.parquet']), not both."
+        in capsys.readouterr().err
+    )
     stage = __import__("train_vqgan")  # importable once train.py ran: it puts examples/ on sys.path
     assert stage.parse_args(["--validation_split", "20"]).validation_split == 20  # a count of held-out examples
     assert stage.parse_args(["--validation_split", "0.2"]).validation_split == 0.2

@@ -21,10 +21,10 @@ from hf_vqgan.training.data import (
     digits_split_indices,
     load_digits_dataset,
     load_image_dataset,
-    parse_data_files,
     preprocess_batch,
     with_image_transform,
 )
+from hf_vqgan.training.sources import parse_data_files
 
 BAD_FILES = ("corrupt.png", "truncated.png", "empty.png")
 
@@ -320,7 +320,10 @@ def test_an_empty_validation_split_is_refused(data_files, tmp_path, monkeypatch)
 def test_a_class_column_that_is_not_integer_is_refused(labels, found, streaming, data_files, tmp_path):
     rows = "".join(f"images/{i}.png,{labels[i % 2]}\n" for i in range(8))
     (data_files / "named.csv").write_text("image,species\n" + rows)
-    with pytest.raises(DatasetConfigError, match=rf"Class column 'species' of split 'train' is of type .*{found}.*ClassLabel.*class_encode_column"):
+    with pytest.raises(
+        DatasetConfigError,
+        match=rf"Class column 'species' of split 'train' is of type .*{found}.*ClassLabel.*class_encode_column",
+    ):
         load_image_dataset(data_files=str(data_files / "named.csv"), label_column="species", validation_split=2,
                            streaming=streaming, cache_dir=tmp_path / "cache")  # fmt: skip
 

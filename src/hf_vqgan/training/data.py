@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,8 @@ import torch
 from PIL import Image
 
 from ..image_processor import VQGANImageProcessor
+from . import sources
+from .sources import DatasetConfigError
 
 if TYPE_CHECKING:
     import datasets
@@ -101,71 +102,20 @@ def load_digits_dataset() -> datasets.DatasetDict:
 
 
 # ------------------------------------------------------------------------------------------ any image dataset
-class DatasetConfigError(ValueError):
-    """A dataset that cannot train as configured (a missing column, an empty split, ...), found at start-up."""
-
-
-DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
-"""The `datasets` builder of each data-file extension `--data_files` takes."""
-
-
-def _first_example(dataset) -> dict | None:
-    """The first example, or None; a stream's images stay undecoded (a corrupt file is skipped later, not here)."""
-    import datasets
-
-    if isinstance(dataset, datasets.IterableDataset) and dataset.features is not None:  # unknown: nothing to decode
-        dataset = dataset.decode(False)
-    return next(iter(dataset.take(1)), None)
+_SOURCES = ("dataset_name", "train_data_dir", "data_files")  # the options that name a dataset; one at most
 
 
 def _column_names(dataset) -> list[str]:
     names = dataset.column_names
     if names is None:  # a streamed dataset whose features are unknown until the first example is read
-        names = list((_first_example(dataset) or {}).keys())
+        names = list((sources.first_example(dataset) or {}).keys())
     return list(names)
 
 
 def _check_column(dataset, column: str, role: str, split: str) -> None:
     names = _column_names(dataset)
     if column not in names:
-        raise DatasetConfigError(
-            f"{role} column {column!r} not found in split {split!r}; available columns: {names}."
-        )
-
-
-def _check_label_column(dataset, column: str, split: str) -> None:
-    """Class labels must be integers or a `ClassLabel`: strings or floats would fail only when tokenised."""
-    import datasets
-
-    feature = (dataset.features or {}).get(column)
-    if isinstance(feature, datasets.ClassLabel):
-        return
-    if isinstance(feature, datasets.Value):
-        if feature.dtype.startswith(("int", "uint")):
-            return
-        found = f"of type {feature.dtype}"
-    else:  # a streamed dataset of unknown features: judge by the first value
-        value = (_first_example(dataset) or {}).get(column)
-        if feature is None and (value is None or (isinstance(value, int) and not isinstance(value, bool))):
-            return
-        found = f"of type {type(value).__name__ if feature is None else feature} (e.g. {value!r})"
-    raise DatasetConfigError(
-        f"Class column {column!r} of split {split!r} is {found}; it must hold integer labels or be a "
-        f"datasets.ClassLabel. Encode it first (`dataset.class_encode_column({column!r})`, then save_to_disk), or "
-        "pass the integer column's name."
-    )
-
-
-def _check_not_empty(dataset, split: str) -> None:
-    empty = len(dataset) == 0 if hasattr(dataset, "__len__") else _first_example(dataset) is None
-    if not empty:
-        return
-    if split == "train":
-        raise DatasetConfigError("The training split has no examples; check the dataset path or --data_files.")
-    raise DatasetConfigError(
-        f"The validation split ({split!r}) has no examples; pass --validation_split as a held-out fraction (0.1), "
-        "a number of training examples to hold out (20), or the name of a split that has examples."
-    )
+        raise DatasetConfigError(f"{role} column {column!r} not found in split {split!r}; available columns: {names}.")
 
 
 def _check_validation_split(validation_split: Any) -> None:
@@ -215,14 +165,13 @@ def load_image_dataset(
     Open an image dataset with a `train` and a `validation` split.
 
     Args:
-        dataset_name (`str`, *optional*): Anything `datasets.load_dataset` accepts as a path: a Hub id, a local
-            directory, a loader script or a packaged builder name.
+        dataset_name (`str`, *optional*): A `save_to_disk` folder, or what `datasets.load_dataset` takes as a path:
+            a Hub id, a local directory, a loader script or a packaged builder name.
         dataset_config_name (`str`, *optional*): The configuration of `dataset_name`.
         train_data_dir (`str`, *optional*): A folder of images, opened with the `imagefolder` builder (sub-folders
             become a `label` column). With no source option the built-in digits (`load_digits_dataset`) are used.
-        data_files (`str`, a list, or `dict` of split name to files, *optional*): Data files (globs allowed) of one
-            format: parquet, arrow, or csv / json / jsonl whose image column holds file paths, absolute or relative
-            to the folder of the data file. A path or list is the `train` split (see `parse_data_files`).
+        data_files (`str`, a list, or `dict` of split name to files, *optional*): Data files of one format, read by
+            `hf_vqgan.training.sources.open_data_files` (a path or list is the `train` split).
         image_column (`str`, defaults to `"image"`): The column holding images.
         label_column (`str`, *optional*): A class-label column to keep for class-conditional training.
         validation_split (`float`, `int` or `str`, defaults to 0.1): The name of the split to validate on; or, when
@@ -243,16 +192,16 @@ def load_image_dataset(
         A `datasets.DatasetDict` (an `IterableDatasetDict` when streaming) with exactly `train` and `validation`.
 
     Raises:
-        `DatasetConfigError` (a `ValueError`) naming the missing column and the available ones, the missing split
-        and the available ones, an empty split, a class column that is not integer or `ClassLabel`, or a data file
-        of an unknown format.
+        `DatasetConfigError` (a `ValueError`) naming a missing column or split and the available ones, an empty
+        split, a class column that is not integer or `ClassLabel`, or an unreadable data file name.
     """
     import datasets
 
-    sources = {"dataset_name": dataset_name, "train_data_dir": train_data_dir, "data_files": data_files}
-    given = {name: value for name, value in sources.items() if value is not None}
+    given = [
+        f"`{name}` ({value!r})" for name, value in zip(_SOURCES, (dataset_name, train_data_dir, data_files)) if value
+    ]
     if len(given) > 1:
-        raise ValueError(f"Pass one of `dataset_name`, `train_data_dir` and `data_files`, not both: got {given}.")
+        raise ValueError(f"Pass either {' or '.join(given)}, not both.")
     if dataset_config_name is not None and dataset_name is None:
         raise ValueError(f"`dataset_config_name` ({dataset_config_name!r}) needs a `dataset_name`.")
     _check_validation_split(validation_split)
@@ -260,17 +209,13 @@ def load_image_dataset(
         raise ValueError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
 
     if data_files is not None:
-        raw = _open_data_files(data_files, streaming, cache_dir, image_column)
+        raw = sources.open_data_files(data_files, streaming, cache_dir, image_column)
     else:
         raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
     splits = _train_and_validation(raw, validation_split, streaming, seed)
     for split_name, split in splits.items():
-        _check_not_empty(split, "train" if split_name == "train" else _validation_name(raw, validation_split))
-        for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
-            if column is not None:
-                _check_column(split, column, role, split_name)
-        if label_column is not None:
-            _check_label_column(split, label_column, split_name)
+        split_label = "train" if split_name == "train" else _validation_name(raw, validation_split)
+        _check_split(split, split_name, split_label, image_column, label_column, condition_column)
     if max_train_samples is not None:
         train = splits["train"]
         if streaming:
@@ -278,12 +223,28 @@ def load_image_dataset(
         else:
             splits["train"] = train.shuffle(seed=seed).select(range(min(max_train_samples, len(train))))
     if not decode:
-        for name, split in splits.items():
-            for column in (image_column, condition_column):
-                if column is not None and isinstance((split.features or {}).get(column), datasets.Image):
-                    split = split.cast_column(column, datasets.Image(decode=False))
-            splits[name] = split
+        splits = {name: _undecoded(split, (image_column, condition_column)) for name, split in splits.items()}
     return datasets.IterableDatasetDict(splits) if streaming else datasets.DatasetDict(splits)
+
+
+def _undecoded(split, columns):
+    """`split` with its image `columns` cast to undecoded values, which `preprocess_batch` decodes itself."""
+    import datasets
+
+    for column in columns:
+        if column is not None and isinstance((split.features or {}).get(column), datasets.Image):
+            split = split.cast_column(column, datasets.Image(decode=False))
+    return split
+
+
+def _check_split(split, name: str, label: str, image_column: str, label_column, condition_column) -> None:
+    """At start-up: the split has examples (`label` names it in errors), the columns exist, the classes are ints."""
+    sources.check_not_empty(split, label)
+    for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
+        if column is not None:
+            _check_column(split, column, role, name)
+    if label_column is not None:
+        sources.check_label_column(split, label_column, name)
 
 
 def _validation_name(raw, validation_split: float | int | str) -> str:
@@ -293,33 +254,16 @@ def _validation_name(raw, validation_split: float | int | str) -> str:
     return "validation" if "validation" in raw else f"{validation_split} held out of 'train'"
 
 
-def _is_saved_dataset(path: str) -> bool:
-    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` (`load_dataset` refuses those)."""
-    return os.path.isdir(path) and any(
-        os.path.isfile(os.path.join(path, name)) for name in ("dataset_dict.json", "state.json")
-    )
-
-
-def _open_saved_dataset(path: str, streaming: bool):
-    """A `save_to_disk` folder as a dataset dict; a single saved `Dataset` becomes the `train` split."""
-    import datasets
-
-    saved = datasets.load_from_disk(path)
-    if isinstance(saved, datasets.Dataset):
-        saved = datasets.DatasetDict({"train": saved})
-    if streaming:
-        return datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in saved.items()})
-    return saved
-
-
 def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: bool, cache_dir):
     """The raw dataset dict: a named dataset, a `save_to_disk` folder, an image folder, or the built-in digits."""
     import datasets
 
-    if dataset_name is not None and _is_saved_dataset(str(dataset_name)):
+    if dataset_name is not None and sources.is_saved_dataset(str(dataset_name)):
         if dataset_config_name is not None:
-            raise ValueError(f"A save_to_disk folder ({dataset_name}) has no configurations: drop {dataset_config_name!r}.")
-        return _open_saved_dataset(str(dataset_name), streaming)
+            raise ValueError(
+                f"A save_to_disk folder ({dataset_name}) has no configurations: drop {dataset_config_name!r}."
+            )
+        return sources.open_saved_dataset(str(dataset_name), streaming)
     if dataset_name is not None:
         return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
     if train_data_dir is not None:
@@ -330,83 +274,6 @@ def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: 
     if streaming:
         raw = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in raw.items()})
     return raw
-
-
-def parse_data_files(values: str | os.PathLike | Sequence | dict) -> dict[str, list[str]]:
-    """
-    `--data_files` values as `{split: [files]}`: `FILE` belongs to `train`, `SPLIT=FILE` (e.g.
-    `validation=val.parquet`) to `SPLIT`. A dict is returned with each value made a list.
-    """
-    if isinstance(values, dict):
-        return {
-            split: [os.fspath(files)] if isinstance(files, str | os.PathLike) else [os.fspath(f) for f in files]
-            for split, files in values.items()
-        }
-    files: dict[str, list[str]] = {}
-    for value in [values] if isinstance(values, str | os.PathLike) else values:
-        value = os.fspath(value)
-        match = None if os.path.exists(value) else re.fullmatch(r"(\w+)=(.+)", value)
-        split, path = match.groups() if match else ("train", value)
-        files.setdefault(split, []).append(path)
-    return files
-
-
-def _data_files_builder(files: dict[str, list[str]]) -> str:
-    """The one `datasets` builder that reads every file, from their extensions."""
-    builders = set()
-    for split, paths in files.items():
-        for path in paths:
-            if not any(char in path for char in "*?[") and not os.path.isfile(path):
-                raise DatasetConfigError(f"--data_files: the {split} file {path!r} does not exist.")
-            extension = os.path.splitext(path)[1].lower()
-            if extension not in DATA_FILE_BUILDERS:
-                raise DatasetConfigError(
-                    f"--data_files: {path!r} is not a data file this loader reads; use one of "
-                    f"{', '.join(DATA_FILE_BUILDERS)} (or --train_data_dir for a folder of images)."
-                )
-            builders.add(DATA_FILE_BUILDERS[extension])
-    if len(builders) != 1:
-        raise DatasetConfigError(f"--data_files mixes formats ({sorted(builders)}); pass files of one format.")
-    return builders.pop()
-
-
-def _open_data_files(data_files, streaming: bool, cache_dir, image_column: str):
-    """Data files as a dataset dict; image paths in csv / json files are made absolute (see `_absolute_paths`)."""
-    import datasets
-
-    files = parse_data_files(data_files)
-    raw = datasets.load_dataset(_data_files_builder(files), data_files=files, cache_dir=cache_dir, streaming=streaming)
-    for split in list(raw):
-        folder = os.path.dirname(os.path.abspath(files[split][0]))
-        raw[split] = _absolute_paths(raw[split], image_column, folder, files[split][0])
-    return raw
-
-
-def _absolute_paths(dataset, column: str, folder: str, data_file: str):
-    """
-    When `column` holds file paths (strings), join the relative ones to `folder`, the data file's folder, so a csv
-    or jsonl next to its images trains from any working directory. Checks that the first image exists.
-    """
-    import datasets
-
-    feature = (dataset.features or {}).get(column)
-    first = (_first_example(dataset) or {}).get(column) if feature is None else None
-    is_path = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
-    if not (is_path or isinstance(first, str)):
-        return dataset  # embedded images (parquet, arrow), or a missing column that `_check_column` reports
-
-    def absolute(batch: dict[str, list]) -> dict[str, list]:
-        paths = batch[column]
-        return {column: [p if p is None or os.path.isabs(p) else os.path.join(folder, p) for p in paths]}
-
-    dataset = dataset.map(absolute, batched=True)
-    path = (_first_example(dataset) or {}).get(column)
-    if path is not None and not os.path.isfile(path):
-        raise DatasetConfigError(
-            f"Image {path!r} (column {column!r} of {data_file}) does not exist; paths in a data file are read as "
-            f"absolute or relative to the data file's folder ({folder})."
-        )
-    return dataset
 
 
 def _train_and_validation(raw, validation_split: float | int | str, streaming: bool, seed: int) -> dict:
