@@ -234,8 +234,20 @@ def test_data_source_and_validation_split_options(train_script, capsys):
     assert stage.parse_args(["--validation_split", "20"]).validation_split == 20  # a count of held-out examples
     assert stage.parse_args(["--validation_split", "0.2"]).validation_split == 0.2
     assert stage.parse_args(["--validation_split", "test"]).validation_split == "test"
+    # A streamed prior stage counts its steps from the tokenised stream; the tokenizer stage cannot.
+    transformer = __import__("train_transformer").parse_args(["--vqgan_model_name_or_path", "m", "--streaming"])
+    assert transformer.streaming and transformer.max_train_steps is None
     args = stage.parse_args(["--data_files", "train.csv", "validation=val.csv"])
     assert args.data_files == ["train.csv", "validation=val.csv"]
     with pytest.raises(SystemExit):
         stage.parse_args(["--validation_split", "0"])
     assert "a held-out number of examples must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_streaming_run(sources, tmp_path, accelerate_launch, tiny_vqgan_json):
+    """accelerate concatenates the batches of a stream read on the main process for both: tensors only."""
+    out = tmp_path / "out"
+    accelerate_launch(_vqgan_argv(("no", "imagefolder", True), sources, tmp_path, out, 2, tiny_vqgan_json),
+                      num_processes=2)  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2

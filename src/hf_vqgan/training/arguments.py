@@ -27,6 +27,10 @@ VALIDATION_SPLIT_HELP = (
     "The validation split's name, or when the dataset has none, the fraction (0.1) or number (20) of training "
     "examples held out; a streamed dataset of unknown size needs a number."
 )
+STREAMING_HELP = (
+    "Read the dataset as a stream instead of downloading it first. The tokenizer stage then needs --max_train_steps; "
+    "the transformer stage tokenises the stream once per run (no cache: a stream has no fingerprint)."
+)
 TRAIN_BATCH_SIZE_HELP = (
     "Per process. Incomplete batches are dropped, so a run refuses to start when the training split has fewer "
     "examples than one batch on every process."
@@ -80,7 +84,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
     g.add_argument("--max_train_samples", type=positive_int, default=None)
     g.add_argument("--max_eval_samples", type=positive_int, default=None, help="Validate on the first N only.")
-    g.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it.")
+    g.add_argument("--streaming", action="store_true", help=STREAMING_HELP)
     g.add_argument("--cache_dir", default=None)
     g.add_argument("--dataloader_num_workers", type=int, default=0)
 
@@ -135,7 +139,8 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--ema_decay must be in (0, 1), got {args.ema_decay}.")
     if args.learning_rate <= 0 or not math.isfinite(args.learning_rate):
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate}.")
-    if args.streaming and args.max_train_steps is None:
+    # The transformer stage tokenises a stream before training: its token dataset has a length.
+    if args.streaming and args.max_train_steps is None and args.stage != "transformer":
         raise ValueError("--streaming datasets have no length: pass --max_train_steps.")
     if args.condition_type in ("segmentation", "depth") and args.condition_column is None:
         raise ValueError(f"--condition_type {args.condition_type} reads paired maps: pass --condition_column.")

@@ -325,8 +325,8 @@ class BadImageCounter:
     """
     Counts examples skipped because their image (or condition map) could not be read, and logs each with its file.
 
-    Each `DataLoader` worker holds its own copy; `collate_fn` also reports the number dropped in every batch
-    (`num_skipped`), which the training process can sum across workers.
+    Each `DataLoader` worker holds its own copy: the training process's count is exact with
+    `--dataloader_num_workers 0` (batches carry tensors only, see `collate_fn`).
 
     Args:
         max_consecutive (`int`, defaults to 100): Raise `RuntimeError` after this many failures in a row: at that
@@ -479,11 +479,12 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         `pixel_values` of shape `(batch_size, channels, resolution, resolution)`, `labels` of shape `(batch_size,)`
-        and `condition_values` of shape `(batch_size, ...)` when present, and `num_skipped`, the number of examples
-        dropped. `batch_size` is 0 when every example failed; a training step should then be skipped.
+        and `condition_values` of shape `(batch_size, ...)` when present; tensors only, which accelerate needs (it
+        reads the batch size from the first value, and concatenates streamed batches for several processes). The
+        `BadImageCounter` counts the examples dropped. `batch_size` is 0 when every example failed; a training step
+        should then be skipped.
     """
     kept = [example for example in examples if example.get("valid", True)]
-    # Tensors first: accelerate reads the batch size from a batch's first value (`find_batch_size`).
     batch: dict[str, Any] = {}
     for key in ("pixel_values", "condition_values"):
         if key in examples[0]:
@@ -492,7 +493,6 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
             batch[key] = stacked if kept else stacked[:0]
     if "labels" in examples[0]:
         batch["labels"] = torch.tensor([example["labels"] for example in kept], dtype=torch.long)
-    batch["num_skipped"] = len(examples) - len(kept)
     return batch
 
 
