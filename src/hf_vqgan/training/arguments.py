@@ -140,7 +140,7 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
     if args.learning_rate <= 0 or not math.isfinite(args.learning_rate):
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate}.")
     # The transformer stage tokenises a stream before training: its token dataset has a length.
-    if args.streaming and args.max_train_steps is None and args.stage != "transformer":
+    if args.streaming and args.max_train_steps is None and getattr(args, "stage", None) != "transformer":
         raise ValueError("--streaming datasets have no length: pass --max_train_steps.")
     if args.condition_type in ("segmentation", "depth") and args.condition_column is None:
         raise ValueError(f"--condition_type {args.condition_type} reads paired maps: pass --condition_column.")

@@ -110,7 +110,12 @@ def tokenize_split(
         cond_vqgan = cond_vqgan.to(device).eval()
     # `iter` reads map-style and streamed datasets alike; a stream's length is unknown until read.
     num_batches = -(-len(dataset) // batch_size) if isinstance(dataset, Dataset) else None
-    for raw in tqdm(dataset.iter(batch_size=batch_size), desc=desc, total=num_batches, disable=num_batches == 1):
+    for raw in tqdm(
+        dataset.iter(batch_size=batch_size),
+        desc=desc,
+        total=num_batches,
+        disable=num_batches is not None and num_batches <= 1,
+    ):
         columns = preprocess_batch(
             raw,
             transform,
