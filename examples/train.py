@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 from hf_vqgan.losses import LPIPSWeightsUnavailableError
-from hf_vqgan.training.data import DatasetConfigError
 from hf_vqgan.training.state import NonFiniteLossError
 
 HERE = Path(__file__).resolve().parent
@@ -46,10 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         metrics = stage.train(args)
-    except DatasetConfigError as error:  # data that cannot train as configured, found at start-up: a bad option
-        logger.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except (LPIPSWeightsUnavailableError, NonFiniteLossError) as error:  # each message says what to do instead
         logger.error("%s", error)
         print(f"error: {error}", file=sys.stderr)

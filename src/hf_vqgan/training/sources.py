@@ -5,8 +5,8 @@
 - `open_saved_dataset` reads a `save_to_disk` folder passed as `--dataset_name` (`load_dataset` refuses those).
 - `check_not_empty` and `check_label_column` refuse, at start-up, splits and class columns that cannot train.
 
-Every refusal is a `DatasetConfigError` (a `ValueError`) that names the value and the fix; the training entry point
-prints it as one line and exits 2.
+Every refusal is a `DatasetConfigError` (a `ValueError`) that names the value and the fix, raised before the first
+training step.
 """
 
 from __future__ import annotations
