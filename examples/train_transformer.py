@@ -33,6 +33,7 @@ from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
 from hf_vqgan.training.loop import (
     TrainingRun,
     adam,
+    check_batch_size,
     make_accelerator,
     make_ema,
     make_loader,
@@ -77,8 +78,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if (args.condition_type is None) != (args.cond_vqgan_model_name_or_path is None):
         raise ValueError("--condition_type and --cond_vqgan_model_name_or_path go together.")
-    if args.streaming:
-        raise ValueError("The transformer stage tokenises its dataset once; --streaming is not supported for it.")
     return args
 
 
@@ -114,20 +113,24 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir,
+        data_files=args.data_files,
         image_column=args.image_column,
         label_column=args.class_column,
         validation_split=args.validation_split,
         max_train_samples=args.max_train_samples,
+        streaming=args.streaming,
         seed=args.seed,
         cache_dir=args.cache_dir,
         condition_column=args.condition_column,
     )
     if args.max_eval_samples:
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
+    if args.streaming:  # read once as a stream and tokenised: only the codes are kept, in memory
+        logger.info("--streaming: the dataset is tokenised as it is read, not cached (a stream has no fingerprint).")
     parts = {
         "tokenizer": tokenize_lib.model_fingerprint(vqgan),
         "cond_tokenizer": tokenize_lib.model_fingerprint(cond_vqgan) if cond_vqgan else None,
-        "data": {name: tokenize_lib.dataset_fingerprint(split) for name, split in splits.items()},
+        "data": None if args.streaming else {n: tokenize_lib.dataset_fingerprint(s) for n, s in splits.items()},
         "image_processor": tokenize_lib.processor_fingerprint(image_processor),
         "condition_processor": tokenize_lib.processor_fingerprint(condition_processor),
         "flips": args.tokenize_flips,
@@ -162,13 +165,18 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
         )
 
     cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
-    tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
+    if args.streaming:
+        tokens = build()
+    else:
+        tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
     num_classes, class_names = 0, None
     if args.class_column:
-        num_classes = data_lib.count_classes(splits["train"], args.class_column)
+        labels = tokens["train"].unique("label") if args.streaming else None  # a stream has no `unique`
+        num_classes = data_lib.count_classes(splits["train"], args.class_column, labels)
         num_classes, class_names = data_lib.class_names(
             splits["train"], args.class_column, num_classes, args.class_names
         )
+    check_batch_size(len(tokens["train"]), args, accelerator.num_processes)
     tokenize_lib.check_token_ranges(
         tokens, vqgan.config.codebook_size, num_classes, cond_vqgan.config.codebook_size if cond_vqgan else 0
     )

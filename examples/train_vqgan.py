@@ -28,6 +28,7 @@ from hf_vqgan.training.loop import (
     ForwardSnapshot,
     TrainingRun,
     adam,
+    check_batch_size,
     frozen,
     make_accelerator,
     make_ema,
@@ -156,6 +157,7 @@ def build_loaders(args: argparse.Namespace, resolution: int, image_channels: int
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir,
+        data_files=args.data_files,
         image_column=args.image_column,
         validation_split=args.validation_split,
         max_train_samples=args.max_train_samples,
@@ -227,6 +229,8 @@ def train(args: argparse.Namespace) -> dict | None:
     # The losses before the data: a missing LPIPS backbone must stop the run here, not an hour in.
     loss_fn = build_loss(args, model)
     train_loader, val_loader, input_key, bad_images = build_loaders(args, resolution, image_channels)
+    if not args.streaming:
+        check_batch_size(len(train_loader.dataset), args, accelerator.num_processes)
 
     speedups = dict(channels_last=args.channels_last, gradient_checkpointing=args.gradient_checkpointing)
     prepare_vqgan_for_training(model, loss_fn, **speedups, compile=args.compile)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import datasets
@@ -21,6 +22,7 @@ from hf_vqgan.image_utils import (
 from hf_vqgan.training.data import (
     DIGITS_NUM_VALIDATION,
     BadImageCounter,
+    DatasetConfigError,
     collate_fn,
     digits_split_indices,
     load_digits_dataset,
@@ -28,6 +30,7 @@ from hf_vqgan.training.data import (
     preprocess_batch,
     with_image_transform,
 )
+from hf_vqgan.training.sources import parse_data_files
 from testing_utils import header_only_png
 
 BAD_FILES = ("corrupt.png", "truncated.png", "empty.png")
@@ -158,7 +161,6 @@ def test_imagefolder_with_bad_files_skips_counts_and_names_them(image_folder, tm
     with caplog.at_level(logging.WARNING, logger="hf_vqgan.training.data"):
         batches = _iterate(dataset["train"]) + _iterate(dataset["validation"])
     assert sum(batch["pixel_values"].shape[0] for batch in batches) == 6
-    assert sum(batch["num_skipped"] for batch in batches) == 3
     assert counter.skipped == 3 and counter.last_file is not None and counter.last_error is not None
     for name in BAD_FILES:
         assert name in caplog.text
@@ -212,6 +214,136 @@ def test_streaming_imagefolder(image_folder, tmp_path, caplog):
         )
 
 
+# ---------------------------------------------------------------------------- data files and saved datasets
+@pytest.fixture
+def data_files(tmp_path):
+    """Eight labelled 10x12 images as each kind of data file, in `tmp_path / "data"`: csv of paths relative to it,
+    jsonl of absolute paths, parquet and arrow of embedded images."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"images/{i}.png" for i in range(8)]
+    for name in names:
+        (root / name).write_bytes(_png_bytes(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)))
+    labels = [i % 2 for i in range(8)]
+    (root / "train.csv").write_text("image,label\n" + "".join(f"{n},{y}\n" for n, y in zip(names, labels)))
+    rows = [json.dumps({"image": str(root / n), "label": y}) for n, y in zip(names, labels)]
+    (root / "train.jsonl").write_text("\n".join(rows) + "\n")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    table = datasets.Dataset.from_dict({"image": [str(root / n) for n in names], "label": labels}, features=features)
+    table = table.map(lambda example: example)  # embeds nothing yet: paths become bytes on save below
+    table.to_parquet(str(root / "train.parquet"))
+    table.save_to_disk(str(root / "saved"))
+    (root / "train.arrow").write_bytes(next((root / "saved").glob("*.arrow")).read_bytes())
+    return root
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+@pytest.mark.parametrize("name", ["train.csv", "train.jsonl", "train.parquet", "train.arrow"])
+def test_data_files_of_each_format_train_from_any_directory(name, streaming, data_files, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative image paths are read from the data file's folder, not the working one
+    dataset = load_image_dataset(data_files=str(data_files / name), label_column="label", validation_split=2,
+                                 streaming=streaming, cache_dir=tmp_path / "cache")  # fmt: skip
+    counter = BadImageCounter()
+    transformed = with_image_transform(dataset, VQGANImageProcessor(8, channels=3), label_column="label",
+                                       counter=counter)  # fmt: skip
+    batches = _iterate(transformed["train"]) + _iterate(transformed["validation"])
+    assert counter.skipped == 0
+    assert sum(batch["pixel_values"].shape[0] for batch in batches) == 8
+    assert sorted(torch.cat([batch["labels"] for batch in batches]).tolist()) == [0] * 4 + [1] * 4
+
+
+def test_data_files_name_their_splits(data_files, tmp_path):
+    (data_files / "val.parquet").write_bytes((data_files / "train.parquet").read_bytes())
+    files = [str(data_files / "train.parquet"), f"validation={data_files / 'val.parquet'}"]
+    assert parse_data_files(files) == {"train": [files[0]], "validation": [str(data_files / "val.parquet")]}
+    assert parse_data_files({"train": "a.csv"}) == {"train": ["a.csv"]}
+    dataset = load_image_dataset(data_files=files, cache_dir=tmp_path / "cache")
+    assert (len(dataset["train"]), len(dataset["validation"])) == (8, 8)  # the named split is used, not held out
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (["train.txt"], r"'.*train\.txt' is not a data file this loader reads; use one of \.parquet"),
+        (["missing.parquet"], r"the train file '.*missing\.parquet' does not exist"),
+        (["train.csv", "validation=train.parquet"], r"mixes formats \(\['csv', 'parquet'\]\)"),
+    ],
+)
+def test_bad_data_files_are_named(files, message, data_files, tmp_path):
+    (data_files / "train.txt").write_text("not data")
+    files = [f"{f.split('=')[0]}={data_files / f.split('=')[1]}" if "=" in f else str(data_files / f) for f in files]
+    with pytest.raises(DatasetConfigError, match=message):
+        load_image_dataset(data_files=files, cache_dir=tmp_path / "cache")
+
+
+def test_a_missing_image_of_a_data_file_names_the_path_and_folder(data_files, tmp_path):
+    (data_files / "moved.csv").write_text("image,label\nimages/gone.png,0\nimages/0.png,1\n")
+    with pytest.raises(DatasetConfigError, match=r"gone\.png.*column 'image' of .*moved\.csv.*data file's folder"):
+        load_image_dataset(data_files=str(data_files / "moved.csv"), cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+def test_save_to_disk_folder_as_dataset_name(streaming, data_files, tmp_path):
+    dataset = load_image_dataset(dataset_name=str(data_files / "saved"), label_column="label", validation_split=3,
+                                 streaming=streaming, cache_dir=tmp_path / "cache")  # fmt: skip
+    assert sum(1 for _ in dataset["train"]) == 5 and sum(1 for _ in dataset["validation"]) == 3
+    # A saved DatasetDict keeps its own splits.
+    saved = load_from_disk_dict(data_files / "saved")
+    saved.save_to_disk(str(tmp_path / "saved_dict"))
+    dataset = load_image_dataset(dataset_name=str(tmp_path / "saved_dict"), streaming=streaming)
+    assert sum(1 for _ in dataset["validation"]) == 2
+
+
+def load_from_disk_dict(path) -> datasets.DatasetDict:
+    table = datasets.load_from_disk(str(path))
+    return datasets.DatasetDict({"train": table.select(range(6)), "validation": table.select(range(6, 8))})
+
+
+EMPTY_VALIDATION = r"validation split \('validation'\) has no examples.*--validation_split"
+
+
+def test_an_empty_validation_split_is_refused(data_files, tmp_path, monkeypatch):
+    # A streamed csv without rows; map-style, datasets itself refuses such a file, so a dataset with an empty
+    # validation split (a Hub dataset, say) is what `load_dataset` returns here.
+    (data_files / "empty.csv").write_text("image,label\n")
+    files = [str(data_files / "train.csv"), f"validation={data_files / 'empty.csv'}"]
+    with pytest.raises(DatasetConfigError, match=EMPTY_VALIDATION):
+        load_image_dataset(data_files=files, streaming=True, cache_dir=tmp_path / "cache")
+
+    saved = load_from_disk_dict(data_files / "saved")
+    empty = datasets.Dataset.from_dict({"image": [], "label": []}, features=saved["train"].features)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: datasets.DatasetDict(
+        {"train": saved["train"], "validation": empty}))  # fmt: skip
+    with pytest.raises(DatasetConfigError, match=EMPTY_VALIDATION):
+        load_image_dataset(dataset_name="user/empty-validation")
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+@pytest.mark.parametrize(("labels", "found"), [(["cat", "dog"], "str"), ([0.5, 1.5], "float")])
+def test_a_class_column_that_is_not_integer_is_refused(labels, found, streaming, data_files, tmp_path):
+    rows = "".join(f"images/{i}.png,{labels[i % 2]}\n" for i in range(8))
+    (data_files / "named.csv").write_text("image,species\n" + rows)
+    with pytest.raises(
+        DatasetConfigError,
+        match=rf"Class column 'species' of split 'train' is of type .*{found}.*ClassLabel.*class_encode_column",
+    ):
+        load_image_dataset(data_files=str(data_files / "named.csv"), label_column="species", validation_split=2,
+                           streaming=streaming, cache_dir=tmp_path / "cache")  # fmt: skip
+
+
+def test_collate_puts_a_tensor_first_for_accelerates_batch_size():
+    from accelerate.utils import find_batch_size
+
+    batch = {"image": [{"bytes": _png_bytes(np.zeros((4, 4, 3), np.uint8))}] * 3, "label": [1, 0, 1]}
+    columns = preprocess_batch(batch, VQGANImageProcessor(4), label_column="label")
+    collated = collate_fn([dict(zip(columns, values)) for values in zip(*columns.values())])
+    assert find_batch_size(collated) == 3
+    assert all(isinstance(value, torch.Tensor) for value in collated.values())  # accelerate concatenates them
+
+
 def test_collate_of_an_all_bad_batch_is_empty_but_well_shaped():
     counter = BadImageCounter()
     batch = {"image": [{"bytes": b"junk", "path": "a.png"}, {"bytes": b"", "path": "b.png"}], "label": [1, 2]}
@@ -220,7 +352,7 @@ def test_collate_of_an_all_bad_batch_is_empty_but_well_shaped():
     collated = collate_fn(examples)
     assert collated["pixel_values"].shape == (0, 1, 4, 4)
     assert collated["labels"].shape == (0,)
-    assert collated["num_skipped"] == 2 and counter.skipped == 2 and counter.last_file == "b.png"
+    assert counter.skipped == 2 and counter.last_file == "b.png"
 
 
 def test_counter_raises_after_too_many_failures_in_a_row():

@@ -44,13 +44,15 @@ class QuantizerOutput(BaseOutput):
             The fraction of codes used at least once in this batch (across all processes in training mode).
     """
 
-    quantized: torch.Tensor
-    indices: torch.LongTensor
-    loss: torch.Tensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-    perplexity: torch.Tensor
-    usage: torch.Tensor
+    # None defaults: under mixed precision accelerate's `convert_to_fp32` rebuilds an output as `type(out)(dict)`,
+    # which BaseOutput unpacks only when every field but the first has a default.
+    quantized: torch.Tensor | None = None
+    indices: torch.LongTensor | None = None
+    loss: torch.Tensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    usage: torch.Tensor | None = None
 
 
 def _distributed() -> bool:

@@ -197,7 +197,9 @@ class VQGANEncoderOutput(BaseOutput):
             quantization.
     """
 
-    latents: torch.Tensor
+    # None defaults: under mixed precision accelerate's `convert_to_fp32` rebuilds an output as `type(out)(dict)`,
+    # which BaseOutput unpacks only when every field but the first has a default.
+    latents: torch.Tensor | None = None
 
 
 @dataclass
@@ -208,7 +210,7 @@ class VQGANDecoderOutput(BaseOutput):
             (not clamped).
     """
 
-    sample: torch.Tensor
+    sample: torch.Tensor | None = None
 
 
 @dataclass
@@ -224,13 +226,14 @@ class VQGANModelOutput(BaseOutput):
         usage (`torch.Tensor`): Fraction of codes used in the batch.
     """
 
-    sample: torch.Tensor
-    indices: torch.LongTensor
-    quantizer_loss: torch.Tensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-    perplexity: torch.Tensor
-    usage: torch.Tensor
+    # None defaults: see VQGANEncoderOutput.
+    sample: torch.Tensor | None = None
+    indices: torch.LongTensor | None = None
+    quantizer_loss: torch.Tensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    usage: torch.Tensor | None = None
 
 
 class VQGANModel(ModelMixin, ConfigMixin):

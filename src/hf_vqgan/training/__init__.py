@@ -2,7 +2,8 @@
 
 - `arguments`: the flags both stages share; `loop`: set-up helpers and `TrainingRun` (the code around each step);
 - `state`: resumable counters, the non-finite guard, seeds, JSON-lines logs; `checkpointing`: kill-safe checkpoints;
-- `data`: datasets, the image processor wired into them, bad-image handling; `tokenize`: cached codes;
+- `data`: datasets, the image processor wired into them, bad-image handling; `sources`: data files, saved
+  datasets and the start-up checks of what was opened; `tokenize`: cached codes;
 - `evaluation`: validation and saved outputs; `presets`: model configurations;
 - `speedups`: result-preserving training speed-ups.
 
@@ -13,6 +14,7 @@ Pixels and condition maps are `hf_vqgan.VQGANImageProcessor`'s (shared with the 
 from .data import (
     DIGITS_NUM_VALIDATION,
     BadImageCounter,
+    DatasetConfigError,
     collate_fn,
     load_digits_dataset,
     load_image_dataset,
@@ -23,6 +25,7 @@ from .data import (
 __all__ = [
     "DIGITS_NUM_VALIDATION",
     "BadImageCounter",
+    "DatasetConfigError",
     "collate_fn",
     "load_digits_dataset",
     "load_image_dataset",

@@ -24,6 +24,23 @@ CLASS_NAMES_HELP = (
     '`pipe(class_labels="circle")` works. Defaults to the names of a ClassLabel --class_column (an image folder\'s '
     "sub-folders)."
 )
+DATA_FILES_HELP = (
+    "Data files of one format (globs allowed): parquet, arrow, or csv / json / jsonl whose --image_column holds image "
+    "paths, absolute or relative to the data file's folder. FILE is the train split; SPLIT=FILE names another "
+    "(validation=val.parquet)."
+)
+VALIDATION_SPLIT_HELP = (
+    "The validation split's name, or when the dataset has none, the fraction (0.1) or number (20) of training "
+    "examples held out; a streamed dataset of unknown size needs a number."
+)
+STREAMING_HELP = (
+    "Read the dataset as a stream instead of downloading it first. The tokenizer stage then needs --max_train_steps; "
+    "the transformer stage tokenises the stream once per run (no cache: a stream has no fingerprint)."
+)
+TRAIN_BATCH_SIZE_HELP = (
+    "Per process. Incomplete batches are dropped, so a run refuses to start when the training split has fewer "
+    "examples than one batch on every process."
+)
 
 
 def positive_int(value: str) -> int:
@@ -42,8 +59,12 @@ def non_negative_float(value: str) -> float:
     return number
 
 
-def validation_split(value: str) -> float | str:
-    """An argparse type for `--validation_split`: a held-out fraction in (0, 1) or the name of a split."""
+def validation_split(value: str) -> float | int | str:
+    """An argparse type for `--validation_split`: a held-out fraction in (0, 1), a count >= 1, or a split name."""
+    if value.lstrip("-").isdigit():
+        if int(value) < 1:
+            raise argparse.ArgumentTypeError(f"a held-out number of examples must be >= 1, got {value}")
+        return int(value)
     try:
         fraction = float(value)
     except ValueError:
@@ -57,19 +78,20 @@ def validation_split(value: str) -> float | str:
 def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, betas: tuple[float, float]) -> None:
     """Add the flags both stages share to `parser`; `learning_rate` and `betas` are the stage's defaults."""
     g = parser.add_argument_group("data (defaults to the built-in scikit-learn digits)")
-    g.add_argument("--dataset_name", help="A Hub dataset id or anything `datasets.load_dataset` takes.")
+    g.add_argument("--dataset_name", help="A Hub dataset id, a save_to_disk folder, or what load_dataset takes.")
     g.add_argument("--dataset_config_name")
     g.add_argument("--train_data_dir", help="A folder of images (loaded with the `imagefolder` builder).")
+    g.add_argument("--data_files", nargs="+", metavar="[SPLIT=]FILE", default=None, help=DATA_FILES_HELP)
     g.add_argument("--image_column", default="image")
     g.add_argument("--class_column", default=None, help="Integer class labels (class-conditional priors).")
     g.add_argument("--class_names", default=None, help=CLASS_NAMES_HELP)
-    g.add_argument("--validation_split", type=validation_split, default=0.1, help="Held-out fraction or a split name.")
+    g.add_argument("--validation_split", type=validation_split, default=0.1, help=VALIDATION_SPLIT_HELP)
     g.add_argument("--resolution", type=positive_int, default=None, help="Defaults to the model's sample_size.")
     g.add_argument("--random_crop", action="store_true", help="Random instead of center crop.")
     g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
     g.add_argument("--max_train_samples", type=positive_int, default=None)
     g.add_argument("--max_eval_samples", type=positive_int, default=None, help="Validate on the first N only.")
-    g.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it.")
+    g.add_argument("--streaming", action="store_true", help=STREAMING_HELP)
     g.add_argument("--cache_dir", default=None)
     g.add_argument("--dataloader_num_workers", type=int, default=0)
     g.add_argument(
@@ -88,7 +110,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g = parser.add_argument_group("optimisation")
     g.add_argument("--output_dir", default="outputs")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train_batch_size", type=positive_int, default=32, help="Per process.")
+    g.add_argument("--train_batch_size", type=positive_int, default=32, help=TRAIN_BATCH_SIZE_HELP)
     g.add_argument("--eval_batch_size", type=positive_int, default=64)
     g.add_argument("--max_train_steps", type=positive_int, default=None, help="Overrides --num_train_epochs.")
     g.add_argument("--num_train_epochs", type=positive_int, default=10)
@@ -120,11 +142,11 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
 
 def check_shared_arguments(args: argparse.Namespace) -> None:
     """Contradictions among the shared flags that argparse cannot see, reported before anything is loaded."""
-    if args.dataset_name and args.train_data_dir:
-        raise ValueError(
-            f"Pass either --dataset_name ({args.dataset_name!r}) or --train_data_dir ({args.train_data_dir!r}), "
-            "not both."
-        )
+    sources = {"--dataset_name": args.dataset_name, "--train_data_dir": args.train_data_dir}
+    sources["--data_files"] = args.data_files
+    given = [f"{flag} ({value!r})" for flag, value in sources.items() if value]
+    if len(given) > 1:
+        raise ValueError(f"Pass either {' or '.join(given)}, not both.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. 'user/vqgan-digits').")
     if not 0.0 < args.ema_decay < 1.0:
@@ -133,7 +155,8 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--learning_rate must be a positive number, got {args.learning_rate}.")
     if args.class_names is not None and args.class_column is None:
         raise ValueError(f"--class_names {args.class_names!r} names the classes of a --class_column: pass one.")
-    if args.streaming and args.max_train_steps is None:
+    # The transformer stage tokenises a stream before training: its token dataset has a length.
+    if args.streaming and args.max_train_steps is None and getattr(args, "stage", None) != "transformer":
         raise ValueError("--streaming datasets have no length: pass --max_train_steps.")
     if args.condition_type in ("segmentation", "depth") and args.condition_column is None:
         raise ValueError(f"--condition_type {args.condition_type} reads paired maps: pass --condition_column.")

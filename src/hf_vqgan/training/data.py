@@ -7,7 +7,9 @@ Everything here sits at the edge where files become tensors: images leave this m
   fixed, stratified held-out split of `DIGITS_NUM_VALIDATION` = 180 images (1,617 for training, 18 per class in
   validation).
 - `load_image_dataset` opens any dataset `datasets.load_dataset` can open (a Hub id, a local folder or loader script,
-  an `imagefolder`), checks the requested columns at start-up and returns `train` and `validation` splits.
+  an `imagefolder`), a `save_to_disk` folder, or data files (parquet, csv / jsonl of image paths, arrow); checks the
+  requested columns and the splits at start-up and returns `train` and `validation` splits. What cannot train
+  raises `DatasetConfigError`, naming the value and the fix.
 - `with_image_transform` / `preprocess_batch` / `collate_fn` wire a `hf_vqgan.VQGANImageProcessor` (the
   per-example transform the sampling pipeline shares: resize, crop, flip, paired condition maps) into a dataset so
   that images which fail to decode (corrupt, truncated, empty files) or exceed the pixel budget (decompression bombs,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,8 @@ from PIL import Image
 
 from ..image_processor import VQGANImageProcessor
 from ..image_utils import ImageTooLargeError
+from . import sources
+from .sources import DatasetConfigError
 
 if TYPE_CHECKING:
     import datasets
@@ -99,17 +104,20 @@ def load_digits_dataset() -> datasets.DatasetDict:
 
 
 # ------------------------------------------------------------------------------------------ any image dataset
+_SOURCES = ("dataset_name", "train_data_dir", "data_files")  # the options that name a dataset; one at most
+
+
 def _column_names(dataset) -> list[str]:
     names = dataset.column_names
     if names is None:  # a streamed dataset whose features are unknown until the first example is read
-        names = list(next(iter(dataset)).keys())
+        names = list((sources.first_example(dataset) or {}).keys())
     return list(names)
 
 
 def _check_column(dataset, column: str, role: str, split: str) -> None:
     names = _column_names(dataset)
     if column not in names:
-        raise ValueError(f"{role} column {column!r} not found in split {split!r}; available columns: {names}.")
+        raise DatasetConfigError(f"{role} column {column!r} not found in split {split!r}; available columns: {names}.")
 
 
 def _check_validation_split(validation_split: Any) -> None:
@@ -144,6 +152,7 @@ def load_image_dataset(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     train_data_dir: str | os.PathLike | None = None,
+    data_files: str | Sequence[str] | dict[str, str | Sequence[str]] | None = None,
     image_column: str = "image",
     label_column: str | None = None,
     validation_split: float | int | str = 0.1,
@@ -158,11 +167,13 @@ def load_image_dataset(
     Open an image dataset with a `train` and a `validation` split.
 
     Args:
-        dataset_name (`str`, *optional*): Anything `datasets.load_dataset` accepts as a path: a Hub id, a local
-            directory, a loader script or a packaged builder name.
+        dataset_name (`str`, *optional*): A `save_to_disk` folder, or what `datasets.load_dataset` takes as a path:
+            a Hub id, a local directory, a loader script or a packaged builder name.
         dataset_config_name (`str`, *optional*): The configuration of `dataset_name`.
         train_data_dir (`str`, *optional*): A folder of images, opened with the `imagefolder` builder (sub-folders
-            become a `label` column). With neither option the built-in digits (`load_digits_dataset`) are used.
+            become a `label` column). With no source option the built-in digits (`load_digits_dataset`) are used.
+        data_files (`str`, a list, or `dict` of split name to files, *optional*): Data files of one format, read by
+            `hf_vqgan.training.sources.open_data_files` (a path or list is the `train` split).
         image_column (`str`, defaults to `"image"`): The column holding images.
         label_column (`str`, *optional*): A class-label column to keep for class-conditional training.
         validation_split (`float`, `int` or `str`, defaults to 0.1): The name of the split to validate on; or, when
@@ -183,26 +194,30 @@ def load_image_dataset(
         A `datasets.DatasetDict` (an `IterableDatasetDict` when streaming) with exactly `train` and `validation`.
 
     Raises:
-        `ValueError` naming the missing column and the available ones, or the missing split and the available ones.
+        `DatasetConfigError` (a `ValueError`) naming a missing column or split and the available ones, an empty
+        split, a class column that is not integer or `ClassLabel`, or an unreadable data file name.
     """
     import datasets
 
-    if dataset_name is not None and train_data_dir is not None:
-        raise ValueError(
-            f"Pass either `dataset_name` ({dataset_name!r}) or `train_data_dir` ({train_data_dir!r}), not both."
-        )
+    given = [
+        f"`{name}` ({value!r})" for name, value in zip(_SOURCES, (dataset_name, train_data_dir, data_files)) if value
+    ]
+    if len(given) > 1:
+        raise ValueError(f"Pass either {' or '.join(given)}, not both.")
     if dataset_config_name is not None and dataset_name is None:
         raise ValueError(f"`dataset_config_name` ({dataset_config_name!r}) needs a `dataset_name`.")
     _check_validation_split(validation_split)
     if max_train_samples is not None and max_train_samples < 1:
         raise ValueError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
 
-    raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
+    if data_files is not None:
+        raw = sources.open_data_files(data_files, streaming, cache_dir, image_column)
+    else:
+        raw = _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming, cache_dir)
     splits = _train_and_validation(raw, validation_split, streaming, seed)
     for split_name, split in splits.items():
-        for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
-            if column is not None:
-                _check_column(split, column, role, split_name)
+        split_label = "train" if split_name == "train" else _validation_name(raw, validation_split)
+        _check_split(split, split_name, split_label, image_column, label_column, condition_column)
     if max_train_samples is not None:
         train = splits["train"]
         if streaming:
@@ -210,18 +225,47 @@ def load_image_dataset(
         else:
             splits["train"] = train.shuffle(seed=seed).select(range(min(max_train_samples, len(train))))
     if not decode:
-        for name, split in splits.items():
-            for column in (image_column, condition_column):
-                if column is not None and isinstance((split.features or {}).get(column), datasets.Image):
-                    split = split.cast_column(column, datasets.Image(decode=False))
-            splits[name] = split
+        splits = {name: _undecoded(split, (image_column, condition_column)) for name, split in splits.items()}
     return datasets.IterableDatasetDict(splits) if streaming else datasets.DatasetDict(splits)
 
 
-def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: bool, cache_dir):
-    """The raw dataset dict: a named dataset, an image folder, or the built-in digits."""
+def _undecoded(split, columns):
+    """`split` with its image `columns` cast to undecoded values, which `preprocess_batch` decodes itself."""
     import datasets
 
+    for column in columns:
+        if column is not None and isinstance((split.features or {}).get(column), datasets.Image):
+            split = split.cast_column(column, datasets.Image(decode=False))
+    return split
+
+
+def _check_split(split, name: str, label: str, image_column: str, label_column, condition_column) -> None:
+    """At start-up: the split has examples (`label` names it in errors), the columns exist, the classes are ints."""
+    sources.check_not_empty(split, label)
+    for column, role in ((image_column, "Image"), (label_column, "Label"), (condition_column, "Condition")):
+        if column is not None:
+            _check_column(split, column, role, name)
+    if label_column is not None:
+        sources.check_label_column(split, label_column, name)
+
+
+def _validation_name(raw, validation_split: float | int | str) -> str:
+    """How errors name the validation split: its name, or the held-out part of `train`."""
+    if isinstance(validation_split, str):
+        return validation_split
+    return "validation" if "validation" in raw else f"{validation_split} held out of 'train'"
+
+
+def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: bool, cache_dir):
+    """The raw dataset dict: a named dataset, a `save_to_disk` folder, an image folder, or the built-in digits."""
+    import datasets
+
+    if dataset_name is not None and sources.is_saved_dataset(str(dataset_name)):
+        if dataset_config_name is not None:
+            raise ValueError(
+                f"A save_to_disk folder ({dataset_name}) has no configurations: drop {dataset_config_name!r}."
+            )
+        return sources.open_saved_dataset(str(dataset_name), streaming)
     if dataset_name is not None:
         return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
     if train_data_dir is not None:
@@ -252,15 +296,18 @@ def _train_and_validation(raw, validation_split: float | int | str, streaming: b
     return {"train": held_out["train"], "validation": held_out["test"]}
 
 
-def count_classes(dataset, column: str) -> int:
-    """Number of classes of a label column: its ClassLabel size, or max + 1 for plain integers."""
-    feature = dataset.features[column]
+def count_classes(dataset, column: str, labels: Sequence[int] | None = None) -> int:
+    """
+    Number of classes of a label column: its `ClassLabel` size, or max + 1 of its integers (of `labels` when given,
+    e.g. a streamed dataset's labels once read; else of the column's unique values).
+    """
+    feature = (dataset.features or {}).get(column)
     if hasattr(feature, "num_classes"):
         return feature.num_classes
-    labels = dataset.unique(column)
-    if any(not isinstance(label, int) or label < 0 for label in labels):
-        raise ValueError(
-            f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels)[:5]}..."
+    labels = set(dataset.unique(column) if labels is None else labels)
+    if not labels or any(not isinstance(label, int) or label < 0 for label in labels):
+        raise DatasetConfigError(
+            f"--class_column {column!r} must hold non-negative integer labels, found {sorted(labels, key=str)[:5]}."
         )
     return max(labels) + 1
 
@@ -318,9 +365,9 @@ class BadImageCounter:
     over the pixel budget (`ImageTooLargeError`, see `VQGANImageProcessor.max_image_pixels`), once per file per run.
 
     A file skipped again in a later epoch is not counted or logged again (images held in memory, with no file name,
-    are counted each time); `summary` gives the line a run ends with. Each `DataLoader` worker holds its own copy;
-    `collate_fn` also reports the number dropped in every batch (`num_skipped`), which the training process can sum
-    across workers.
+    are counted each time); `summary` gives the line a run ends with. Each `DataLoader` worker holds its own copy:
+    the training process's count is exact with `--dataloader_num_workers 0` (batches carry tensors only, see
+    `collate_fn`).
 
     Args:
         max_consecutive (`int`, defaults to 100): Raise `RuntimeError` after this many failures in a row: at that
@@ -493,11 +540,13 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         `pixel_values` of shape `(batch_size, channels, resolution, resolution)`, `labels` of shape `(batch_size,)`
-        and `condition_values` of shape `(batch_size, ...)` when present, and `num_skipped`, the number of examples
-        dropped. `batch_size` is 0 when every example failed; a training step should then be skipped.
+        and `condition_values` of shape `(batch_size, ...)` when present; tensors only, which accelerate needs (it
+        reads the batch size from the first value, and concatenates streamed batches for several processes). The
+        `BadImageCounter` counts the examples dropped. `batch_size` is 0 when every example failed; a training step
+        should then be skipped.
     """
     kept = [example for example in examples if example.get("valid", True)]
-    batch: dict[str, Any] = {"num_skipped": len(examples) - len(kept)}
+    batch: dict[str, Any] = {}
     for key in ("pixel_values", "condition_values"):
         if key in examples[0]:
             # Failed examples hold zero placeholders of the right shape, which keeps an all-failed batch well shaped.

@@ -22,6 +22,7 @@ import torch
 
 from ..models.quantizer import VectorQuantizer
 from .checkpointing import CheckpointManager
+from .data import DatasetConfigError
 from .state import TrainingState, log_step_jsonl, record_nonfinite
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ def make_accelerator(args: argparse.Namespace):
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        logger.warning(
+            "--mixed_precision fp16 runs in fp32 on a CPU (accelerate enables fp16 autocast on accelerators only); "
+            "pass --mixed_precision bf16 for mixed precision on a CPU."
+        )
     set_seed(args.seed, device_specific=False)
     return accelerator
 
@@ -68,6 +74,21 @@ def make_loader(dataset, batch_size: int, shuffle: bool, args: argparse.Namespac
         drop_last=shuffle,
         generator=torch.Generator().manual_seed(args.seed),
     )
+
+
+def check_batch_size(num_examples: int, args: argparse.Namespace, num_processes: int) -> None:
+    """
+    Refuse a training split smaller than one batch on every process: the loader drops incomplete batches, so an
+    epoch would hold no batch at all. Raises `DatasetConfigError` naming the sizes and the largest batch that fits.
+    """
+    needed = args.train_batch_size * num_processes
+    if num_examples < needed:
+        fits = num_examples // num_processes
+        fix = f"pass --train_batch_size {fits} or less" if fits else "add training examples"
+        raise DatasetConfigError(
+            f"--train_batch_size {args.train_batch_size} on {num_processes} process(es) needs at least {needed} "
+            f"training examples, but the training split has {num_examples}: {fix} (or --validation_split fewer)."
+        )
 
 
 def num_update_steps(args: argparse.Namespace, batches_per_epoch: int | None) -> tuple[int, int]:
@@ -249,11 +270,18 @@ class TrainingRun:
                 loader.dataset.set_epoch(state.epoch)
             skip = state.batch_in_epoch
             epoch_loader = self.accelerator.skip_first_batches(loader, skip) if skip else loader
+            empty = True
             for batch in epoch_loader:
+                empty = False
                 state.batch_in_epoch += 1
                 yield batch
                 if state.step >= self.max_steps:
                     return
+            if empty and not skip:  # a new iterator would be empty too: stop instead of looping forever
+                raise RuntimeError(
+                    f"An epoch of the training data gave no batch (--train_batch_size {self.args.train_batch_size}); "
+                    "the training split is empty or smaller than one batch on every process."
+                )
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
     def skip_nonfinite(

@@ -108,9 +108,16 @@ def tokenize_split(
     vqgan = vqgan.to(device).eval()
     if cond_vqgan is not None:
         cond_vqgan = cond_vqgan.to(device).eval()
-    for start in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=len(dataset) <= batch_size):
+    # `iter` reads map-style and streamed datasets alike; a stream's length is unknown until read.
+    num_batches = -(-len(dataset) // batch_size) if isinstance(dataset, Dataset) else None
+    for raw in tqdm(
+        dataset.iter(batch_size=batch_size),
+        desc=desc,
+        total=num_batches,
+        disable=num_batches is not None and num_batches <= 1,
+    ):
         columns = preprocess_batch(
-            dataset[start : start + batch_size],
+            raw,
             transform,
             image_column,
             label_column,
