@@ -84,9 +84,7 @@ def _vqgan(model_config, output_dir, steps: int, *extra) -> list:
             *FAST_ARGS, *extra]  # fmt: skip
 
 
-def test_validation_images_and_curves_reach_tensorboard_and_wandb(
-    run_train, fake_wandb, tiny_vqgan_json, tmp_path
-):
+def test_validation_images_and_curves_reach_tensorboard_and_wandb(run_train, fake_wandb, tiny_vqgan_json, tmp_path):
     out = tmp_path / "vqgan"
     run = run_train(_vqgan(tiny_vqgan_json, out, 4, "--validation_steps", 2, "--report_to", "tensorboard,wandb"))
     assert run.returncode == 0
@@ -139,3 +137,24 @@ def test_a_resumed_run_draws_the_whole_run(run_train, tiny_vqgan_json, tmp_path)
     for name, points in expected.items():
         assert [s for s, _ in got[name]] == [s for s, _ in points], name
         torch.testing.assert_close([v for _, v in got[name]], [v for _, v in points], rtol=1e-5, atol=1e-6)
+
+
+def test_the_priors_samples_and_curves_reach_wandb(run_train, fake_wandb, tiny_train_config, tiny_prior_config,
+                                                   tmp_path):  # fmt: skip
+    torch.manual_seed(0)
+    VQGANModel(**tiny_train_config).save_pretrained(tmp_path / "tokenizer")
+    (tmp_path / "prior.json").write_text(json.dumps(tiny_prior_config))
+    out = tmp_path / "pipeline"
+    argv = ["transformer", "--vqgan_model_name_or_path", tmp_path / "tokenizer", "--prior_config",
+            tmp_path / "prior.json", "--output_dir", out, "--tokenized_cache_dir", tmp_path / "tokens",
+            "--max_train_steps", 2, "--class_column", "label", "--train_batch_size", "8", "--eval_batch_size", "64",
+            "--max_train_samples", "64", "--max_eval_samples", "32", "--num_validation_samples", "1",
+            "--logging_steps", "1", "--report_to", "wandb"]  # fmt: skip
+    assert run_train(argv).returncode == 0
+    (wandb_run,) = fake_wandb
+    images = wandb_run.images()
+    assert [step for step, _ in images.get("validation/samples", [])] == [2]
+    assert images["validation/samples"][0][1].tobytes() == Image.open(out / "samples.png").tobytes()
+    assert images["training_curves"][0][1].tobytes() == Image.open(out / "training_curves.png").tobytes()
+    series = json.loads((out / "logs" / "training_curves.json").read_text())
+    assert [step for step, _ in series["loss"]] == [1, 2] and [step for step, _ in series["val/loss"]] == [2]
