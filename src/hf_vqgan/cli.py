@@ -188,12 +188,8 @@ def _class_label(value: str) -> int | str:
 DEVICE_HELP = "Where to run: cpu (the default), cuda, cuda:1, mps. A device this machine lacks is refused at once."
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hf-vqgan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_sample_and_reconstruct(commands) -> None:
+    """The `sample` and `reconstruct` subcommands and their options."""
     p = commands.add_parser("sample", help="Sample an image grid from a pipeline folder or Hub id.")
     p.add_argument("--model", required=True, help="A VQGANTransformerPipeline folder or Hub repo id.")
     p.add_argument(
@@ -234,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", action="store_true", help="Write the input next to its reconstruction.")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=_reconstruct)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-vqgan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_sample_and_reconstruct(commands)
 
     p = commands.add_parser("convert-taming", help="Convert a taming-transformers checkpoint (.ckpt + .yaml).")
     p.add_argument("--config", required=True, help="The model's YAML config.")
