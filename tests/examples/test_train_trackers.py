@@ -15,6 +15,7 @@ from accelerate.utils import LoggerType
 from PIL import Image
 
 from hf_vqgan import VQGANModel
+from hf_vqgan.training.curves import TrainingCurves
 
 FAST_ARGS = ["--train_batch_size", "8", "--eval_batch_size", "32", "--max_train_samples", "64", "--disc_base_channels", "8",
              "--disc_num_layers", "2", "--perceptual_weight", "0", "--logging_steps", "1"]  # fmt: skip
@@ -107,10 +108,10 @@ def test_the_curves_figure_holds_the_logged_losses_and_validation_metrics(run_tr
     out = tmp_path / "vqgan"
     run = run_train(_vqgan(tiny_vqgan_json, out, 4, "--validation_steps", 2, "--report_to", "none"))
     assert run.returncode == 0
-    series = json.loads((out / "logs" / "training_curves.json").read_text())
+    series = TrainingCurves.read(out / "logs" / "training_curves.jsonl").series
     logged = run.train_logs()
     for name in ("total", "pixel", "quantizer", "usage"):
-        assert series[name] == [[step, logged[step][name]] for step in (1, 2, 3, 4)]
+        assert series[name] == [(step, logged[step][name]) for step in (1, 2, 3, 4)]
     metrics = json.loads((out / "metrics.json").read_text())
     assert [step for step, _ in series["val/psnr"]] == [2, 4] and series["val/psnr"][-1][1] == metrics["psnr"]
     assert "val/codebook_usage" in series
@@ -126,13 +127,12 @@ def test_a_resumed_run_draws_the_whole_run(run_train, tiny_vqgan_json, tmp_path)
     assert run_train(_vqgan(tiny_vqgan_json, whole, 4, *args)).returncode == 0
     assert run_train(_vqgan(tiny_vqgan_json, resumed, 2, *args)).returncode == 0
     # The interrupted run logged more than its checkpoint holds: steps after it are dropped on resume.
-    partial = json.loads((resumed / "logs" / "training_curves.json").read_text())
-    partial["total"].append([3, 123.0])
-    (resumed / "logs" / "training_curves.json").write_text(json.dumps(partial))
+    with open(resumed / "logs" / "training_curves.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "total": 123.0}) + "\n")
     again = run_train(_vqgan(tiny_vqgan_json, resumed, 4, *args, "--resume_from_checkpoint", "latest"))
     assert again.returncode == 0
-    expected = json.loads((whole / "logs" / "training_curves.json").read_text())
-    got = json.loads((resumed / "logs" / "training_curves.json").read_text())
+    expected = TrainingCurves.read(whole / "logs" / "training_curves.jsonl").series
+    got = TrainingCurves.read(resumed / "logs" / "training_curves.jsonl").series
     assert got.keys() == expected.keys()
     for name, points in expected.items():
         assert [s for s, _ in got[name]] == [s for s, _ in points], name
@@ -156,5 +156,5 @@ def test_the_priors_samples_and_curves_reach_wandb(run_train, fake_wandb, tiny_t
     assert [step for step, _ in images.get("validation/samples", [])] == [2]
     assert images["validation/samples"][0][1].tobytes() == Image.open(out / "samples.png").tobytes()
     assert images["training_curves"][0][1].tobytes() == Image.open(out / "training_curves.png").tobytes()
-    series = json.loads((out / "logs" / "training_curves.json").read_text())
+    series = TrainingCurves.read(out / "logs" / "training_curves.jsonl").series
     assert [step for step, _ in series["loss"]] == [1, 2] and [step for step, _ in series["val/loss"]] == [2]

@@ -28,24 +28,25 @@ def test_record_keeps_finite_numbers_and_replaces_a_repeated_step():
     assert curves.series == {"loss": [(1, 2.0), (3, 1.5)], "lr": [(1, 1e-3)], "usage": [(3, 0.5)]}
 
 
-def test_save_load_and_truncate_round_trip(tmp_path):
-    curves = TrainingCurves()
+def test_a_bound_run_appends_and_a_resume_reads_back_up_to_its_step(tmp_path):
+    path = tmp_path / "logs" / "curves.jsonl"
+    curves = TrainingCurves.open(path)  # a fresh run
     for step in range(1, 7):
-        curves.record(step, {"loss": 1.0 / step, "val/psnr": 10.0 + step} if step % 3 == 0 else {"loss": 1.0 / step})
-    path = tmp_path / "logs" / "curves.json"
-    curves.save(path)
-    loaded = TrainingCurves.load(path)
-    assert loaded.series == curves.series
-    loaded.truncate(4)
-    assert loaded.series == {"loss": [(s, 1.0 / s) for s in range(1, 5)], "val/psnr": [(3, 13.0)]}
-    loaded.truncate(2)
-    assert "val/psnr" not in loaded.series  # a series with no point left is dropped
-    path.write_text("[1, 2]")
-    with pytest.raises(ValueError, match="curves.json.*JSON object"):
-        TrainingCurves.load(path)
-    path.write_text("{trunc")
-    with pytest.raises(ValueError, match="Cannot read the training curves file .*curves.json"):
-        TrainingCurves.load(path)
+        curves.record(step, {"loss": 1.0 / step, **({"val/psnr": 10.0 + step} if step % 3 == 0 else {})})
+    assert len(path.read_text().splitlines()) == 6  # one line per record call: appended, not rewritten
+    assert TrainingCurves.read(path).series == curves.series
+
+    with open(path, "a") as f:
+        f.write('{"step": 7, "loss": 0.1')  # a line cut short by a kill
+    resumed = TrainingCurves.open(path, resume_step=4)
+    assert resumed.series == {"loss": [(s, 1.0 / s) for s in range(1, 5)], "val/psnr": [(3, 13.0)]}
+    resumed.record(5, {"loss": 0.5})
+    assert TrainingCurves.read(path).series == {"loss": [*resumed.series["loss"]], "val/psnr": [(3, 13.0)]}
+    assert resumed.series["loss"][-1] == (5, 0.5)
+
+    assert TrainingCurves.open(path).series == {} and path.read_text() == ""  # a new run in the same folder
+    with pytest.raises(ValueError, match="Cannot read the training curves file .*missing.jsonl"):
+        TrainingCurves.read(tmp_path / "missing.jsonl")
 
 
 def test_plot_draws_one_panel_per_series_training_first():

@@ -1,18 +1,22 @@
 """The training-curves figure: every logged loss term and validation metric against the step, drawn with PIL.
 
 `TrainingCurves` keeps the points a run logs (training losses at `--logging_steps`, validation metrics at
-`--validation_steps`), saves them as JSON so a resumed run draws the whole run, and plots one panel per value.
+`--validation_steps`), appends them to a JSON-lines file so a resumed run draws the whole run, and plots one panel
+per value.
 PIL only: matplotlib is not a dependency, and a grid of line charts needs no more than lines and labels.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+logger = logging.getLogger(__name__)
 
 PANEL_WIDTH, PANEL_HEIGHT = 260, 170
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 52, 12, 22, 20
@@ -23,24 +27,33 @@ class TrainingCurves:
     """
     Scalar series of one run, by name: `{name: [(step, value), ...]}` in the order they were logged.
 
-    Validation metrics are recorded under `val/{name}`; everything else is a training log.
+    Validation metrics are recorded under `val/{name}`; everything else is a training log. Bound to a file (`open`),
+    each `record` also appends one JSON line `{"step": step, name: value, ...}` to it: a cost per logged step that
+    does not grow with the run, and a file a resumed run can read back.
     """
 
     def __init__(self, series: dict[str, list[tuple[int, float]]] | None = None):
         self.series: dict[str, list[tuple[int, float]]] = {}
+        self.path: Path | None = None
         for name, points in (series or {}).items():
             self.series[name] = [(int(step), float(value)) for step, value in points]
 
     def record(self, step: int, values: dict) -> None:
         """Add `values` (name -> number) at `step`, replacing a value already recorded at `step`; other types, NaN
         and Inf are left out."""
-        for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                continue
+        kept = {
+            name: float(value)
+            for name, value in values.items()
+            if not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+        }
+        for name, value in kept.items():
             points = self.series.setdefault(name, [])
             if points and points[-1][0] == step:
                 points.pop()
-            points.append((int(step), float(value)))
+            points.append((int(step), value))
+        if self.path is not None and kept:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": int(step), **kept}) + "\n")
 
     def truncate(self, step: int) -> None:
         """Drop the points after `step` (what a resumed run logs again)."""
@@ -49,23 +62,43 @@ class TrainingCurves:
             if not self.series[name]:
                 del self.series[name]
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the series as JSON, atomically (a temporary file renamed into place)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(json.dumps(self.series), encoding="utf-8")
-        os.replace(tmp, path)
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TrainingCurves:
+        """The curves a bound `TrainingCurves` wrote to `path` (a line cut short by a kill is skipped)."""
+        curves = cls()
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise ValueError(f"Cannot read the training curves file {str(path)!r}: {error}") from error
+        for number, line in enumerate(lines, start=1):
+            try:
+                values = json.loads(line)
+                step = int(values.pop("step"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                logger.warning("Skipping line %d of %s: not a training-curves record.", number, path)
+                continue
+            curves.record(step, values)
+        return curves
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> TrainingCurves:
-        """Read what `save` wrote."""
-        try:
-            series = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot read the training curves file {str(path)!r}: {error}") from error
-        if not isinstance(series, dict):
-            raise ValueError(f"The training curves file {str(path)!r} does not hold a JSON object.")
-        return cls(series)
+    def open(cls, path: str | os.PathLike, resume_step: int = 0) -> TrainingCurves:
+        """
+        The curves of a run that appends to `path`: at `resume_step` > 0 those already there up to that step (the
+        rest is logged again), else none. The file is rewritten to hold exactly them.
+        """
+        path = Path(path)
+        curves = cls.read(path) if resume_step > 0 and path.is_file() else cls()
+        curves.truncate(resume_step)
+        by_step: dict[int, dict[str, float]] = {}
+        for name, points in curves.series.items():
+            for step, value in points:
+                by_step.setdefault(step, {})[name] = value
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text("".join(json.dumps({"step": s, **by_step[s]}) + "\n" for s in sorted(by_step)), "utf-8")
+        os.replace(tmp, path)
+        curves.path = path
+        return curves
 
     def plot(self, columns: int = 4) -> Image.Image:
         """

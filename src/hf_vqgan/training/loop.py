@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 _PROGRESS_KEYS = ("loss", "total", "nll", "d_loss")
 # The training-curves figure (in output_dir, next to the validation grid) and the points it is drawn from.
 CURVES_FILE = "training_curves.png"
-CURVES_DATA = os.path.join("logs", "training_curves.json")
+CURVES_DATA = os.path.join("logs", "training_curves.jsonl")
 
 
 # ---------------------------------------------------------------------------------------------------- set-up
@@ -149,7 +149,8 @@ class TrainingRun:
 
     On the main process it also keeps the run's curves (the logged losses and the validation metrics against the
     step): `output_dir/training_curves.png`, redrawn at each validation and at the end, and sent to the trackers with
-    the validation images; its points are saved with each checkpoint, so a resumed run draws the whole run.
+    the validation images; its points go to `output_dir/logs/training_curves.jsonl`, so a resumed run draws the whole
+    run.
 
     Args:
         accelerator: the run's `Accelerator`.
@@ -192,10 +193,8 @@ class TrainingRun:
         if self.accelerator.is_main_process:
             config = {k: v for k, v in vars(self.args).items() if isinstance(v, int | float | str | bool)}
             self.accelerator.init_trackers(project, config=config)
-            saved_curves = Path(self.args.output_dir, CURVES_DATA)
-            if self.state.step > 0 and saved_curves.is_file():  # resumed: the points up to the checkpoint
-                self.curves = TrainingCurves.load(saved_curves)
-                self.curves.truncate(self.state.step)
+            # Resumed: the points up to the checkpoint (the later ones are logged again); else a fresh file.
+            self.curves = TrainingCurves.open(Path(self.args.output_dir, CURVES_DATA), resume_step=self.state.step)
         self.progress = tqdm(
             total=self.max_steps,
             initial=self.state.step,
@@ -254,8 +253,6 @@ class TrainingRun:
         last = state.step == self.max_steps
         if state.step % args.checkpointing_steps == 0 or last:
             self.save_checkpoint()
-            if main:
-                self.curves.save(Path(args.output_dir, CURVES_DATA))
         if main and (state.step % args.validation_steps == 0 or last):
             self._record_validation(validate())
             model.train()
@@ -293,7 +290,6 @@ class TrainingRun:
         self.metrics = metrics
         step = self.state.step
         self.curves.record(step, {f"val/{k.removeprefix('val_')}": v for k, v in metrics.items() if k != "step"})
-        self.curves.save(Path(self.args.output_dir, CURVES_DATA))
         figure = self.curves.plot()
         figure.save(Path(self.args.output_dir, CURVES_FILE))
         log_images(self.accelerator, {"training_curves": figure}, step)
