@@ -20,6 +20,7 @@ import torch
 from .checkpointing import CheckpointManager
 from .curves import TrainingCurves
 from .state import TrainingState, all_finite, log_step_jsonl, record_nonfinite
+from .trackers import log_images
 
 logger = logging.getLogger(__name__)
 
@@ -285,8 +286,6 @@ class TrainingRun:
 
     def _record_validation(self, metrics: dict) -> None:
         """Keep a validation's `metrics` (main process); add them to the curves, redraw the figure, send it on."""
-        from .trackers import log_images
-
         self.metrics = metrics
         step = self.state.step
         self.curves.record(step, {f"val/{k.removeprefix('val_')}": v for k, v in metrics.items() if k != "step"})
