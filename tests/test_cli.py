@@ -3,8 +3,10 @@ offline cache), `convert-taming`, and the error exit."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +120,110 @@ def test_sample_errors_exit_with_a_message(saved, tmp_path, capsys, model, optio
     assert not output.exists()
 
 
+def test_sample_prints_where_it_wrote(saved, tmp_path, capsys):
+    output = tmp_path / "grid.png"
+    argv = ["sample", "--model", str(saved["class"]), "--class-label", "1", "--num-images", "4", "--quiet",
+            "--output", str(output)]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == f"Wrote 4 images ({2 * SIZE + 6}x{2 * SIZE + 6} pixels) to {output}"
+
+
+def test_sample_several_class_labels_give_one_row_each(saved, tmp_path):
+    output = tmp_path / "grid.png"
+    argv = ["sample", "--model", str(saved["class"]), "--class-labels", "2", "0", "--num-images", "3", "--seed", "5",
+            "--quiet", "--output", str(output)]  # fmt: skip
+    assert main(argv) == 0
+    images = load_pipeline(saved["class"])(
+        class_labels=[2, 0], num_images_per_prompt=3, generator=torch.Generator().manual_seed(5), output_type="pt"
+    ).images
+    np.testing.assert_array_equal(read(output), np.asarray(make_image_grid(images * 2 - 1, nrow=3)))
+
+
+@pytest.mark.parametrize(
+    "given, passed", [(["circle"], ["circle"]), (["circle", "3"], ["circle", 3]), (["-1"], [-1]), (["7"], [7])]
+)
+def test_sample_passes_class_names_and_ids_to_the_pipeline(saved, tmp_path, monkeypatch, given, passed):
+    """Names go to the pipeline as strings (it maps them with the prior's `label2id`), ids as ints."""
+    from hf_vqgan import VQGANTransformerPipeline
+
+    calls = []
+
+    def fake_call(self, **kwargs):
+        calls.append(kwargs)
+        return types.SimpleNamespace(images=torch.zeros(len(passed) * 2, 3, SIZE, SIZE))
+
+    monkeypatch.setattr(VQGANTransformerPipeline, "__call__", fake_call)
+    output = tmp_path / "grid.png"
+    argv = ["sample", "--model", str(saved["class"]), "--class-labels", *given, "--num-images", "2", "--quiet",
+            "--output", str(output)]  # fmt: skip
+    assert main(argv) == 0
+    assert calls[0]["class_labels"] == passed and calls[0]["num_images_per_prompt"] == 2
+    assert calls[0]["batch_size"] == 1  # one prompt per label: the pipeline counts them
+
+
+# ------------------------------------------------------------------------------------------------------ device
+@pytest.mark.parametrize(
+    "command, device, message",
+    [
+        ("sample", "cuda", r"--device 'cuda' is not available on this machine \(it has cpu\); pass --device cpu\."),
+        ("reconstruct", "mps", r"--device 'mps' is not available on this machine \(it has cpu\)"),
+        (
+            "sample",
+            "cuda:7",
+            r"--device 'cuda:7' is not available: this machine has 1 cuda device\(s\), cuda:0 to cuda:0",
+        ),
+        ("reconstruct", "gpu", r"--device 'gpu' is not a device name; use cpu, cuda, cuda:1, mps"),
+    ],
+)
+def test_an_unavailable_device_is_one_error_line_before_loading(saved, tmp_path, capsys, monkeypatch, command, device,
+                                                                message):  # fmt: skip
+    """No traceback, exit status 2, and nothing loaded or written (the old command failed inside `pipe.to`)."""
+    has_one_gpu = device == "cuda:7"
+    accelerator = torch.device("cuda") if has_one_gpu else None
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: accelerator)
+    monkeypatch.setattr(torch.accelerator, "device_count", lambda: 1 if has_one_gpu else 0)
+    loaded = []
+    monkeypatch.setattr(VQGANModel, "from_pretrained", lambda *a, **k: loaded.append(a))
+    output = tmp_path / "out.png"
+    source = input_image(tmp_path / "input.png")
+    inputs = ["--input", str(source)] if command == "reconstruct" else ["--class-label", "0"]
+    argv = [command, "--model", str(saved["class"]), *inputs, "--device", device, "--output", str(output)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith(f"hf-vqgan {command}: error: ") and re.search(message, captured.err)
+    assert not loaded and not output.exists() and captured.out == ""
+
+
+def test_the_cpu_device_and_an_available_one_pass(monkeypatch):
+    from hf_vqgan.cli import _check_device
+
+    _check_device(None)
+    _check_device("cpu")
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: torch.device("cuda"))
+    monkeypatch.setattr(torch.accelerator, "device_count", lambda: 2)
+    _check_device("cuda")
+    _check_device("cuda:1")
+    with pytest.raises(ValueError, match="cuda:0 to cuda:1"):
+        _check_device("cuda:2")
+    with pytest.raises(ValueError, match=r"it has cpu and cuda\); pass --device cpu"):
+        _check_device("mps")
+
+
+# ------------------------------------------------------------------------------------------------------- help
+def test_every_option_of_every_subcommand_has_help():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) >= {"sample", "reconstruct", "convert-taming", "convert-diffusers", "demo"}
+    missing = [
+        f"{name} {action.option_strings[0]}"
+        for name, subparser in commands.choices.items()
+        for action in subparser._actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == []
+
+
 # ------------------------------------------------------------------------------------------------- reconstruct
 @pytest.mark.parametrize("model, mode", [("class", "RGB"), ("vqgan", "L")])
 def test_reconstruct_from_a_pipeline_or_a_tokenizer_folder(saved, tmp_path, capsys, model, mode):
@@ -131,7 +237,8 @@ def test_reconstruct_from_a_pipeline_or_a_tokenizer_folder(saved, tmp_path, caps
     pixels = pixels[None, None] if mode == "L" else pixels.permute(2, 0, 1)[None]
     with torch.no_grad():
         reconstruction = vqgan.decode_indices(vqgan.tokenize(pixels)).sample.clamp(-1, 1)
-    np.testing.assert_array_equal(read(output), np.asarray(make_image_grid(reconstruction, nrow=1)))
+    expected = VQGANImageProcessor.postprocess(reconstruction)[0].resize((20, 20), PIL.Image.BICUBIC)
+    np.testing.assert_array_equal(read(output), np.asarray(expected))  # at the input's 20x20, no grid padding
 
 
 def test_reconstruct_crops_the_centre_as_training_does(saved, tmp_path):
@@ -150,7 +257,24 @@ def test_reconstruct_crops_the_centre_as_training_does(saved, tmp_path):
     assert geometry.box[0] > 0  # a crop, not a stretch
     with torch.no_grad():
         reconstruction = vqgan.decode_indices(vqgan.tokenize(pixels[None])).sample.clamp(-1, 1)
-    np.testing.assert_array_equal(read(output), np.asarray(make_image_grid(reconstruction, nrow=1)))
+    expected = VQGANImageProcessor.postprocess(reconstruction)[0].resize((20, 20), PIL.Image.BICUBIC)
+    np.testing.assert_array_equal(read(output), np.asarray(expected))  # the 20x20 centre, at the input's scale
+
+
+def test_a_reconstruction_has_the_inputs_size_without_grid_padding(saved, tmp_path, capsys):
+    """A 16x16 input (the model's size) gives a 16x16 reconstruction, exactly the decoded pixels; the old command
+    wrote a 20x20 grid of one (2 pixels of padding around it)."""
+    source = input_image(tmp_path / "input.png", size=SIZE)
+    output = tmp_path / "recon.png"
+    assert main(["reconstruct", "--model", str(saved["class"]), "--input", str(source), "--output", str(output)]) == 0
+    vqgan = VQGANModel.from_pretrained(saved["class"] / "vqgan")
+    pixels = VQGANImageProcessor(resolution=SIZE, channels=3).preprocess(PIL.Image.open(source))
+    with torch.no_grad():
+        reconstruction = vqgan.decode_indices(vqgan.tokenize(pixels)).sample.clamp(-1, 1)
+    written = read(output)
+    assert written.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(written, np.asarray(VQGANImageProcessor.postprocess(reconstruction)[0]))
+    assert f"-> {output} ({SIZE}x{SIZE})" in capsys.readouterr().out
 
 
 def test_reconstruct_side_by_side_and_resolution(saved, tmp_path, capsys):
@@ -159,7 +283,9 @@ def test_reconstruct_side_by_side_and_resolution(saved, tmp_path, capsys):
     argv = ["reconstruct", "--model", str(saved["class"]), "--input", str(source), "--output", str(output),
             "--side-by-side", "--resolution", "8"]  # fmt: skip
     assert main(argv) == 0
-    assert read(output).shape == (8 + 4, 2 * (8 + 2) + 2, 3)  # input and reconstruction, 8x8 each
+    pair = read(output)
+    assert pair.shape == (20, 2 * 20, 3)  # input and its reconstruction (made at 8x8), at the input's 20x20 each
+    np.testing.assert_array_equal(pair[:, :20], read(source))  # the input itself: a square input is all centre
     assert "8x8 pixels -> 4x4 tokens" in capsys.readouterr().out
 
 

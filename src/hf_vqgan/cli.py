@@ -1,7 +1,7 @@
 """The `hf-vqgan` command line: sample, reconstruct, and convert checkpoints.
 
-    hf-vqgan sample --model PATH_OR_ID --class-label 3 --num-images 16 --output grid.png
-    hf-vqgan reconstruct --model PATH_OR_ID --input photo.png --output recon.png
+    hf-vqgan sample --model PATH_OR_ID --class-labels 3 circle --num-images 4 --output grid.png [--device cuda]
+    hf-vqgan reconstruct --model PATH_OR_ID --input photo.png --output recon.png [--side-by-side]
     hf-vqgan convert-taming --config model.yaml --checkpoint last.ckpt --output DIR [--push-to-hub ID]
     hf-vqgan convert-diffusers --input DIR --output DIR --to vqmodel|hf_vqgan
     hf-vqgan demo --model PATH_OR_ID [--host 127.0.0.1] [--port N] [--device cpu]   (pip install hf_vqgan[demo])
@@ -23,15 +23,17 @@ def _sample(args: argparse.Namespace) -> None:
     from .image_utils import make_image_grid
     from .pipelines import VQGANTransformerPipeline
 
+    _check_device(args.device)
     pipe = VQGANTransformerPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=args.quiet)
     if args.device:
         pipe.to(args.device)
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
+    labels = args.class_labels  # ints and class names as given: the pipeline maps names to ids
     images = pipe(
-        class_labels=args.class_label,
-        batch_size=1 if args.class_label is not None else args.num_images,
-        num_images_per_prompt=args.num_images if args.class_label is not None else 1,
+        class_labels=labels,
+        batch_size=1 if labels is not None else args.num_images,
+        num_images_per_prompt=args.num_images if labels is not None else 1,
         condition_image=_open(args.condition_image) if args.condition_image else None,
         generator=generator,
         temperature=args.temperature,
@@ -40,28 +42,54 @@ def _sample(args: argparse.Namespace) -> None:
         guidance_scale=args.guidance_scale,
         output_type="pt",
     ).images  # (N, C, H, W) in [0, 1]
-    grid = make_image_grid(images * 2 - 1, nrow=args.nrow or math.ceil(math.sqrt(len(images))))
+    # One row per class label when there are several; otherwise as square as the count allows.
+    nrow = args.nrow or (args.num_images if labels and len(labels) > 1 else math.ceil(math.sqrt(len(images))))
+    grid = make_image_grid(images * 2 - 1, nrow=nrow)
     _save(grid, args.output)
+    print(f"Wrote {len(images)} images ({grid.width}x{grid.height} pixels) to {args.output}")
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
+    import PIL.Image
     import torch
 
     from .image_processor import VQGANImageProcessor
-    from .image_utils import make_image_grid
+    from .image_utils import convert_image_mode
 
+    _check_device(args.device)
     vqgan = _load_tokenizer(args.model)
+    if args.device:
+        vqgan.to(args.device)
     size = args.resolution or vqgan.config.sample_size
-    # As the training data pipeline does: the shorter side resized to `size`, then the centre cropped (no stretching).
     processor = VQGANImageProcessor(resolution=size, channels=vqgan.config.in_channels)
-    pixels = processor.preprocess(_open(args.input), name="input")  # (1, C, size, size)
+    image = convert_image_mode(_open(args.input), vqgan.config.in_channels)
+    # As the training data pipeline does: the shorter side resized to `size`, then the centre cropped (no stretching).
+    pixels = processor.preprocess(image, name="input").to(vqgan.device)  # (1, C, size, size)
     with torch.no_grad():
         indices = vqgan.tokenize(pixels)
         reconstruction = vqgan.decode_indices(indices).sample.clamp(-1, 1)
-    grid = make_image_grid(torch.cat([pixels, reconstruction]), nrow=2) if args.side_by_side else None
-    _save(grid if grid is not None else make_image_grid(reconstruction, nrow=1), args.output)
+    # Written at the input's scale: the centre square it was cropped to, min(width, height) pixels a side.
+    side = min(image.size)
+    output = processor.postprocess(reconstruction)[0]
+    if output.size != (side, side):
+        output = output.resize((side, side), resample=PIL.Image.BICUBIC)
+    if args.side_by_side:
+        # The crop `preprocess` took, in the input's pixels (`side / size` of them per resized pixel).
+        left, top = processor.sample_geometry(image.width, image.height, inference=True).box[:2]
+        left, top = (
+            min(round(left * side / size), image.width - side),
+            min(round(top * side / size), image.height - side),
+        )
+        pair = PIL.Image.new(output.mode, (2 * side, side))
+        pair.paste(image.crop((left, top, left + side, top + side)), (0, 0))
+        pair.paste(output, (side, 0))
+        output = pair
+    _save(output, args.output)
     h, w = indices.shape[-2:]
-    print(f"{args.input}: {size}x{size} pixels -> {h}x{w} tokens -> {args.output}")
+    print(
+        f"{args.input}: {image.width}x{image.height}, centre {side}x{side} -> {size}x{size} pixels -> {h}x{w} tokens "
+        f"-> {args.output} ({output.width}x{output.height})"
+    )
 
 
 def _convert_taming(args: argparse.Namespace) -> None:
@@ -88,6 +116,7 @@ def _demo(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
         return
     require_gradio()  # before loading the model: say how to install it at once
+    _check_device(args.device)
     from .demo import build_demo, launch_demo
     from .pipelines import VQGANTransformerPipeline
 
@@ -96,6 +125,30 @@ def _demo(args: argparse.Namespace) -> None:
         pipe.to(args.device)
     blocks = build_demo(pipe, title=args.title, max_images=args.max_images, concurrency_limit=args.concurrency)
     launch_demo(blocks, host=args.host, port=args.port, share=args.share)
+
+
+def _check_device(name: str | None) -> None:
+    """Refuse a `--device` this machine does not have before any model loads: one error line, exit status 2."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device name; use cpu, cuda, cuda:1, mps, ...") from None
+    if device.type == "cpu":
+        return
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if accelerator is None or accelerator.type != device.type:
+        here = "cpu" if accelerator is None else f"cpu and {accelerator.type}"
+        raise ValueError(f"--device {name!r} is not available on this machine (it has {here}); pass --device cpu.")
+    count = torch.accelerator.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"--device {name!r} is not available: this machine has {count} {device.type} device(s), "
+            f"{device.type}:0 to {device.type}:{count - 1}."
+        )
 
 
 def _load_tokenizer(name_or_path: str):
@@ -117,6 +170,8 @@ def _open(path: str):
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"No image file at {path!r}.")
+    # TODO(issue 15, finding 5): refuse images over the pixel budget here, before decoding, with E3's
+    # `image_utils.check_image_size(path, max_pixels)` once it exists (it reads only the header).
     return Image.open(path)
 
 
@@ -125,41 +180,70 @@ def _save(image, output: str) -> None:
     image.save(output)
 
 
+def _class_label(value: str) -> int | str:
+    """A `--class-labels` entry: an integer class id, or a class name as the model's config spells it."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+DEVICE_HELP = "Where to run: cpu (the default), cuda, cuda:1, mps. A device this machine lacks is refused at once."
+
+
+def _add_sample_and_reconstruct(commands) -> None:
+    """The `sample` and `reconstruct` subcommands and their options."""
+    p = commands.add_parser("sample", help="Sample an image grid from a pipeline folder or Hub id.")
+    p.add_argument("--model", required=True, help="A VQGANTransformerPipeline folder or Hub repo id.")
+    p.add_argument(
+        "--class-labels",
+        "--class-label",
+        nargs="+",
+        type=_class_label,
+        default=None,
+        metavar="LABEL",
+        help="Class ids or names (e.g. 3 circle) for a class-conditional prior: --num-images of each, one row each.",
+    )
+    p.add_argument("--condition-image", default=None, help="An image file, for image-conditional priors.")
+    p.add_argument(
+        "--num-images", type=int, default=16, help="Images per class label (or in all, without labels). Default 16."
+    )
+    p.add_argument("--nrow", type=int, default=None, help="Images per grid row (default: one row per class label).")
+    p.add_argument("--temperature", type=float, default=1.0, help="Softmax temperature; below 1 is more conservative.")
+    p.add_argument("--top-k", type=int, default=None, help="Sample among the k likeliest codes only.")
+    p.add_argument("--top-p", type=float, default=None, help="Nucleus sampling: the likeliest codes up to this mass.")
+    p.add_argument(
+        "--guidance-scale", type=float, default=1.0, help="Classifier-free guidance for class labels; 1 is none."
+    )
+    p.add_argument("--seed", type=int, default=0, help="Seed of the sampling generator; the same seed, the same grid.")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    p.add_argument("--output", required=True, help="PNG file for the grid.")
+    p.set_defaults(func=_sample)
+
+    p = commands.add_parser("reconstruct", help="Tokenise and decode an image with a tokenizer (or pipeline).")
+    p.add_argument("--model", required=True, help="A VQGANModel or pipeline folder, or a Hub repo id of either.")
+    p.add_argument("--input", required=True, help="The image file; its centre square is reconstructed.")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="Image file for the reconstruction, at the input's scale: min(width, height) pixels a side.",
+    )
+    p.add_argument("--resolution", type=int, default=None, help="Defaults to the model's sample_size.")
+    p.add_argument("--side-by-side", action="store_true", help="Write the input next to its reconstruction.")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.set_defaults(func=_reconstruct)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-vqgan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = commands.add_parser("sample", help="Sample an image grid from a pipeline folder or Hub id.")
-    p.add_argument("--model", required=True, help="A VQGANTransformerPipeline folder or Hub repo id.")
-    p.add_argument("--class-label", type=int, default=None)
-    p.add_argument("--condition-image", default=None, help="An image file, for image-conditional priors.")
-    p.add_argument("--num-images", type=int, default=16)
-    p.add_argument("--nrow", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--guidance-scale", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--output", required=True, help="PNG file for the grid.")
-    p.set_defaults(func=_sample)
-
-    p = commands.add_parser("reconstruct", help="Tokenise and decode an image with a tokenizer (or pipeline).")
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--resolution", type=int, default=None, help="Defaults to the model's sample_size.")
-    p.add_argument("--side-by-side", action="store_true", help="Write the input next to its reconstruction.")
-    p.set_defaults(func=_reconstruct)
+    _add_sample_and_reconstruct(commands)
 
     p = commands.add_parser("convert-taming", help="Convert a taming-transformers checkpoint (.ckpt + .yaml).")
     p.add_argument("--config", required=True, help="The model's YAML config.")
     p.add_argument("--checkpoint", required=True, help="The Lightning .ckpt file.")
     p.add_argument("--output", required=True, help="Output folder (a VQGANModel or a pipeline folder).")
-    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the output to this Hub repo.")
     p.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -168,17 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert_taming)
 
     p = commands.add_parser("convert-diffusers", help="Convert between VQGANModel and diffusers' VQModel folders.")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--to", required=True, choices=["vqmodel", "hf_vqgan"])
+    p.add_argument("--input", required=True, help="A VQGANModel or diffusers VQModel folder.")
+    p.add_argument("--output", required=True, help="The folder to write the converted model to.")
+    p.add_argument(
+        "--to", required=True, choices=["vqmodel", "hf_vqgan"], help="vqmodel: diffusers' VQModel; hf_vqgan: ours."
+    )
     p.set_defaults(func=_convert_diffusers)
 
     p = commands.add_parser("demo", help="A web app (Gradio) for a pipeline: generate, complete, reconstruct.")
     p.add_argument("--model", required=True, help="A VQGANTransformerPipeline folder or Hub repo id.")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines.")
     p.add_argument("--port", type=int, default=None, help="Defaults to Gradio's (7860, or the next free one).")
-    p.add_argument("--device", default=None)
-    p.add_argument("--title", default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--title", default=None, help="The page title (default: VQGAN demo).")
     p.add_argument("--max-images", type=int, default=16, help="The most images one request may ask for.")
     p.add_argument("--concurrency", type=int, default=2, help="Requests sampled at once; more wait in the queue.")
     p.add_argument("--share", action="store_true", help="Also serve through a public Gradio link.")

@@ -31,6 +31,7 @@ PIPELINE_FILES = {
     "transformer/model.safetensors",
     "README.md",
     "samples.png",
+    "training_curves.png",
     "metrics.json",
     "training_args.json",
 }

@@ -28,6 +28,7 @@ OUTPUT_FILES = {
     "training_args.json",
     "README.md",
     "reconstructions.png",
+    "training_curves.png",
 }
 
 

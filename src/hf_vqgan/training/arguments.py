@@ -133,7 +133,12 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
     g.add_argument("--validation_steps", type=positive_int, default=500)
     g.add_argument("--logging_steps", type=positive_int, default=10)
-    g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
+    g.add_argument(
+        "--report_to",
+        default="tensorboard",
+        help="Trackers for losses, metrics, validation images and the training curves: tensorboard, wandb, any "
+        "other accelerate tracker (scalars only), several comma-separated ('tensorboard,wandb'), all, or none.",
+    )
     g.add_argument("--log_jsonl", default=None, help="Also append each step's losses (process mean) to this file.")
     g.add_argument("--push_to_hub", action="store_true")
     g.add_argument("--hub_model_id", default=None)

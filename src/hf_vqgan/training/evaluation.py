@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..image_utils import make_image_grid
 from ..metrics import CodebookUsage, psnr, ssim
 from .state import save_json
+from .trackers import log_images
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +39,6 @@ class _EMAWeights:
     def __exit__(self, *exc):
         if self.ema is not None:
             self.ema.restore(self.model.parameters())
-
-
-def _log_image(accelerator, tag: str, image, step: int) -> None:
-    trackers = [t for t in accelerator.trackers if t.name == "tensorboard"]
-    if not trackers:
-        return
-    import numpy as np
-
-    tracker = trackers[0].tracker
-
-    array = np.asarray(image)
-    tracker.add_image(tag, array if array.ndim == 3 else array[..., None], step, dataformats="HWC")
 
 
 def _to_grid_pixels(x: torch.Tensor, condition_type: str | None) -> torch.Tensor:
@@ -118,7 +107,7 @@ def evaluate_tokenizer(
         grid = make_image_grid(pixels, nrow=originals.shape[0], scale=scale)
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         grid.save(Path(output_dir) / GRID_FILE)
-        _log_image(accelerator, "validation/reconstructions", grid, step)
+        log_images(accelerator, {"validation/reconstructions": grid}, step)
     accelerator.log({f"val/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
     logger.info("Validation at step %d: %s", step, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     return metrics
@@ -301,7 +290,7 @@ def evaluate_prior(pipeline, loader, accelerator, args, *, ema=None, step=0, num
         grid = label_rows(grid, config.class_names or [str(c) for c in range(num_classes)], images.shape[-2] * scale)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     grid.save(Path(args.output_dir) / SAMPLES_FILE)
-    _log_image(accelerator, "validation/samples", grid, step)
+    log_images(accelerator, {"validation/samples": grid}, step)
     accelerator.log({"val/loss": metrics["val_loss"]}, step=step)
     logger.info("Validation at step %d: held-out loss %.4f", step, metrics["val_loss"])
     return metrics

@@ -22,13 +22,18 @@ import torch
 
 from ..models.quantizer import VectorQuantizer
 from .checkpointing import CheckpointManager
+from .curves import TrainingCurves
 from .data import DatasetConfigError
 from .state import TrainingState, log_step_jsonl, record_nonfinite
+from .trackers import log_images
 
 logger = logging.getLogger(__name__)
 
 # Keys of the per-step logs shown on the progress bar.
 _PROGRESS_KEYS = ("loss", "total", "nll", "d_loss")
+# The training-curves figure (in output_dir, next to the validation grid) and the points it is drawn from.
+CURVES_FILE = "training_curves.png"
+CURVES_DATA = os.path.join("logs", "training_curves.jsonl")
 
 
 # ---------------------------------------------------------------------------------------------------- set-up
@@ -37,7 +42,8 @@ def make_accelerator(args: argparse.Namespace):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
-    report_to = None if args.report_to in (None, "none") else args.report_to
+    # "tensorboard,wandb" names several trackers; images go to each of them too (`trackers.log_images`).
+    report_to = None if args.report_to in (None, "none") else [name.strip() for name in args.report_to.split(",")]
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -213,6 +219,11 @@ class TrainingRun:
     """
     The bookkeeping around a stage's own step, the same for both stages.
 
+    On the main process it also keeps the run's curves (the logged losses and the validation metrics against the
+    step): `output_dir/training_curves.png`, redrawn at each validation and at the end, and sent to the trackers with
+    the validation images; its points go to `output_dir/logs/training_curves.jsonl`, so a resumed run draws the whole
+    run.
+
     Args:
         accelerator: the run's `Accelerator`.
         args: the parsed flags (checkpoints, logging, validation and non-finite settings are read from them).
@@ -228,6 +239,7 @@ class TrainingRun:
         self.checkpoints = CheckpointManager(Path(args.output_dir) / "checkpoints", args.checkpoints_total_limit)
         self.metrics: dict = {}
         self.progress = None
+        self.curves = TrainingCurves()
 
     def resume(self) -> None:
         """Call after `accelerator.prepare`: drop interrupted saves, then load `--resume_from_checkpoint` if any."""
@@ -253,6 +265,8 @@ class TrainingRun:
         if self.accelerator.is_main_process:
             config = {k: v for k, v in vars(self.args).items() if isinstance(v, int | float | str | bool)}
             self.accelerator.init_trackers(project, config=config)
+            # Resumed: the points up to the checkpoint (the later ones are logged again); else a fresh file.
+            self.curves = TrainingCurves.open(Path(self.args.output_dir, CURVES_DATA), resume_step=self.state.step)
         self.progress = tqdm(
             total=self.max_steps,
             initial=self.state.step,
@@ -328,14 +342,17 @@ class TrainingRun:
         self.progress.update(1)
         if args.log_jsonl:
             log_step_jsonl(self.accelerator, args.log_jsonl, state.step, logs)
+        main = self.accelerator.is_main_process
         if state.step % args.logging_steps == 0 or state.step == 1:
             self.progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in _PROGRESS_KEYS})
             self.accelerator.log(logs, step=state.step)
+            if main:
+                self.curves.record(state.step, logs)
         last = state.step == self.max_steps
         if state.step % args.checkpointing_steps == 0 or last:
             self.save_checkpoint()
-        if self.accelerator.is_main_process and (state.step % args.validation_steps == 0 or last):
-            self.metrics = validate()
+        if main and (state.step % args.validation_steps == 0 or last):
+            self._record_validation(validate())
             model.train()
 
     def save_checkpoint(self) -> None:
@@ -356,8 +373,19 @@ class TrainingRun:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
-        metrics = self.metrics or validate()
+        if not self.metrics:
+            self._record_validation(validate())
+        metrics = self.metrics
         if self.ema is not None:
             self.ema.copy_to(model.parameters())
         metrics["skipped_nonfinite_steps"] = self.state.skipped_nonfinite
         return metrics
+
+    def _record_validation(self, metrics: dict) -> None:
+        """Keep a validation's `metrics` (main process); add them to the curves, redraw the figure, send it on."""
+        self.metrics = metrics
+        step = self.state.step
+        self.curves.record(step, {f"val/{k.removeprefix('val_')}": v for k, v in metrics.items() if k != "step"})
+        figure = self.curves.plot()
+        figure.save(Path(self.args.output_dir, CURVES_FILE))
+        log_images(self.accelerator, {"training_curves": figure}, step)
