@@ -70,10 +70,12 @@ def _checkpoint_files(folder: Path) -> list[str]:
 
 def _digest_and_sync(path: Path) -> str:
     """SHA-256 of a file, which is flushed to disk on the way (`fsync` of any descriptor flushes the file)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
         os.fsync(f.fileno())
-    return digest
+    return digest.hexdigest()
 
 
 def _table_digest(files: dict) -> str:
@@ -106,8 +108,8 @@ def _read_manifest(folder: Path) -> dict[str, dict]:
     path = folder / MANIFEST
     if not path.is_file():
         raise CheckpointError(
-            f"{folder} is incomplete: {MANIFEST} is missing (the save was interrupted, or the folder was not "
-            "written by hf_vqgan's CheckpointManager)."
+            f"{path} is missing: the checkpoint is incomplete (its save was interrupted, or hf_vqgan's "
+            "CheckpointManager did not write it)."
         )
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
