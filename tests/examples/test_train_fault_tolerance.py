@@ -35,7 +35,7 @@ from hf_vqgan import VQGANModel, VQGANPriorForCausalLM
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.models.quantizer import VectorQuantizer
 from hf_vqgan.training.checkpointing import CheckpointManager
-from testing_utils import prior_size, restarting_vqgan_config
+from testing_utils import FILE_FAULTS, corrupt_file, prior_size, restarting_vqgan_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
@@ -247,23 +247,7 @@ CHECKPOINT_FILES = {
     "training state tensors": "training_state.safetensors",
     "manifest": "manifest.json",
 }
-FILE_FAULTS = ["missing", "empty", "truncated", "bit-flipped"]
 MATRIX_ARGS = [*VQGAN_ARGS, "--max_train_steps", "6", "--validation_steps", "6"]
-
-
-def corrupt(path: Path, fault: str) -> None:
-    """Delete `path`, empty it, cut it to half its length, or flip one bit in its middle."""
-    data = path.read_bytes()
-    if fault == "missing":
-        path.unlink()
-    elif fault == "empty":
-        path.write_bytes(b"")
-    elif fault == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif fault == "bit-flipped":
-        path.write_bytes(data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0x10]) + data[len(data) // 2 + 1 :])
-    else:
-        raise ValueError(f"unknown fault {fault!r}")
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +283,7 @@ def test_fault_matrix_latest_falls_back_to_the_previous_intact_checkpoint(
     """Issue 15 (1, 2): a damaged newest checkpoint is named and skipped; the run ends as if never interrupted."""
     output = tmp_path / "run"
     damaged = killed_after_step_5(matrix_reference, output) / CHECKPOINT_FILES[kind]
-    corrupt(damaged, fault)
+    corrupt_file(damaged, fault)
     argv = ["vqgan", "--model_config", fault_vqgan_json, *MATRIX_ARGS, "--output_dir", output,
             "--resume_from_checkpoint", "latest"]  # fmt: skip
     with caplog.at_level(logging.INFO):
@@ -325,7 +309,7 @@ def test_a_damaged_checkpoint_named_explicitly_is_refused_naming_the_file(
     """Issue 15 (1, 2): no traceback, no silently different run; missing RNG states included (once an INFO line)."""
     output = tmp_path / "run"
     checkpoint = killed_after_step_5(matrix_reference, output)
-    corrupt(checkpoint / CHECKPOINT_FILES[kind], "missing" if kind == "RNG states" else "truncated")
+    corrupt_file(checkpoint / CHECKPOINT_FILES[kind], "missing" if kind == "RNG states" else "truncated")
     argv = ["vqgan", "--model_config", fault_vqgan_json, *MATRIX_ARGS, "--output_dir", output,
             "--resume_from_checkpoint", checkpoint]  # fmt: skip
     assert run_train(argv).returncode == 1

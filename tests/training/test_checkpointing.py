@@ -24,6 +24,7 @@ from hf_vqgan.training.checkpointing import (
     CheckpointManager,
     verify_checkpoint,
 )
+from testing_utils import FILE_FAULTS, corrupt_file
 
 STATE_FILES = ["model.safetensors", "optimizer.bin", "random_states_0.pkl"]
 
@@ -214,24 +215,6 @@ def test_resolve(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- manifests
-def _corrupt(path: Path, fault: str) -> None:
-    """One of the four faults a file can suffer: missing, empty, truncated (half of it) or one bit flipped."""
-    data = path.read_bytes()
-    if fault == "missing":
-        path.unlink()
-    elif fault == "empty":
-        path.write_bytes(b"")
-    elif fault == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif fault == "bit-flipped":
-        flipped = bytearray(data)
-        flipped[len(data) // 2] ^= 0x10
-        path.write_bytes(bytes(flipped))
-    else:
-        raise ValueError(f"unknown fault {fault!r}")
-
-
-FAULTS = ["missing", "empty", "truncated", "bit-flipped"]
 
 
 def test_the_manifest_lists_every_file_with_its_size_and_checksum(tmp_path):
@@ -281,11 +264,11 @@ def test_files_are_flushed_before_the_rename_and_the_directories_after(tmp_path,
     ]  # ...and `latest`
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fault", FILE_FAULTS)
 @pytest.mark.parametrize("name", [*STATE_FILES, MANIFEST])
 def test_verify_names_the_missing_or_corrupt_file(tmp_path, name, fault):
     final = CheckpointManager(tmp_path).save(FakeAccelerator(), 2)
-    _corrupt(final / name, fault)
+    corrupt_file(final / name, fault)
     with pytest.raises(CheckpointError) as error:
         verify_checkpoint(final)
     message = str(error.value)
@@ -307,8 +290,8 @@ def test_latest_skips_a_corrupt_newest_checkpoint_naming_the_file(tmp_path, capl
     manager = CheckpointManager(tmp_path)
     for step in (2, 4, 6):
         manager.save(FakeAccelerator(), step)
-    _corrupt(tmp_path / "checkpoint-000006" / "optimizer.bin", "truncated")
-    _corrupt(tmp_path / "checkpoint-000004" / MANIFEST, "missing")
+    corrupt_file(tmp_path / "checkpoint-000006" / "optimizer.bin", "truncated")
+    corrupt_file(tmp_path / "checkpoint-000004" / MANIFEST, "missing")
     with caplog.at_level(logging.WARNING):
         assert manager.resolve("latest") == tmp_path / "checkpoint-000002"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -326,14 +309,14 @@ def test_latest_never_falls_back_to_a_checkpoint_of_an_abandoned_branch(tmp_path
     for step in (2, 4, 6):
         manager.save(FakeAccelerator(), step)
     manager.save(FakeAccelerator(), 4)  # resumed from step 2 explicitly: step 6 is from the abandoned run
-    _corrupt(tmp_path / "checkpoint-000004" / "model.safetensors", "bit-flipped")
+    corrupt_file(tmp_path / "checkpoint-000004" / "model.safetensors", "bit-flipped")
     assert manager.resolve("latest") == tmp_path / "checkpoint-000002"
 
 
 def test_latest_refuses_when_no_checkpoint_is_intact(tmp_path):
     manager = CheckpointManager(tmp_path)
     manager.save(FakeAccelerator(), 2)
-    _corrupt(tmp_path / "checkpoint-000002" / "random_states_0.pkl", "empty")
+    corrupt_file(tmp_path / "checkpoint-000002" / "random_states_0.pkl", "empty")
     with pytest.raises(CheckpointError, match=r"No intact checkpoint in .*random_states_0.pkl is 0 bytes"):
         manager.resolve("latest")
 

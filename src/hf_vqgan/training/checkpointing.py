@@ -227,8 +227,9 @@ class CheckpointManager:
         try:
             verify_checkpoint(path, num_processes)
         except CheckpointError as error:
+            message = f"Cannot resume from {path}: {error}"
             raise CheckpointError(
-                f"Cannot resume from {path}: {error} Pass another checkpoint, or 'latest' to use the newest intact one."
+                f"{message} Pass another checkpoint, or 'latest' for the newest intact one."
             ) from None
         return path
 
