@@ -319,6 +319,19 @@ def test_a_damaged_checkpoint_named_explicitly_is_refused_naming_the_file(
     assert not (output / "diffusion_pytorch_model.safetensors").exists()
 
 
+def test_an_intact_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, run_train, matrix_reference, capsys):
+    output = tmp_path / "run"
+    checkpoint = killed_after_step_5(matrix_reference, output)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(restarting_vqgan_config(codebook_size=16)))
+    argv = ["vqgan", "--model_config", other, *MATRIX_ARGS, "--output_dir", output, "--resume_from_checkpoint",
+            "latest"]  # fmt: skip
+    assert run_train(argv).returncode == 1
+    error = capsys.readouterr().err
+    assert f"error: Checkpoint {checkpoint} does not fit this run (RuntimeError: " in error
+    assert "Resume with the model config and flags it was saved with." in error and "Traceback" not in error
+
+
 # ---------------------------------------------------------------------------------------- checkpoint manager
 class FakeAccelerator:
     """What `CheckpointManager.save` uses of an Accelerator: one process whose `save_state` writes one file."""
