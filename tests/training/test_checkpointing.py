@@ -327,3 +327,13 @@ def test_a_garbled_latest_pointer_falls_back_to_the_newest_checkpoint(tmp_path, 
     manager.save(FakeAccelerator(), 2)
     (tmp_path / LATEST).write_bytes(pointer)
     assert manager.latest() == manager.resolve("latest") == tmp_path / "checkpoint-000002"
+
+
+def test_a_checkpoint_from_before_manifests_is_refused_until_vouched_for(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    legacy = manager.save(FakeAccelerator(), 2)
+    (legacy / MANIFEST).unlink()  # what hf_vqgan wrote before manifests existed
+    with pytest.raises(CheckpointError, match=r"write_manifest\('.*checkpoint-000002'\)"):
+        manager.resolve(str(legacy))
+    checkpointing.write_manifest(legacy)  # the command the message gives
+    assert manager.resolve(str(legacy)) == legacy

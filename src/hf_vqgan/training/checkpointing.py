@@ -109,7 +109,9 @@ def _read_manifest(folder: Path) -> dict[str, dict]:
     if not path.is_file():
         raise CheckpointError(
             f"{path} is missing: the checkpoint is incomplete (its save was interrupted, or hf_vqgan's "
-            "CheckpointManager did not write it)."
+            "CheckpointManager did not write it). To vouch for a checkpoint saved before hf_vqgan wrote manifests, "
+            'run `python -c "from hf_vqgan.training.checkpointing import write_manifest; '
+            f"write_manifest('{folder}')\"`."
         )
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
