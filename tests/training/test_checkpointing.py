@@ -337,3 +337,18 @@ def test_a_checkpoint_from_before_manifests_is_refused_until_vouched_for(tmp_pat
         manager.resolve(str(legacy))
     checkpointing.write_manifest(legacy)  # the command the message gives
     assert manager.resolve(str(legacy)) == legacy
+
+
+@pytest.mark.parametrize("fault", ["missing", "empty", "truncated"])  # a flipped bit is the manifest's to catch
+@pytest.mark.parametrize("name", ["training_state.json", "training_state.safetensors"])
+def test_training_state_load_names_a_damaged_file(tmp_path, name, fault):
+    """Issue 15 (2): an empty `training_state.json` was a JSONDecodeError traceback; now, even without a manifest,
+    one line names the file."""
+    import torch
+
+    from hf_vqgan.training.state import TrainingState
+
+    TrainingState(step=4, extras={"quantizer": {"usage": torch.arange(6.0)}}).save(tmp_path)
+    corrupt_file(tmp_path / name, fault)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / name} (is missing|is corrupt|does not hold)"):
+        TrainingState().load(tmp_path)
