@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from hf_vqgan.losses import LPIPSWeightsUnavailableError
+from hf_vqgan.training.checkpointing import CheckpointError
 from hf_vqgan.training.state import NonFiniteLossError
 
 HERE = Path(__file__).resolve().parent
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         metrics = stage.train(args)
-    except (LPIPSWeightsUnavailableError, NonFiniteLossError) as error:  # each message says what to do instead
+    except (CheckpointError, LPIPSWeightsUnavailableError, NonFiniteLossError) as error:
+        # Each message names the file or value at fault and says what to do instead: one line, no stack trace.
         logger.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -35,6 +35,27 @@ def random_image(
     return PIL.Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
 
 
+FILE_FAULTS = ("missing", "empty", "truncated", "bit-flipped")
+
+
+def corrupt_file(path: str | os.PathLike, fault: str) -> None:
+    """Damage a file as disks and kills do (`FILE_FAULTS`): delete it, empty it, cut it to half its length, or flip
+    one bit (0x10) of its middle byte."""
+    path = Path(path)
+    data = path.read_bytes()
+    middle = len(data) // 2
+    if fault == "missing":
+        path.unlink()
+    elif fault == "empty":
+        path.write_bytes(b"")
+    elif fault == "truncated":
+        path.write_bytes(data[:middle])
+    elif fault == "bit-flipped":
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :])
+    else:
+        raise ValueError(f"fault must be one of {FILE_FAULTS}, got {fault!r}")
+
+
 # ---------------------------------------------------------------------------------------------------- configs
 def vqgan_config(**overrides) -> dict:
     """`VQGANModel` kwargs: RGB, 32 px, f=2 (a 16x16 grid), attention at 16 px (level 1), 64 codes of 8 dims."""

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from hf_vqgan import VQGANModel, VQGANPriorForCausalLM
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.models.quantizer import VectorQuantizer
 from hf_vqgan.training.checkpointing import CheckpointManager
-from testing_utils import prior_size, restarting_vqgan_config
+from testing_utils import FILE_FAULTS, corrupt_file, prior_size, restarting_vqgan_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
@@ -233,6 +234,102 @@ def test_transformer_killed_then_killed_mid_save_resumes_to_bit_identical_weight
     for part in ("transformer/model.safetensors", "vqgan/diffusion_pytorch_model.safetensors"):
         assert_same_safetensors(straight / part, killed / part)
     print(f"\n[timing] transformer kill/kill-mid-save/resume test: {time.perf_counter() - start:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------ fault matrix
+# Every kind of file a checkpoint holds, by the file of that kind in a vqgan-stage checkpoint.
+CHECKPOINT_FILES = {
+    "model weights": "model.safetensors",
+    "optimizer": "optimizer.bin",
+    "scheduler": "scheduler.bin",
+    "RNG states": "random_states_0.pkl",
+    "training state": "training_state.json",
+    "training state tensors": "training_state.safetensors",
+    "manifest": "manifest.json",
+}
+MATRIX_ARGS = [*VQGAN_ARGS, "--max_train_steps", "6", "--validation_steps", "6"]
+
+
+@pytest.fixture(scope="module")
+def matrix_reference(tmp_path_factory, train_script, fault_vqgan_json) -> Path:
+    """One uninterrupted 6-step run (checkpoints at steps 2, 4 and 6), in-process, shared by the fault matrix."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    output = tmp_path_factory.mktemp("matrix") / "straight"
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    try:
+        argv = ["vqgan", "--model_config", fault_vqgan_json, *MATRIX_ARGS, "--output_dir", output]
+        assert train_script.main([str(a) for a in argv]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return output
+
+
+def killed_after_step_5(reference: Path, output: Path) -> Path:
+    """What a kill after step 5 leaves of `reference`: checkpoints 2 and 4, `latest` naming 4; returns checkpoint 4."""
+    for name in ("checkpoint-000002", "checkpoint-000004"):
+        shutil.copytree(reference / "checkpoints" / name, output / "checkpoints" / name)
+    (output / "checkpoints" / "latest").write_text("checkpoint-000004")
+    return output / "checkpoints" / "checkpoint-000004"
+
+
+@pytest.mark.parametrize("fault", FILE_FAULTS)
+@pytest.mark.parametrize("kind", list(CHECKPOINT_FILES))
+def test_fault_matrix_latest_falls_back_to_the_previous_intact_checkpoint(
+    tmp_path, run_train, matrix_reference, fault_vqgan_json, caplog, kind, fault
+):
+    """Issue 15 (1, 2): a damaged newest checkpoint is named and skipped; the run ends as if never interrupted."""
+    output = tmp_path / "run"
+    damaged = killed_after_step_5(matrix_reference, output) / CHECKPOINT_FILES[kind]
+    corrupt_file(damaged, fault)
+    argv = ["vqgan", "--model_config", fault_vqgan_json, *MATRIX_ARGS, "--output_dir", output,
+            "--resume_from_checkpoint", "latest"]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert run_train(argv).returncode == 0
+    messages = [r.getMessage() for r in caplog.records]
+    skipped = [m for m in messages if m.startswith("Skipping checkpoint checkpoint-000004: ")]
+    assert len(skipped) == 1 and str(damaged) in skipped[0], skipped
+    assert any(
+        m.startswith(f"Resumed from {output / 'checkpoints' / 'checkpoint-000002'} at step 2") for m in messages
+    )
+    for step in (4, 6):  # the damaged checkpoint is written again, intact, and the run ends where the reference did
+        name = f"checkpoint-{step:06d}"
+        assert_same_checkpoint(matrix_reference / "checkpoints" / name, output / "checkpoints" / name)
+    assert_same_safetensors(
+        matrix_reference / "diffusion_pytorch_model.safetensors", output / "diffusion_pytorch_model.safetensors"
+    )
+
+
+@pytest.mark.parametrize("kind", ["RNG states", "model weights", "training state"])
+def test_a_damaged_checkpoint_named_explicitly_is_refused_naming_the_file(
+    tmp_path, run_train, matrix_reference, fault_vqgan_json, capsys, kind
+):
+    """Issue 15 (1, 2): no traceback, no silently different run; missing RNG states included (once an INFO line)."""
+    output = tmp_path / "run"
+    checkpoint = killed_after_step_5(matrix_reference, output)
+    corrupt_file(checkpoint / CHECKPOINT_FILES[kind], "missing" if kind == "RNG states" else "truncated")
+    argv = ["vqgan", "--model_config", fault_vqgan_json, *MATRIX_ARGS, "--output_dir", output,
+            "--resume_from_checkpoint", checkpoint]  # fmt: skip
+    assert run_train(argv).returncode == 1
+    error = capsys.readouterr().err
+    assert f"error: Cannot resume from {checkpoint}: {checkpoint / CHECKPOINT_FILES[kind]} is " in error
+    assert "Traceback" not in error
+    assert not (output / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_an_intact_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, run_train, matrix_reference, capsys):
+    output = tmp_path / "run"
+    checkpoint = killed_after_step_5(matrix_reference, output)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(restarting_vqgan_config(codebook_size=16)))
+    argv = ["vqgan", "--model_config", other, *MATRIX_ARGS, "--output_dir", output, "--resume_from_checkpoint",
+            "latest"]  # fmt: skip
+    assert run_train(argv).returncode == 1
+    error = capsys.readouterr().err
+    assert f"error: Checkpoint {checkpoint} does not fit this run (RuntimeError: " in error
+    assert "Resume with the model config and flags it was saved with." in error and "Traceback" not in error
 
 
 # ---------------------------------------------------------------------------------------- checkpoint manager

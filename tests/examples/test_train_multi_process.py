@@ -11,15 +11,23 @@ drawn per example (`SeededDataset`), not per process; quantizer EMA statistics, 
 computed on the global batch; the adaptive GAN weight from the gradients of the global batch; discriminator gradients
 synchronised (its forward follows the generator's backward). Outside the test: `--disc_norm batch` (the default, as
 in taming) normalises with per-process statistics, and class dropout and `pkeep` draw per process.
+
+Kill and resume on two processes (issue 15, 8): each stage, killed from outside with SIGKILL (the launcher and both
+workers) at a step drawn from a seeded RNG and printed, resumes with `--resume_from_checkpoint latest` to weights,
+optimizer and training state bit-identical to an uninterrupted two-process run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +40,7 @@ from testing_utils import restarting_vqgan_config
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 CHECKS_SCRIPT = Path(__file__).resolve().parent / "scripts" / "distributed_checks.py"
+FAULTS = Path(__file__).resolve().parent / "faults"  # its sitecustomize.py arms FAULT_* in a subprocess
 RTOL, ATOL = 1e-4, 1e-6
 
 # An EMA codebook with dead-code restarts every 2 steps: quantizer state that must agree across processes.
@@ -50,8 +59,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(script: Path, argv: list, log: Path, num_processes: int) -> tuple[subprocess.Popen, Path]:
-    """`script` on one plain process, or through `accelerate launch` on several CPU processes."""
+def _start(script: Path, argv: list, log: Path, num_processes: int, **env: str) -> tuple[subprocess.Popen, Path]:
+    """`script` on one plain process, or through `accelerate launch` on several CPU processes; `env` added."""
     if num_processes == 1:
         command = [sys.executable, str(script)]
     else:
@@ -59,7 +68,9 @@ def _start(script: Path, argv: list, log: Path, num_processes: int) -> tuple[sub
                    str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "--main_process_port", str(_free_port()), str(script)]  # fmt: skip
     with open(log, "w") as f:
-        process = subprocess.Popen([*command, *map(str, argv)], cwd=REPO_ROOT, env=_env(), stdout=f, stderr=f)
+        process = subprocess.Popen(
+            [*command, *map(str, argv)], cwd=REPO_ROOT, env={**_env(), **env}, stdout=f, stderr=f
+        )
     return process, log
 
 
@@ -148,6 +159,102 @@ def test_transformer_on_two_processes_follows_the_one_process_trajectory(tmp_pat
 def test_sharding_quantizer_statistics_and_replicas_on_two_processes(tmp_path):
     log = _wait(_start(CHECKS_SCRIPT, [tmp_path], tmp_path / "checks.log", num_processes=2))
     assert {"OK sharding", "OK quantizer", "OK model replicas"} <= set(log.splitlines())
+
+
+# ------------------------------------------------------------------------------------ kill and resume (issue 15, 8)
+KILL_SEED = 15  # the kill's step and delay are drawn from random.Random(f"{KILL_SEED}-{stage}") and printed
+KILL_STEPS = 6
+
+
+def _kill_resume_argv(stage: str, tmp_path: Path) -> list:
+    """A 6-step 2-process run of `stage` checkpointing every 2 steps, everything stateful or random switched on."""
+    common = ["--max_train_steps", KILL_STEPS, "--checkpointing_steps", "2", "--validation_steps", KILL_STEPS,
+              "--max_train_samples", "48", "--train_batch_size", GLOBAL_BATCH // 2, "--report_to", "none",
+              "--use_ema", "--lr_scheduler", "cosine", "--lr_warmup_steps", "2"]  # fmt: skip
+    if stage == "vqgan":
+        config = tmp_path / "vqgan.json"
+        config.write_text(json.dumps(SCALE_VQGAN))
+        return ["vqgan", "--model_config", config, *common, "--perceptual_weight", "0", "--disc_start", "3",
+                "--disc_norm", "none", "--disc_base_channels", "8", "--disc_num_layers", "2",
+                "--eval_batch_size", "180", "--random_flip", "--random_crop"]  # fmt: skip
+    tokenizer = tmp_path / "tokenizer"
+    torch.manual_seed(0)
+    VQGANModel(**restarting_vqgan_config(use_ema=False, dead_code_steps=0)).save_pretrained(tokenizer)
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps({"n_embd": 32, "n_layer": 1, "n_head": 2}))
+    return ["transformer", "--vqgan_model_name_or_path", tokenizer, "--prior_config", prior, "--class_column",
+            "label", *common, "--num_validation_samples", "1", "--pkeep", "0.7", "--class_dropout_prob", "0.3",
+            "--tokenized_cache_dir", tmp_path / "tokens"]  # fmt: skip
+
+
+def _sigkill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL `accelerate launch` and every process under it, as a lost node would (torchrun's workers run in
+    sessions of their own, so killing the launcher's process group would not reach them)."""
+    import psutil
+
+    launcher = psutil.Process(process.pid)
+    workers = launcher.children(recursive=True)
+    for victim in (launcher, *workers):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    assert process.wait(timeout=30) == -signal.SIGKILL  # reaped by Popen (psutil would leave it a returncode of 0)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, alive
+
+
+def _kill_at_step(started: tuple[subprocess.Popen, Path], jsonl: Path, step: int, delay: float) -> None:
+    """Wait until the run has logged optimizer step `step`, then `delay` seconds more, then SIGKILL all of it."""
+    process, log = started
+    deadline = time.monotonic() + 300
+    while not (jsonl.is_file() and len(jsonl.read_text().splitlines()) >= step):
+        assert process.poll() is None, f"the run ended before step {step}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"step {step} not reached in 300 s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.02)
+    time.sleep(delay)
+    assert process.poll() is None, f"the run ended before the kill:\n{log.read_text()[-3000:]}"
+    _sigkill_tree(process)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["vqgan", "transformer"])
+def test_two_processes_killed_at_a_random_step_resume_to_the_uninterrupted_weights(tmp_path, stage):
+    start = time.perf_counter()
+    rng = random.Random(f"{KILL_SEED}-{stage}")
+    kill_step, delay = rng.randint(1, KILL_STEPS - 1), rng.uniform(0.0, 0.5)
+    print(f"\n[kill/resume] {stage}: SIGKILL {delay:.2f} s after step {kill_step} (seed {KILL_SEED})")
+    argv = _kill_resume_argv(stage, tmp_path)
+    final = {"vqgan": ["diffusion_pytorch_model.safetensors"],
+             "transformer": ["transformer/model.safetensors", "vqgan/diffusion_pytorch_model.safetensors"]}[stage]  # fmt: skip
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    # One run at a time: the transformer's first run writes the token cache the others read.
+    reference = [*argv, "--output_dir", straight, "--log_jsonl", tmp_path / "straight.jsonl"]
+    _wait(_start(TRAIN_SCRIPT, reference, tmp_path / "straight.log", 2))
+    jsonl = tmp_path / "killed.jsonl"
+    # Steps paced at 0.5 s (tests/examples/faults/sitecustomize.py) so that the kill lands inside the run: in a
+    # step, in a checkpoint's save or between them.
+    python_path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)
+    victim_argv = [*argv, "--output_dir", killed, "--log_jsonl", jsonl]
+    victim = _start(TRAIN_SCRIPT, victim_argv, tmp_path / "killed.log", 2, PYTHONPATH=python_path,
+                    FAULT_STEP_SECONDS="0.5")  # fmt: skip
+    _kill_at_step(victim, jsonl, kill_step, delay)
+    left = sorted(p.name for p in (killed / "checkpoints").iterdir()) if (killed / "checkpoints").is_dir() else []
+    print(f"[kill/resume] {stage}: the kill came after {len(jsonl.read_text().splitlines())} steps and left {left}")
+    assert f"checkpoint-{KILL_STEPS:06d}" not in left and not (killed / final[0]).exists()  # killed mid-run
+
+    resume = [*argv, "--output_dir", killed, "--resume_from_checkpoint", "latest"]
+    log = _wait(_start(TRAIN_SCRIPT, resume, tmp_path / "resume.log", 2))
+    resumed = [line for line in log.splitlines() if "Resumed from" in line or "starting from scratch" in line]
+    assert len(resumed) == 1, log[-3000:]
+    print(f"[kill/resume] {stage}: {resumed[0].split(': ', 1)[-1]}")
+    for name in final:
+        x, y = load_file(straight / name), load_file(killed / name)
+        different = [k for k in x if not torch.equal(x[k], y[k])]
+        assert x.keys() == y.keys() and not different, f"{name}: {len(different)} tensors differ: {different[:5]}"
+    name = f"checkpoint-{KILL_STEPS:06d}"  # optimizers, schedulers, EMA and counters too
+    for state in ("training_state.safetensors", "model.safetensors"):
+        x, y = load_file(straight / "checkpoints" / name / state), load_file(killed / "checkpoints" / name / state)
+        assert all(torch.equal(x[k], y[k]) for k in x), state
+    print(f"[timing] {stage} 2-process kill/resume test: {time.perf_counter() - start:.1f} s")
 
 
 def test_seeded_dataset_augments_each_example_the_same_whoever_reads_it():

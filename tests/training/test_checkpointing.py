@@ -1,16 +1,32 @@
-"""CheckpointManager: atomic saves, `latest`, interrupted saves, pruning and `--resume_from_checkpoint` resolution.
+"""CheckpointManager: atomic saves, manifests, `latest`, interrupted saves, pruning and `--resume_from_checkpoint`.
 
-A stand-in accelerator writes a two-file "state" so that a save can be interrupted half-way, as a kill would.
-The real `accelerator.save_state` path is exercised end to end by tests/examples.
+A stand-in accelerator writes a three-file "state" (weights, optimizer, RNG states) so that a save can be interrupted
+half-way, as a kill would, and its files corrupted one at a time. The real `accelerator.save_state` path is exercised
+end to end by tests/examples (the fault matrix of test_train_fault_tolerance.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from hf_vqgan.training.checkpointing import LATEST, TMP_PREFIX, CheckpointManager
+from hf_vqgan.training import checkpointing
+from hf_vqgan.training.checkpointing import (
+    LATEST,
+    MANIFEST,
+    TMP_PREFIX,
+    CheckpointError,
+    CheckpointManager,
+    verify_checkpoint,
+)
+from testing_utils import FILE_FAULTS, corrupt_file
+
+STATE_FILES = ["model.safetensors", "optimizer.bin", "random_states_0.pkl"]
 
 
 class FakeAccelerator:
@@ -33,6 +49,7 @@ class FakeAccelerator:
         if self.fail_after_first_file:
             raise KeyboardInterrupt("killed in the middle of save_state")
         (folder / "optimizer.bin").write_text("optimizer")
+        (folder / "random_states_0.pkl").write_bytes(os.urandom(64))
 
 
 def _pointer(directory: Path) -> str:
@@ -51,7 +68,7 @@ def test_save_is_written_aside_then_renamed_and_pointed_at(tmp_path):
     assert final == tmp_path / "checkpoints" / "checkpoint-000002"
     # accelerate wrote into the temporary name, never straight into the final one
     assert accelerator.saved_to == [tmp_path / "checkpoints" / f"{TMP_PREFIX}checkpoint-000002"]
-    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors", "optimizer.bin"]
+    assert sorted(p.name for p in final.iterdir()) == sorted([*STATE_FILES, MANIFEST])
     assert _pointer(manager.directory) == "checkpoint-000002"
     assert not [p for p in manager.directory.iterdir() if p.name.startswith(TMP_PREFIX)]
     assert manager.latest() == final
@@ -98,7 +115,7 @@ def test_a_save_at_the_step_of_a_leftover_temporary_folder_replaces_it(tmp_path)
     (directory / f"{TMP_PREFIX}checkpoint-000004").mkdir(parents=True)
     (directory / f"{TMP_PREFIX}checkpoint-000004" / "stale.bin").write_text("from a killed run")
     final = CheckpointManager(directory).save(FakeAccelerator(), 4)
-    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors", "optimizer.bin"]
+    assert sorted(p.name for p in final.iterdir()) == sorted([*STATE_FILES, MANIFEST])
 
 
 def test_saving_a_step_again_replaces_that_checkpoint(tmp_path):
@@ -107,7 +124,7 @@ def test_saving_a_step_again_replaces_that_checkpoint(tmp_path):
     manager.save(FakeAccelerator(), 4)
     (tmp_path / "checkpoint-000004" / "from_the_first_run.txt").write_text("old")
     final = manager.save(FakeAccelerator(), 4)
-    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors", "optimizer.bin"]
+    assert sorted(p.name for p in final.iterdir()) == sorted([*STATE_FILES, MANIFEST])
 
 
 def test_extra_files_are_written_before_the_checkpoint_gets_its_name(tmp_path):
@@ -178,13 +195,161 @@ def test_resolve(tmp_path):
     assert manager.resolve("latest") == saved
     assert manager.resolve(str(saved)) == saved
     elsewhere = tmp_path / "copied-checkpoint"
-    elsewhere.mkdir()
+    os.renames(saved, elsewhere)  # a checkpoint moved by hand still proves it is complete
     assert manager.resolve(str(elsewhere)) == elsewhere
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    with pytest.raises(
+        CheckpointError,
+        match=f"Cannot resume from {empty}: {empty / MANIFEST} is missing: the checkpoint is incomplete",
+    ):
+        manager.resolve(str(empty))
 
     missing = str(tmp_path / "checkpoints" / "checkpoint-000099")
     with pytest.raises(ValueError, match="checkpoint-000099") as error:
         manager.resolve(missing)
     assert "latest" in str(error.value)  # tells the user what to pass instead
     a_file = tmp_path / "checkpoints" / LATEST
-    with pytest.raises(ValueError, match="is not a checkpoint folder"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint folder"):
         manager.resolve(str(a_file))
+
+
+# ------------------------------------------------------------------------------------------------- manifests
+
+
+def test_the_manifest_lists_every_file_with_its_size_and_checksum(tmp_path):
+    def write_extra(folder: Path) -> None:
+        (folder / "training_state.json").write_text('{"step": 3}')
+        (folder / "nested").mkdir()
+        (folder / "nested" / "shard.bin").write_bytes(b"\x00\x01")
+
+    final = CheckpointManager(tmp_path).save(FakeAccelerator(), 3, write_extra=write_extra)
+    manifest = json.loads((final / MANIFEST).read_text())
+    expected = sorted([*STATE_FILES, "training_state.json", "nested/shard.bin"])
+    assert sorted(manifest["files"]) == expected
+    for name, entry in manifest["files"].items():
+        data = (final / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+    verify_checkpoint(final)  # and it verifies
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fsync'ed descriptor through /proc (Linux)")
+def test_files_are_flushed_before_the_rename_and_the_directories_after(tmp_path, monkeypatch):
+    """A power cut after the rename must not find empty files under a checkpoint's final name (issue 15, 2)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", Path(src).name, Path(dst).name))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpointing.os, "fsync", fsync)
+    monkeypatch.setattr(checkpointing.os, "replace", replace)
+    CheckpointManager(tmp_path / "checkpoints").save(FakeAccelerator(), 2)
+    rename = events.index(("rename", f"{TMP_PREFIX}checkpoint-000002", "checkpoint-000002"))
+    before, after = events[:rename], events[rename + 1 :]
+    flushed_before = {name for kind, name, *_ in before if kind == "fsync"}
+    assert {*STATE_FILES, MANIFEST, f"{TMP_PREFIX}checkpoint-000002"} <= flushed_before  # files, manifest, folder
+    assert [e for e in before if e[0] == "fsync"][-2:] == [
+        ("fsync", MANIFEST),
+        ("fsync", f"{TMP_PREFIX}checkpoint-000002"),
+    ]
+    assert after[0] == ("fsync", "checkpoints")  # the rename itself is made durable...
+    assert after[-2:] == [
+        ("rename", f"{TMP_PREFIX}{LATEST}.{os.getpid()}", LATEST),
+        ("fsync", "checkpoints"),
+    ]  # ...and `latest`
+
+
+@pytest.mark.parametrize("fault", FILE_FAULTS)
+@pytest.mark.parametrize("name", [*STATE_FILES, MANIFEST])
+def test_verify_names_the_missing_or_corrupt_file(tmp_path, name, fault):
+    final = CheckpointManager(tmp_path).save(FakeAccelerator(), 2)
+    corrupt_file(final / name, fault)
+    with pytest.raises(CheckpointError) as error:
+        verify_checkpoint(final)
+    message = str(error.value)
+    assert str(final / name) in message
+    assert "\n" not in message
+
+
+def test_missing_rng_states_of_a_process_are_an_error(tmp_path):
+    """Resuming with more processes than saved the checkpoint would leave the new ones' RNG unrestored (issue 15, 1)."""
+    final = CheckpointManager(tmp_path).save(FakeAccelerator(), 2)
+    verify_checkpoint(final, num_processes=1)
+    with pytest.raises(
+        CheckpointError, match=r"random_states_1.pkl is missing: .* RNG states of 1 process\(es\), this run has 2"
+    ):
+        verify_checkpoint(final, num_processes=2)
+
+
+def test_latest_skips_a_corrupt_newest_checkpoint_naming_the_file(tmp_path, caplog):
+    manager = CheckpointManager(tmp_path)
+    for step in (2, 4, 6):
+        manager.save(FakeAccelerator(), step)
+    corrupt_file(tmp_path / "checkpoint-000006" / "optimizer.bin", "truncated")
+    corrupt_file(tmp_path / "checkpoint-000004" / MANIFEST, "missing")
+    with caplog.at_level(logging.WARNING):
+        assert manager.resolve("latest") == tmp_path / "checkpoint-000002"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{tmp_path / 'checkpoint-000006' / 'optimizer.bin'} is " in warnings[0]
+    assert "truncated" in warnings[0]
+    assert f"{tmp_path / 'checkpoint-000004' / MANIFEST} is missing: the checkpoint is incomplete" in warnings[1]
+    assert warnings[2] == f"Resuming from {tmp_path / 'checkpoint-000002'}, the newest intact checkpoint."
+    # Named explicitly, the corrupt one is refused rather than replaced by another.
+    with pytest.raises(CheckpointError, match=r"Cannot resume from .*checkpoint-000006: .*optimizer.bin is"):
+        manager.resolve(str(tmp_path / "checkpoint-000006"))
+
+
+def test_latest_never_falls_back_to_a_checkpoint_of_an_abandoned_branch(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    for step in (2, 4, 6):
+        manager.save(FakeAccelerator(), step)
+    manager.save(FakeAccelerator(), 4)  # resumed from step 2 explicitly: step 6 is from the abandoned run
+    corrupt_file(tmp_path / "checkpoint-000004" / "model.safetensors", "bit-flipped")
+    assert manager.resolve("latest") == tmp_path / "checkpoint-000002"
+
+
+def test_latest_refuses_when_no_checkpoint_is_intact(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(FakeAccelerator(), 2)
+    corrupt_file(tmp_path / "checkpoint-000002" / "random_states_0.pkl", "empty")
+    with pytest.raises(CheckpointError, match=r"No intact checkpoint in .*random_states_0.pkl is 0 bytes"):
+        manager.resolve("latest")
+
+
+@pytest.mark.parametrize("pointer", [b"", b"\xff\xfe garbage", b"../..", b"checkpoint-000004"])
+def test_a_garbled_latest_pointer_falls_back_to_the_newest_checkpoint(tmp_path, pointer):
+    manager = CheckpointManager(tmp_path)
+    manager.save(FakeAccelerator(), 2)
+    (tmp_path / LATEST).write_bytes(pointer)
+    assert manager.latest() == manager.resolve("latest") == tmp_path / "checkpoint-000002"
+
+
+def test_a_checkpoint_from_before_manifests_is_refused_until_vouched_for(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    legacy = manager.save(FakeAccelerator(), 2)
+    (legacy / MANIFEST).unlink()  # what hf_vqgan wrote before manifests existed
+    with pytest.raises(CheckpointError, match=r"write_manifest\('.*checkpoint-000002'\)"):
+        manager.resolve(str(legacy))
+    checkpointing.write_manifest(legacy)  # the command the message gives
+    assert manager.resolve(str(legacy)) == legacy
+
+
+@pytest.mark.parametrize("fault", ["missing", "empty", "truncated"])  # a flipped bit is the manifest's to catch
+@pytest.mark.parametrize("name", ["training_state.json", "training_state.safetensors"])
+def test_training_state_load_names_a_damaged_file(tmp_path, name, fault):
+    """Issue 15 (2): an empty `training_state.json` was a JSONDecodeError traceback; now, even without a manifest,
+    one line names the file."""
+    import torch
+
+    from hf_vqgan.training.state import TrainingState
+
+    TrainingState(step=4, extras={"quantizer": {"usage": torch.arange(6.0)}}).save(tmp_path)
+    corrupt_file(tmp_path / name, fault)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / name} (is missing|is corrupt|does not hold)"):
+        TrainingState().load(tmp_path)

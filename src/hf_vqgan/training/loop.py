@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..models.quantizer import VectorQuantizer
-from .checkpointing import CheckpointManager
+from .checkpointing import CheckpointError, CheckpointManager
 from .curves import TrainingCurves
 from .data import DatasetConfigError
 from .state import TrainingState, log_step_jsonl, record_nonfinite
@@ -242,12 +242,22 @@ class TrainingRun:
         self.curves = TrainingCurves()
 
     def resume(self) -> None:
-        """Call after `accelerator.prepare`: drop interrupted saves, then load `--resume_from_checkpoint` if any."""
-        if self.accelerator.is_main_process:
-            self.checkpoints.clean_incomplete()
-        path = self.checkpoints.resolve(self.args.resume_from_checkpoint)
+        """
+        Call after `accelerator.prepare`: drop interrupted saves, then load `--resume_from_checkpoint` if any.
+
+        The main process picks and verifies the checkpoint (`CheckpointManager.resolve`: every file against the
+        manifest) and tells the others, so that every process loads the same one or all raise the same
+        `CheckpointError`.
+        """
+        path = self._resolve_checkpoint()
         if path is not None:
-            self.accelerator.load_state(str(path))
+            try:
+                self.accelerator.load_state(str(path))
+            except Exception as error:  # the files are intact (verified): they do not fit this run's models
+                raise CheckpointError(
+                    f"Checkpoint {path} does not fit this run ({type(error).__name__}: {str(error).splitlines()[0]}). "
+                    "Resume with the model config and flags it was saved with."
+                ) from error
             self.state.load(path, self.ema)
             if self.quantizer is not None and "quantizer" in self.state.extras:
                 self.quantizer.load_statistics_state_dict(self.state.extras["quantizer"])
@@ -257,6 +267,23 @@ class TrainingRun:
             )
         if self.ema is not None:  # after loading: the checkpoint's EMA weights arrive on the CPU
             self.ema.to(self.accelerator.device)
+
+    def _resolve_checkpoint(self) -> Path | None:
+        """`--resume_from_checkpoint` resolved and verified on the main process, the answer shared with all."""
+        from accelerate.utils import broadcast_object_list
+
+        answer: list = [None, None]  # [checkpoint path, error message]
+        if self.accelerator.is_main_process:
+            self.checkpoints.clean_incomplete()
+            try:
+                path = self.checkpoints.resolve(self.args.resume_from_checkpoint, self.accelerator.num_processes)
+                answer[0] = None if path is None else str(path)
+            except CheckpointError as error:
+                answer[1] = str(error)
+        answer = broadcast_object_list(answer, from_process=0)
+        if answer[1] is not None:
+            raise CheckpointError(answer[1])
+        return None if answer[0] is None else Path(answer[0])
 
     def start(self, project: str) -> None:
         """Open the trackers (main process) and the progress bar."""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpointing import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,30 +65,43 @@ class TrainingState:
         Path(folder, STATE_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
     def load(self, folder: str | os.PathLike, ema=None) -> None:
-        """Read what `save` wrote; `ema` gets the checkpoint's EMA weights (which must then be there)."""
+        """Read what `save` wrote; `ema` gets the checkpoint's EMA weights (which must then be there).
+
+        Raises `CheckpointError` naming the file when one is missing, unreadable or not what `save` writes.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         json_path, tensor_path = Path(folder, STATE_JSON), Path(folder, STATE_TENSORS)
-        if not json_path.is_file() or not tensor_path.is_file():
-            raise ValueError(
-                f"{folder} is not a complete hf_vqgan checkpoint: {STATE_JSON} or {STATE_TENSORS} is missing."
+        for path in (json_path, tensor_path):
+            if not path.is_file():
+                raise CheckpointError(f"{path} is missing: {folder} is not a complete hf_vqgan checkpoint.")
+        try:
+            meta = json.loads(json_path.read_bytes().decode("utf-8"))
+            counters = {name: int(meta["counters"][name]) for name in self._COUNTERS}
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{json_path} is corrupt ({type(error).__name__}: {error}).") from None
+        try:
+            tensors = load_file(tensor_path)
+            extras = {
+                group: {name: tensors[f"extras/{group}/{name}"] for name in names}
+                for group, names in meta["extras"].items()
+            }
+            ema_tensors = [tensors[f"ema/{i}"] for i in range(meta["ema"]["num_params"])] if "ema" in meta else None
+        except (SafetensorError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(
+                f"{tensor_path} does not hold what {json_path.name} lists ({type(error).__name__}: {error})."
+            ) from None
+        if ema is not None and ema_tensors is None:
+            raise CheckpointError(
+                f"--use_ema is set, but checkpoint {folder} holds no EMA weights (it was trained without)."
             )
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-        tensors = load_file(tensor_path)
-        for name in self._COUNTERS:
-            setattr(self, name, int(meta["counters"][name]))
-        self.extras = {
-            group: {name: tensors[f"extras/{group}/{name}"] for name in names}
-            for group, names in meta["extras"].items()
-        }
+        for name, value in counters.items():
+            setattr(self, name, value)
+        self.extras = extras
         if ema is not None:
-            if "ema" not in meta:
-                raise ValueError(
-                    f"--use_ema is set, but checkpoint {folder} holds no EMA weights (it was trained without)."
-                )
-            ema_state = dict(meta["ema"])
-            count = ema_state.pop("num_params")
-            ema.load_state_dict({**ema_state, "shadow_params": [tensors[f"ema/{i}"] for i in range(count)]})
+            ema_state = {key: value for key, value in meta["ema"].items() if key != "num_params"}
+            ema.load_state_dict({**ema_state, "shadow_params": ema_tensors})
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Fault injection for training runs started by tests/examples/test_train_fault_tolerance.py (test code: nothing ships it).
+"""Fault injection for training runs started by tests/examples (test code: nothing ships it).
 
 A test puts this folder first on a subprocess's `PYTHONPATH`; Python imports `sitecustomize` at start-up, and it
 arms the faults the test asked for through these environment variables:
@@ -6,6 +6,9 @@ arms the faults the test asked for through these environment variables:
     FAULT_KILL_AFTER_STEP=N    SIGKILL the process once `TrainingRun.end_step` has finished optimizer step N (its
                                checkpoint and validation included), as an OOM killer or a pre-empted node would.
     FAULT_KILL_DURING_SAVE=N   SIGKILL the process when checkpoint N, fully written, is about to be renamed into place.
+    FAULT_STEP_SECONDS=S       sleep S seconds before each `TrainingRun.end_step`: a tiny model's steps last long
+                               enough for a kill from outside to land inside the run, not after its end. (Only the
+                               timing changes, not a number.)
 """
 
 from __future__ import annotations
@@ -47,6 +50,22 @@ def _kill_during_save(step: int) -> None:
     os.replace = replace_or_die
 
 
+def _slow_steps(seconds: float) -> None:
+    import time
+
+    from hf_vqgan.training.loop import TrainingRun
+
+    end_step = TrainingRun.end_step
+
+    def sleep_then_end_step(self, *args, **kwargs):
+        time.sleep(seconds)
+        return end_step(self, *args, **kwargs)
+
+    TrainingRun.end_step = sleep_then_end_step
+
+
+if os.environ.get("FAULT_STEP_SECONDS"):
+    _slow_steps(float(os.environ["FAULT_STEP_SECONDS"]))
 if os.environ.get("FAULT_KILL_AFTER_STEP"):
     _kill_after_step(int(os.environ["FAULT_KILL_AFTER_STEP"]))
 if os.environ.get("FAULT_KILL_DURING_SAVE"):
