@@ -19,8 +19,10 @@ import logging
 import sys
 from pathlib import Path
 
+from hf_vqgan.loading import CorruptFileError
 from hf_vqgan.losses import LPIPSWeightsUnavailableError
 from hf_vqgan.training.checkpointing import CheckpointError
+from hf_vqgan.training.data import DatasetConfigError
 from hf_vqgan.training.state import NonFiniteLossError
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         metrics = stage.train(args)
-    except (CheckpointError, LPIPSWeightsUnavailableError, NonFiniteLossError) as error:
+    except DatasetConfigError as error:  # refused at start-up, before the first step: the data does not fit the flags
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (CheckpointError, CorruptFileError, LPIPSWeightsUnavailableError, NonFiniteLossError) as error:
         # Each message names the file or value at fault and says what to do instead: one line, no stack trace.
         logger.error("%s", error)
         print(f"error: {error}", file=sys.stderr)

@@ -161,6 +161,24 @@ def test_sample_passes_class_names_and_ids_to_the_pipeline(saved, tmp_path, monk
     assert calls[0]["batch_size"] == 1  # one prompt per label: the pipeline counts them
 
 
+def test_sample_by_class_name_end_to_end_draws_what_the_id_draws(tmp_path, capsys):
+    """A prior saved with names: `--class-labels circle` samples exactly what `--class-labels 1` samples."""
+    pipe = sampling_pipeline(num_classes=3, channels=3)
+    pipe.transformer.config.id2label = {0: "square", 1: "circle", 2: "star"}
+    pipe.save_pretrained(tmp_path / "named")
+    outputs = {}
+    for label in ["circle", "1"]:
+        outputs[label] = tmp_path / f"{label}.png"
+        argv = ["sample", "--model", str(tmp_path / "named"), "--class-labels", label, "--num-images", "2", "--quiet",
+                "--output", str(outputs[label])]  # fmt: skip
+        assert main(argv) == 0
+    np.testing.assert_array_equal(read(outputs["circle"]), read(outputs["1"]))
+    argv[argv.index("1")] = "hexagon"
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "hexagon" in error and "circle" in error and "Traceback" not in error
+
+
 # ------------------------------------------------------------------------------------------------------ device
 @pytest.mark.parametrize(
     "command, device, message",

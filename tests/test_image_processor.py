@@ -190,7 +190,20 @@ def test_the_command_line_refuses_an_oversized_image(tmp_path, bomb_file, capsys
     argv = ["reconstruct", "--model", str(tmp_path / "vqgan"), "--input", str(bomb_file), "--output", "out.png"]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert (
-        f"error: `input` 0 ({bomb_file}) is 10000x10000 = 100,000,000 pixels, over the budget of 40,000,000" in error
-    )
-    assert "Traceback" not in error
+    assert f"error: {bomb_file} is 10000x10000 = 100,000,000 pixels, over the budget of 40,000,000" in error
+    assert "--max-image-pixels on the hf-vqgan command line" in error and "Traceback" not in error
+    small = tmp_path / "small.png"
+    PIL.Image.new("RGB", (16, 16)).save(small)
+    argv = [
+        "reconstruct",
+        "--model",
+        str(tmp_path / "vqgan"),
+        "--input",
+        str(small),
+        "--output",
+        str(tmp_path / "o.png"),
+    ]
+    assert main([*argv, "--max-image-pixels", "200"]) == 2  # the flag reaches the check: 256 pixels is over 200
+    assert "small.png is 16x16 = 256 pixels, over the budget of 200" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+    assert main(argv) == 0 and (tmp_path / "o.png").is_file()

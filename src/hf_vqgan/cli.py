@@ -34,7 +34,7 @@ def _sample(args: argparse.Namespace) -> None:
         class_labels=labels,
         batch_size=1 if labels is not None else args.num_images,
         num_images_per_prompt=args.num_images if labels is not None else 1,
-        condition_image=_open(args.condition_image) if args.condition_image else None,
+        condition_image=_open(args.condition_image, args.max_image_pixels) if args.condition_image else None,
         generator=generator,
         temperature=args.temperature,
         top_k=args.top_k,
@@ -62,7 +62,8 @@ def _reconstruct(args: argparse.Namespace) -> None:
         vqgan.to(args.device)
     size = args.resolution or vqgan.config.sample_size
     processor = VQGANImageProcessor(resolution=size, channels=vqgan.config.in_channels)
-    image = convert_image_mode(_open(args.input), vqgan.config.in_channels)
+    processor.max_image_pixels = args.max_image_pixels
+    image = convert_image_mode(_open(args.input, args.max_image_pixels), vqgan.config.in_channels)
     # As the training data pipeline does: the shorter side resized to `size`, then the centre cropped (no stretching).
     pixels = processor.preprocess(image, name="input").to(vqgan.device)  # (1, C, size, size)
     with torch.no_grad():
@@ -165,13 +166,13 @@ def _load_tokenizer(name_or_path: str):
     return VQGANModel.from_pretrained(local / "vqgan" if (local / "model_index.json").is_file() else local)
 
 
-def _open(path: str):
+def _open(path: str, max_pixels: int | None):
+    """The image at `path`, opened lazily once its header shows it within the pixel budget (a bomb is never decoded)."""
     from PIL import Image
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"No image file at {path!r}.")
-    # TODO(issue 15, finding 5): refuse images over the pixel budget here, before decoding, with E3's
-    # `image_utils.check_image_size(path, max_pixels)` once it exists (it reads only the header).
+    from .image_utils import check_image_size
+
+    check_image_size(path, max_pixels)
     return Image.open(path)
 
 
@@ -214,6 +215,7 @@ def _add_sample_and_reconstruct(commands) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="Seed of the sampling generator; the same seed, the same grid.")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+    _add_pixel_budget(p)
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     p.add_argument("--output", required=True, help="PNG file for the grid.")
     p.set_defaults(func=_sample)
@@ -229,7 +231,20 @@ def _add_sample_and_reconstruct(commands) -> None:
     p.add_argument("--resolution", type=int, default=None, help="Defaults to the model's sample_size.")
     p.add_argument("--side-by-side", action="store_true", help="Write the input next to its reconstruction.")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+    _add_pixel_budget(p)
     p.set_defaults(func=_reconstruct)
+
+
+def _add_pixel_budget(parser: argparse.ArgumentParser) -> None:
+    from .image_utils import DEFAULT_MAX_IMAGE_PIXELS
+
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="Refuse input images with more pixels (width x height, read from the file header before decoding: "
+        f"decompression bombs). Default {DEFAULT_MAX_IMAGE_PIXELS:,}.",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

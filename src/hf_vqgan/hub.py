@@ -93,6 +93,7 @@ def render_model_card(
     }
     fields.setdefault("repo_id", "path/to/this/folder")
     fields.setdefault("grid_file", None)
+    fields.setdefault("curves_file", None)
     return ModelCard.from_template(card_data, template_path=str(template_path(template)), metrics=formatted, **fields)
 
 

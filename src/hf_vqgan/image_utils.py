@@ -38,7 +38,7 @@ def check_pixel_budget(width: int, height: int, max_pixels: int | None, source: 
         raise ImageTooLargeError(
             f"{source or 'The image'} is {width}x{height} = {width * height:,} pixels, over the budget of "
             f"{max_pixels:,} (a decompression bomb, or a photo to downscale first); raise the budget to read it "
-            "(--max_image_pixels for the training and command-line tools)."
+            "(--max_image_pixels in training, --max-image-pixels on the hf-vqgan command line)."
         )
 
 

@@ -4,6 +4,7 @@ and `--push_to_hub` uploads by allow-list. The Hub is intercepted at `HfApi` (te
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ PIPELINE_FILES = [
     "vqgan/config.json", "vqgan/diffusion_pytorch_model.safetensors", "transformer/config.json",
     "transformer/hf_vqgan_prior.py", "transformer/generation_config.json", "transformer/model.safetensors",
 ]  # fmt: skip
-RUN_FILES = ["README.md", "metrics.json", "training_args.json"]
+RUN_FILES = ["README.md", "metrics.json", "training_args.json", "training_curves.png"]
 
 
 @pytest.fixture
@@ -70,6 +71,7 @@ def test_tokenizer_push_uploads_the_saved_model_and_card_only(tmp_path, run_trai
     assert arguments["log_jsonl"] == "steps.jsonl"
     card = upload["files"]["README.md"].decode()
     assert 'VQGANModel.from_pretrained("someone/tiny-vqgan")' in card and "# tiny-vqgan" in card
+    assert "![training curves](training_curves.png)" in card
 
 
 def test_class_names_of_an_image_folder_reach_the_pipeline_grid_and_card(
@@ -127,11 +129,12 @@ def test_a_class_names_file_names_integer_labels(tmp_path, run_train, tokenizer_
         (["a", "a"] + [str(d) for d in range(8)], r"one distinct, non-empty name per line"),
     ],
 )
-def test_a_bad_class_names_file_is_refused(tmp_path, run_train, tokenizer_dir, prior_json, lines, match):
+def test_a_bad_class_names_file_is_refused(tmp_path, run_train, capsys, tokenizer_dir, prior_json, lines, match):
     (tmp_path / "names.txt").write_text("\n".join(lines))
-    with pytest.raises(ValueError, match=match):
-        run_train(_prior_argv(tokenizer_dir, prior_json, tmp_path / "out", tmp_path, "--max_train_samples", 16,
-                              "--class_column", "label", "--class_names", tmp_path / "names.txt"))  # fmt: skip
+    run = run_train(_prior_argv(tokenizer_dir, prior_json, tmp_path / "out", tmp_path, "--max_train_samples", 16,
+                                "--class_column", "label", "--class_names", tmp_path / "names.txt"))  # fmt: skip
+    err = capsys.readouterr().err
+    assert run.returncode == 2 and re.search("error: .*" + match, err) and "Traceback" not in err, err
 
 
 def test_a_hub_dataset_is_linked_and_a_local_one_is_not():

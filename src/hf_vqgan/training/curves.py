@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 PANEL_WIDTH, PANEL_HEIGHT = 260, 170
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 52, 12, 22, 20
+# The figure (in output_dir, next to the validation grid; uploaded with the model) and the points it is drawn from.
+CURVES_FILE = "training_curves.png"
+CURVES_DATA = os.path.join("logs", "training_curves.jsonl")
 LINE_COLOURS = {"train": (31, 119, 180), "val": (214, 39, 40)}  # validation metrics in red, as they are held out
 
 

@@ -124,9 +124,9 @@ def _check_validation_split(validation_split: Any) -> None:
     if isinstance(validation_split, bool):
         raise TypeError(f"`validation_split` must be a float, an int or a split name, got {validation_split!r}.")
     if isinstance(validation_split, float) and not 0.0 < validation_split < 1.0:
-        raise ValueError(f"`validation_split` as a fraction must be in (0, 1), got {validation_split}.")
+        raise DatasetConfigError(f"`validation_split` as a fraction must be in (0, 1), got {validation_split}.")
     if isinstance(validation_split, int) and validation_split < 1:
-        raise ValueError(f"`validation_split` as a number of examples must be >= 1, got {validation_split}.")
+        raise DatasetConfigError(f"`validation_split` as a number of examples must be >= 1, got {validation_split}.")
     if not isinstance(validation_split, (float, int, str)):
         raise TypeError(
             f"`validation_split` must be a float fraction, an int count or a split name, got {validation_split!r}."
@@ -139,7 +139,7 @@ def _split_streaming(train, validation_split: float | int, split_name: str):
     else:
         split_info = (train.info.splits or {}).get(split_name)
         if split_info is None or not split_info.num_examples:
-            raise ValueError(
+            raise DatasetConfigError(
                 f"Cannot take a fraction ({validation_split}) of a streamed split of unknown size; pass "
                 "`validation_split` as a number of examples (an int) or as the name of a split."
             )
@@ -203,12 +203,12 @@ def load_image_dataset(
         f"`{name}` ({value!r})" for name, value in zip(_SOURCES, (dataset_name, train_data_dir, data_files)) if value
     ]
     if len(given) > 1:
-        raise ValueError(f"Pass either {' or '.join(given)}, not both.")
+        raise DatasetConfigError(f"Pass either {' or '.join(given)}, not both.")
     if dataset_config_name is not None and dataset_name is None:
-        raise ValueError(f"`dataset_config_name` ({dataset_config_name!r}) needs a `dataset_name`.")
+        raise DatasetConfigError(f"`dataset_config_name` ({dataset_config_name!r}) needs a `dataset_name`.")
     _check_validation_split(validation_split)
     if max_train_samples is not None and max_train_samples < 1:
-        raise ValueError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
+        raise DatasetConfigError(f"`max_train_samples` must be >= 1, got {max_train_samples}.")
 
     if data_files is not None:
         raw = sources.open_data_files(data_files, streaming, cache_dir, image_column)
@@ -262,7 +262,7 @@ def _open_dataset(dataset_name, dataset_config_name, train_data_dir, streaming: 
 
     if dataset_name is not None and sources.is_saved_dataset(str(dataset_name)):
         if dataset_config_name is not None:
-            raise ValueError(
+            raise DatasetConfigError(
                 f"A save_to_disk folder ({dataset_name}) has no configurations: drop {dataset_config_name!r}."
             )
         return sources.open_saved_dataset(str(dataset_name), streaming)
@@ -282,10 +282,12 @@ def _train_and_validation(raw, validation_split: float | int | str, streaming: b
     """`{"train": ..., "validation": ...}`: a named split, the dataset's own validation split, or a held-out part."""
     available = list(raw.keys())
     if "train" not in available:
-        raise ValueError(f"The dataset has no 'train' split; available splits: {available}.")
+        raise DatasetConfigError(f"The dataset has no 'train' split; available splits: {available}.")
     if isinstance(validation_split, str):
         if validation_split not in available:
-            raise ValueError(f"Validation split {validation_split!r} not found; available splits: {available}.")
+            raise DatasetConfigError(
+                f"Validation split {validation_split!r} not found; available splits: {available}."
+            )
         return {"train": raw["train"], "validation": raw[validation_split]}
     if "validation" in available:
         return {"train": raw["train"], "validation": raw["validation"]}
@@ -319,7 +321,7 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     while names and not names[-1]:
         names.pop()
     if not names or not all(names) or len(set(names)) != len(names):
-        raise ValueError(
+        raise DatasetConfigError(
             f"--class_names {os.fspath(path)!r} must hold one distinct, non-empty name per line (class 0 first), got "
             f"{names[:10]}."
         )
@@ -336,12 +338,12 @@ def class_names(dataset, column: str, num_classes: int, names_file: str | os.Pat
         return num_classes, column_names
     names = read_class_names(names_file)
     if column_names is not None and len(names) != len(column_names):
-        raise ValueError(
+        raise DatasetConfigError(
             f"--class_names {os.fspath(names_file)!r} names {len(names)} classes, but the ClassLabel column "
             f"{column!r} has {len(column_names)}: {column_names[:10]}."
         )
     if len(names) < num_classes:
-        raise ValueError(
+        raise DatasetConfigError(
             f"--class_names {os.fspath(names_file)!r} names {len(names)} classes, but column {column!r} holds labels "
             f"up to {num_classes - 1}: give one name per class, class 0 first."
         )

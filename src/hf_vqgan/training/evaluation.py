@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..image_utils import make_image_grid
 from ..metrics import CodebookUsage, psnr, ssim
+from .curves import CURVES_FILE
 from .state import save_json
 from .trackers import log_images
 
@@ -178,8 +179,8 @@ def _push(args, folder: Path, save, files: list[str]) -> None:
         logger.info("Pushed %s to %s", folder, url)
 
 
-RUN_FILES = ("README.md", "metrics.json", "training_args.json")
-"""What a training run uploads besides the saved model: its card, final figures and (shareable) arguments."""
+RUN_FILES = ("README.md", "metrics.json", "training_args.json", CURVES_FILE)
+"""What a training run uploads besides the saved model: its card, final figures, curves and (shareable) arguments."""
 
 
 def _write_run_files(folder: Path, args, metrics: dict) -> None:
@@ -217,6 +218,7 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
         ),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         grid_file=GRID_FILE if (folder / GRID_FILE).is_file() else None,
+        curves_file=CURVES_FILE if (folder / CURVES_FILE).is_file() else None,
     )
     card.save(folder / "README.md")
     _push(args, folder, model.save_pretrained, [GRID_FILE])
@@ -308,6 +310,7 @@ def save_pipeline_outputs(pipeline, args, metrics: dict, resolution: int) -> Non
         dataset_description=description,
         datasets=datasets,
         grid_file=SAMPLES_FILE if (folder / SAMPLES_FILE).is_file() else None,
+        curves_file=CURVES_FILE if (folder / CURVES_FILE).is_file() else None,
         model_name=Path(args.hub_model_id or folder.resolve().name).name,
         training_description=f"{metrics.get('step', '?')} steps, batch {args.train_batch_size} per process, "
         f"learning rate {args.learning_rate}, class dropout {args.class_dropout_prob}, pkeep {args.pkeep}.",

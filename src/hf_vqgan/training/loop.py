@@ -22,7 +22,7 @@ import torch
 
 from ..models.quantizer import VectorQuantizer
 from .checkpointing import CheckpointError, CheckpointManager
-from .curves import TrainingCurves
+from .curves import CURVES_DATA, CURVES_FILE, TrainingCurves
 from .data import DatasetConfigError
 from .state import TrainingState, log_step_jsonl, record_nonfinite
 from .trackers import log_images
@@ -31,9 +31,6 @@ logger = logging.getLogger(__name__)
 
 # Keys of the per-step logs shown on the progress bar.
 _PROGRESS_KEYS = ("loss", "total", "nll", "d_loss")
-# The training-curves figure (in output_dir, next to the validation grid) and the points it is drawn from.
-CURVES_FILE = "training_curves.png"
-CURVES_DATA = os.path.join("logs", "training_curves.jsonl")
 
 
 # ---------------------------------------------------------------------------------------------------- set-up

@@ -1,7 +1,8 @@
 """What a run keeps and reports as it goes: resumable counters, the non-finite guard, seeds, JSON-lines logs.
 
-`TrainingState` is what a checkpoint holds beside accelerate's own files. `all_finite` and `any_process` are the
-per-step collectives that make every process take the same branch (one small all-reduce each, on purpose).
+`TrainingState` is what a checkpoint holds beside accelerate's own files. `any_process` is a per-step collective
+that makes every process take the same branch (one small all-reduce, on purpose; the non-finite check is
+`loop.finite_on_every_process`).
 """
 
 from __future__ import annotations
@@ -106,12 +107,6 @@ class TrainingState:
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses; the message names the step and the last good checkpoint."""
-
-
-def all_finite(accelerator, *losses: torch.Tensor) -> bool:
-    """True when every loss is finite on every process (all processes then take the same branch)."""
-    bad = torch.tensor([sum(0.0 if torch.isfinite(loss).all() else 1.0 for loss in losses)], device=accelerator.device)
-    return float(accelerator.reduce(bad, reduction="sum")) == 0.0
 
 
 def record_nonfinite(
