@@ -126,7 +126,6 @@ def _train_and_resume(run_train, argv_of, weights: str, cell, tmp_path) -> None:
     assert _same_weights(straight / weights, resumed / weights)
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=_cell_id)
 def _assert_refused(run, capsys, expected: str) -> None:
     """The run stopped at start-up with exit 2 and one `error:` line matching `expected`, no traceback."""
     err = capsys.readouterr().err
@@ -134,6 +133,7 @@ def _assert_refused(run, capsys, expected: str) -> None:
     assert re.search("error: .*" + expected, err), err
 
 
+@pytest.mark.parametrize("cell", CELLS, ids=_cell_id)
 def test_vqgan_stage(cell, sources, tmp_path, run_train, tiny_vqgan_json):
     def argv_of(output_dir, steps):
         return _vqgan_argv(cell, sources, tmp_path, output_dir, steps, tiny_vqgan_json)
