@@ -167,7 +167,7 @@ def _load_tokenizer(name_or_path: str):
 
 
 def _open(path: str, max_pixels: int | None):
-    """The image at `path`, opened lazily once its header shows it within the pixel budget (a bomb is never decoded)."""
+    """The image at `path`, opened lazily once its header shows it is within the pixel budget (never a bomb)."""
     from PIL import Image
 
     from .image_utils import check_image_size
