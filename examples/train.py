@@ -51,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetConfigError as error:  # refused at start-up, before the first step: the data does not fit the flags
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (CheckpointError, CorruptFileError, LPIPSWeightsUnavailableError, NonFiniteLossError) as error:
+    except (
+        CheckpointError,
+        CorruptFileError,
+        FileNotFoundError,
+        LPIPSWeightsUnavailableError,
+        NonFiniteLossError,
+    ) as error:
         # Each message names the file or value at fault and says what to do instead: one line, no stack trace.
         logger.error("%s", error)
         print(f"error: {error}", file=sys.stderr)

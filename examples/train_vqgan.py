@@ -87,8 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--image_channels",
         type=int,
         default=None,
-        help="Channels the images are read with (condition tokenizers derive their input from them); "
-        "defaults to the model's in_channels.",
+        help="Channels the images are read with: 1 (grayscale) or 3 (RGB). Sets the channels of a --preset or "
+        "--model_config tokenizer; condition tokenizers derive their input from them. Defaults to the model's "
+        "in_channels.",
     )
     args = parser.parse_args(argv)
     check_shared_arguments(args)
@@ -119,7 +120,14 @@ def build_model(args: argparse.Namespace) -> tuple[VQGANModel, int, int]:
         if args.condition_type is not None:  # a condition tokenizer reads and writes condition maps
             channels = condition_channels(args.condition_type, args.num_labels, args.image_channels)
             config.update(in_channels=channels, out_channels=channels)
+        else:  # a preset or config is an architecture: --image_channels sets its channels (RGB digits-tiny, ...)
+            config.update(in_channels=args.image_channels, out_channels=args.image_channels)
         model = VQGANModel(**config)
+    if args.condition_type is None and args.image_channels not in (None, model.config.in_channels):  # pretrained
+        raise data_lib.DatasetConfigError(
+            f"--image_channels {args.image_channels} does not fit {args.pretrained_model_name_or_path!r}, which reads "
+            f"{model.config.in_channels}-channel images: drop the flag, or train a new tokenizer (--preset)."
+        )
     image_channels = args.image_channels or model.config.in_channels
     resolution = args.resolution or (model.config.sample_size if args.condition_type != "lowres" else None)
     if resolution is None:
@@ -148,6 +156,18 @@ def build_loss(args: argparse.Namespace, model: VQGANModel) -> VQGANLoss:
         disc_base_channels=args.disc_base_channels,
         disc_norm_type=args.disc_norm,
     )
+
+
+def check_discriminator_fits(args: argparse.Namespace, loss_fn: VQGANLoss, resolution: int) -> None:
+    """Refuse at start-up a PatchGAN too deep for the training images (it would fail at the first step)."""
+    side = resolution // args.lowres_factor if args.condition_type == "lowres" else resolution
+    discriminator = loss_fn.discriminator
+    if discriminator is not None and side < discriminator.min_input_size:
+        raise data_lib.DatasetConfigError(
+            f"--resolution {resolution} gives {side}x{side} inputs, too small for a {args.disc_num_layers}-layer "
+            f"discriminator (at least {discriminator.min_input_size} pixels a side): raise --resolution, lower "
+            "--disc_num_layers, or pass --disc_weight 0 to train without the GAN term."
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -228,6 +248,7 @@ def train(args: argparse.Namespace) -> dict | None:
     model, image_channels, resolution = build_model(args)
     # The losses before the data: a missing LPIPS backbone must stop the run here, not an hour in.
     loss_fn = build_loss(args, model)
+    check_discriminator_fits(args, loss_fn, resolution)
     train_loader, val_loader, input_key, bad_images = build_loaders(args, resolution, image_channels)
     if not args.streaming:
         check_batch_size(len(train_loader.dataset), args, accelerator.num_processes)

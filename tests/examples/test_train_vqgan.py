@@ -285,3 +285,46 @@ def test_argparse_rejects_unknown_choices(train_script, capsys):
         train_script.main(["vqgan", "--pixel_loss", "l3"])
     assert exit_info.value.code == 2
     assert "l3" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ start-up refusals found by trying it as a user
+def test_image_channels_give_a_preset_rgb_and_a_mismatched_pretrained_tokenizer_is_refused(
+    tmp_path, run_train, capsys, tiny_image_folder, tiny_vqgan_json
+):
+    """`--image_channels 3` with a one-channel config trains an RGB tokenizer (it used to crash at the first step);
+    the same flag on a pretrained one-channel tokenizer is refused before any step."""
+    common = ["--train_data_dir", tiny_image_folder, "--resolution", 16, "--validation_split", 0.25,
+              "--train_batch_size", 4, "--perceptual_weight", 0, "--cache_dir", tmp_path / "hf_cache"]  # fmt: skip
+    rgb = tmp_path / "rgb"
+    assert run_train(_vqgan_argv(tiny_vqgan_json, rgb, 1, "--image_channels", 3, *common)).returncode == 0
+    assert VQGANModel.from_pretrained(rgb).config.in_channels == 3
+    gray = tmp_path / "gray"
+    assert run_train(_vqgan_argv(tiny_vqgan_json, gray, 1, *common)).returncode == 0
+    capsys.readouterr()
+    argv = ["vqgan", "--pretrained_model_name_or_path", gray, "--output_dir", tmp_path / "again",
+            "--max_train_steps", 1, "--image_channels", 3, *VQGAN_FAST_ARGS, *common]  # fmt: skip
+    assert run_train(argv).returncode == 2
+    err = capsys.readouterr().err
+    assert f"error: --image_channels 3 does not fit '{gray}', which reads 1-channel images" in err
+    assert "Traceback" not in err and not (tmp_path / "again" / "checkpoints").exists()
+
+
+def test_a_discriminator_too_deep_for_the_resolution_is_refused_at_start_up(
+    tmp_path, run_train, capsys, tiny_vqgan_json
+):
+    argv = _vqgan_argv(tiny_vqgan_json, tmp_path / "out", 2, "--perceptual_weight", 0)
+    argv[argv.index("--disc_num_layers") + 1] = "3"  # needs 24 pixels a side; the images are 16
+    assert run_train(argv).returncode == 2
+    err = capsys.readouterr().err
+    assert "error: --resolution 16 gives 16x16 inputs, too small for a 3-layer discriminator (at least 24" in err
+    assert "--disc_weight 0" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_a_pretrained_path_that_is_not_a_tokenizer_is_one_error_line(tmp_path, run_train, capsys):
+    (tmp_path / "not_a_model").mkdir()
+    argv = ["vqgan", "--pretrained_model_name_or_path", tmp_path / "not_a_model", "--output_dir", tmp_path / "out",
+            "--report_to", "none"]  # fmt: skip
+    assert run_train(argv).returncode == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "not_a_model" in err and "config.json" in err and "Traceback" not in err
