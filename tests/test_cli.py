@@ -125,7 +125,12 @@ def test_sample_prints_where_it_wrote(saved, tmp_path, capsys):
     argv = ["sample", "--model", str(saved["class"]), "--class-label", "1", "--num-images", "4", "--quiet",
             "--output", str(output)]  # fmt: skip
     assert main(argv) == 0
-    assert capsys.readouterr().out.strip() == f"Wrote 4 images ({2 * SIZE + 6}x{2 * SIZE + 6} pixels) to {output}"
+    printed = capsys.readouterr()
+    assert printed.out.strip() == f"Wrote 4 images ({2 * SIZE + 6}x{2 * SIZE + 6} pixels) to {output}"
+    assert "Loading" not in printed.err and "it/s" not in printed.err  # --quiet: no loading or sampling bars
+    import diffusers.utils.logging
+
+    assert diffusers.utils.logging.is_progress_bar_enabled()  # switched off for the load only
 
 
 def test_sample_several_class_labels_give_one_row_each(saved, tmp_path):

@@ -12,6 +12,7 @@ Training is `accelerate launch examples/train.py vqgan|transformer ...` (see the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ def _sample(args: argparse.Namespace) -> None:
     from .pipelines import VQGANTransformerPipeline
 
     _check_device(args.device)
-    pipe = VQGANTransformerPipeline.from_pretrained(args.model)
+    with _loading_bars(enabled=not args.quiet):
+        pipe = VQGANTransformerPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=args.quiet)
     if args.device:
         pipe.to(args.device)
@@ -128,6 +130,23 @@ def _demo(args: argparse.Namespace) -> None:
     launch_demo(blocks, host=args.host, port=args.port, share=args.share)
 
 
+@contextlib.contextmanager
+def _loading_bars(enabled: bool):
+    """diffusers' and transformers' loading progress bars off inside the block when not `enabled`, as before after."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    modules = [m for m in (diffusers_logging, transformers_logging) if m.is_progress_bar_enabled()]
+    if not enabled:
+        for module in modules:
+            module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.enable_progress_bar()
+
+
 def _check_device(name: str | None) -> None:
     """Refuse a `--device` this machine does not have before any model loads: one error line, exit status 2."""
     if name is None:
@@ -216,7 +235,7 @@ def _add_sample_and_reconstruct(commands) -> None:
     p.add_argument("--seed", type=int, default=0, help="Seed of the sampling generator; the same seed, the same grid.")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     _add_pixel_budget(p)
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    p.add_argument("--quiet", action="store_true", help="No progress bars (loading and sampling).")
     p.add_argument("--output", required=True, help="PNG file for the grid.")
     p.set_defaults(func=_sample)
 
