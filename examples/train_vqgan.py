@@ -139,10 +139,11 @@ def build_model(args: argparse.Namespace) -> tuple[VQGANModel, int, int]:
     return model, image_channels, resolution
 
 
-def build_loss(args: argparse.Namespace, model: VQGANModel) -> VQGANLoss:
-    """The stage-1 objective; segmentation tokenizers train with cross-entropy alone."""
+def build_loss(args: argparse.Namespace, model: VQGANModel, resolution: int) -> VQGANLoss:
+    """The stage-1 objective; segmentation tokenizers train with cross-entropy alone. Its discriminator must fit
+    the training images (checked here, at start-up)."""
     segmentation = args.condition_type == "segmentation"
-    return VQGANLoss(
+    loss_fn = VQGANLoss(
         pixel_loss="cross_entropy" if segmentation else args.pixel_loss,
         pixel_weight=args.pixel_weight,
         perceptual_weight=0.0 if segmentation else args.perceptual_weight,
@@ -156,6 +157,8 @@ def build_loss(args: argparse.Namespace, model: VQGANModel) -> VQGANLoss:
         disc_base_channels=args.disc_base_channels,
         disc_norm_type=args.disc_norm,
     )
+    check_discriminator_fits(args, loss_fn, resolution)
+    return loss_fn
 
 
 def check_discriminator_fits(args: argparse.Namespace, loss_fn: VQGANLoss, resolution: int) -> None:
@@ -247,8 +250,7 @@ def train(args: argparse.Namespace) -> dict | None:
     accelerator = make_accelerator(args)
     model, image_channels, resolution = build_model(args)
     # The losses before the data: a missing LPIPS backbone must stop the run here, not an hour in.
-    loss_fn = build_loss(args, model)
-    check_discriminator_fits(args, loss_fn, resolution)
+    loss_fn = build_loss(args, model, resolution)
     train_loader, val_loader, input_key, bad_images = build_loaders(args, resolution, image_channels)
     if not args.streaming:
         check_batch_size(len(train_loader.dataset), args, accelerator.num_processes)
