@@ -232,6 +232,7 @@ def train(args: argparse.Namespace) -> dict | None:
     if args.cond_vqgan_model_name_or_path:
         cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
         condition_processor = build_condition_processor(args, vqgan, cond_vqgan, resolution)
+        condition_processor.max_image_pixels = args.max_image_pixels  # paired maps are files too
     tokens, num_classes, class_names = tokenize_dataset(
         args, accelerator, vqgan, image_processor, cond_vqgan, condition_processor
     )

@@ -207,3 +207,15 @@ def test_the_command_line_refuses_an_oversized_image(tmp_path, bomb_file, capsys
     assert "small.png is 16x16 = 256 pixels, over the budget of 200" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
     assert main(argv) == 0 and (tmp_path / "o.png").is_file()
+
+
+@pytest.mark.parametrize("condition_type", ["segmentation", "depth"])
+def test_a_paired_map_file_over_the_budget_is_refused_before_decoding(tmp_path, condition_type, monkeypatch):
+    """Paired condition maps read in training follow the processor's `max_image_pixels`, not only the default."""
+    path = tmp_path / "map.png"
+    PIL.Image.fromarray(np.zeros((20, 30), dtype=np.uint8), mode="L").save(path)
+    processor = VQGANImageProcessor(condition_type=condition_type, num_labels=3)
+    processor.max_image_pixels = 500
+    monkeypatch.setattr(PIL.Image.Image, "load", lambda self: pytest.fail("decoded a map over the budget"))
+    with pytest.raises(ImageTooLargeError, match=r"map.png is 30x20 = 600 pixels, over the budget of 500"):
+        processor.condition_map(condition=str(path))

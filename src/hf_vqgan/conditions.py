@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_utils import decode_image
+from .image_utils import DEFAULT_MAX_IMAGE_PIXELS, decode_image
 
 CONDITION_TYPES = ("segmentation", "depth", "edges", "lowres")
 DERIVED_CONDITION_TYPES = ("edges", "lowres")
@@ -56,7 +56,7 @@ def condition_channels(condition_type: str, num_labels: int | None = None, image
 
 
 # ---------------------------------------------------------------------------------------------- segmentation
-def read_label_map(value: Any) -> np.ndarray:
+def read_label_map(value: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """
     A label map as an `int64` array of shape `(height, width)`.
 
@@ -72,7 +72,7 @@ def read_label_map(value: Any) -> np.ndarray:
                 f"Expected an integer label map of shape (height, width), got {value.dtype} {value.shape}."
             )
         return value.astype(np.int64)
-    image = decode_image(value)
+    image = decode_image(value, max_pixels)  # a file over the pixel budget is refused from its header
     if image.mode not in _LABEL_MODES:
         raise ValueError(
             f"Label maps must be single-channel images (modes {_LABEL_MODES}), got mode {image.mode!r}; convert "
@@ -106,7 +106,7 @@ def labels_from_logits(condition: torch.Tensor) -> torch.LongTensor:
 
 
 # ----------------------------------------------------------------------------------------------------- depth
-def read_depth_map(value: Any) -> np.ndarray:
+def read_depth_map(value: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """A depth map as a `float32` array of shape `(height, width)` in its stored units (no 8-bit rescaling)."""
     if isinstance(value, torch.Tensor):
         value = value.cpu().numpy()
@@ -116,7 +116,7 @@ def read_depth_map(value: Any) -> np.ndarray:
         if value.ndim != 2:
             raise ValueError(f"Expected a depth map of shape (height, width), got shape {value.shape}.")
         return value.astype(np.float32)
-    image = decode_image(value)
+    image = decode_image(value, max_pixels)  # a file over the pixel budget is refused from its header
     if image.mode == "LA":
         image = image.getchannel("L")
     if image.mode not in _DEPTH_MODES:

@@ -366,11 +366,12 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         if condition is None:
             raise ValueError(f"A {condition_type!r} condition needs its paired map; none given.")
         if condition_type == "segmentation":
-            array = conditions.read_label_map(condition)
+            array = conditions.read_label_map(condition, self.max_image_pixels)
             conditions.check_labels(array, self.config.num_labels)
             array, resample = array.astype(np.int32), PIL.Image.NEAREST  # nearest: labels are never interpolated
         else:
-            array, resample = conditions.read_depth_map(condition), PIL.Image.BILINEAR  # no overshoot past the range
+            array = conditions.read_depth_map(condition, self.max_image_pixels)
+            resample = PIL.Image.BILINEAR  # no overshoot past the range
         height, width = array.shape
         if geometry is not None and (width, height) != geometry.source_size:
             raise ValueError(
