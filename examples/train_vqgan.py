@@ -165,7 +165,8 @@ def check_discriminator_fits(args: argparse.Namespace, loss_fn: VQGANLoss, resol
     """Refuse at start-up a PatchGAN too deep for the training images (it would fail at the first step)."""
     side = resolution // args.lowres_factor if args.condition_type == "lowres" else resolution
     discriminator = loss_fn.discriminator
-    if discriminator is not None and side < discriminator.min_input_size:
+    never_runs = args.max_train_steps is not None and args.disc_start >= args.max_train_steps  # GAN terms stay off
+    if discriminator is not None and not never_runs and side < discriminator.min_input_size:
         raise data_lib.DatasetConfigError(
             f"--resolution {resolution} gives {side}x{side} inputs, too small for a {args.disc_num_layers}-layer "
             f"discriminator (at least {discriminator.min_input_size} pixels a side): raise --resolution, lower "

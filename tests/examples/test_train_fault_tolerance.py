@@ -494,7 +494,7 @@ def test_a_missing_column_is_refused_at_start_up(
     tmp_path, run_train, capsys, fault_vqgan_json, frozen_tokenizer, stage, option, value
 ):
     if stage == "vqgan":
-        argv = ["vqgan", "--model_config", fault_vqgan_json, "--perceptual_weight", "0"]
+        argv = ["vqgan", "--model_config", fault_vqgan_json, "--perceptual_weight", "0", "--disc_num_layers", "2"]
     else:
         argv = ["transformer", "--vqgan_model_name_or_path", frozen_tokenizer]
     argv += [option, value, "--output_dir", tmp_path / "run", "--report_to", "none"]

@@ -319,6 +319,8 @@ def test_a_discriminator_too_deep_for_the_resolution_is_refused_at_start_up(
     assert "error: --resolution 16 gives 16x16 inputs, too small for a 3-layer discriminator (at least 24" in err
     assert "--disc_weight 0" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "checkpoints").exists()
+    # A discriminator that never runs (the GAN terms start after the last step) is no reason to refuse.
+    assert run_train([*argv, "--disc_start", 5]).returncode == 0
 
 
 def test_a_pretrained_path_that_is_not_a_tokenizer_is_one_error_line(tmp_path, run_train, capsys):
