@@ -247,8 +247,9 @@ def push_folder_to_hub(
 ) -> str:
     """Create `repo_id` if needed and upload the `files` of `folder` (paths relative to it), nothing else.
 
-    `files=None` uploads every file of a folder the library wrote itself (a converted checkpoint), less
-    `PUSH_IGNORE_PATTERNS`; listed files that match those patterns are refused. See `push_saved_to_hub` for the
+    `files=None` uploads every file of `folder` less `PUSH_IGNORE_PATTERNS`, for a folder you assembled yourself; the
+    library's own uploads (`push_saved_to_hub`) always pass the list. Listed files that match those patterns are
+    refused. See `push_saved_to_hub` for the
     other arguments.
     """
     if create_pr and revision is not None:
