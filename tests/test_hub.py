@@ -99,7 +99,7 @@ def test_push_folder_to_hub_refuses_listed_training_state(tmp_path, hub_calls):
 
 
 def test_push_folder_to_hub_without_a_list_leaves_training_state_behind(tmp_path, hub_calls):
-    """A folder the library wrote itself (a converted checkpoint) goes whole, less the deny-list."""
+    """Without a list (a folder the user assembled), the folder goes whole, less the deny-list."""
     shared = ["README.md", "model_index.json", "samples.png", "metrics.json", "training_args.json", *SAVED[1:]]
     private = [
         "checkpoints/checkpoint-4/model.safetensors", "checkpoints/checkpoint-4/optimizer.bin",
