@@ -98,9 +98,11 @@ def _reconstruct(args: argparse.Namespace) -> None:
 def _convert_taming(args: argparse.Namespace) -> None:
     from .convert.taming import convert_taming_checkpoint
 
+    unknown_index = int(args.unknown_index) if args.unknown_index.lstrip("-").isdigit() else args.unknown_index
     out = convert_taming_checkpoint(
-        args.config, args.checkpoint, args.output, allow_pickle=args.allow_pickle, push_to_hub=args.push_to_hub
-    )
+        args.config, args.checkpoint, args.output, allow_pickle=args.allow_pickle, push_to_hub=args.push_to_hub,
+        remap_file=args.remap_file, unknown_index=unknown_index,
+    )  # fmt: skip
     print(f"Converted {args.checkpoint} -> {out}")
 
 
@@ -282,6 +284,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-pickle",
         action="store_true",
         help="Unpickle arbitrary objects from the checkpoint. Only for files you trust: unpickling can run code.",
+    )
+    p.add_argument(
+        "--remap-file",
+        default=None,
+        metavar="NPY",
+        help="For a config with `remap`: the .npy of used codebook indices, when the path the config names is not on "
+        "this machine (else the checkpoint's `quantize.used` buffer or that path is read).",
+    )
+    p.add_argument(
+        "--unknown-index",
+        default="random",
+        metavar="POLICY",
+        help="For a config with `remap`: what a codebook row outside the used ones becomes: 'random' (taming's "
+        "default, the only one its model classes pass), 'extra' (one more token) or a token number.",
     )
     p.set_defaults(func=_convert_taming)
 

@@ -8,10 +8,11 @@ reproduces nothing.
 
 Supported source formats:
 
-- `taming.models.vqgan.VQModel` (and its subclasses `VQNoDiscModel`, `VQSegmentationModel`, which share its
-  weights) with the standard `VectorQuantizer2` quantizer, `remap=None`, and `double_z: false`. The result is a
-  `VQGANModel` with `legacy_beta=True` and `commitment_beta=0.25`, the loss taming trained with. Training-only tensors
-  (`loss.*`: the discriminator and LPIPS) and the segmentation colouring buffer (`colorize`) are dropped.
+- `taming.models.vqgan.VQModel` and its subclasses `VQNoDiscModel`, `VQSegmentationModel` (which share its weights),
+  `GumbelVQ` (`GumbelQuantize`) and `EMAVQ` (`EMAVectorQuantizer`), with `double_z: false`, and for all but `EMAVQ`
+  optionally a `remap` of used indices. The result is a `VQGANModel` whose quantizer reproduces the original's (see
+  `hf_vqgan.convert.taming_quantizers` for each mapping). Training-only tensors (`loss.*`: the discriminator and
+  LPIPS) and the segmentation colouring buffer (`colorize`) are dropped.
 - `taming.models.cond_transformer.Net2NetTransformer` with a `taming.modules.transformer.mingpt.GPT`, the identity
   permuter, a first stage as above and one of these condition stages:
     - unconditional (`cond_stage_config: __is_unconditional__` or `unconditional: true`; taming's `SOSProvider`
@@ -23,8 +24,7 @@ Supported source formats:
 
 Not converted (yet), each refused by name:
 
-- `taming.models.vqgan.GumbelVQ` (`GumbelQuantize`) and `taming.models.vqgan.EMAVQ` (`EMAVectorQuantizer`);
-- quantizers with `remap` (index remapping to a used subset of the codebook);
+- `EMAVQ` with `remap` (the original stores the used indices but never applies them);
 - permuters other than `taming.modules.transformer.permuter.Identity`;
 - condition stages other than the three above, e.g. `taming.models.dummy_cond_stage.DummyCondStage` (scene layouts
   from `objects_bbox` / `objects_center_points`) and `taming.modules.misc.coord.CoordStage` (coordinates);
@@ -52,6 +52,14 @@ from torch import nn
 
 from ..loading import CorruptFileError, check_safetensors_file, pickle_is_complete
 from ..models.vqgan import VQGANModel
+from .taming_quantizers import (
+    EMAVQ_TARGET,
+    GUMBEL_TARGET,
+    QUANTIZER_PARAMS,
+    quantizer_kwargs,
+    quantizer_state,
+    resolve_used_indices,
+)
 
 if TYPE_CHECKING:  # the prior (and transformers) load only when a transformer is converted
     pass
@@ -60,6 +68,8 @@ VQMODEL_TARGETS = (
     "taming.models.vqgan.VQModel",
     "taming.models.vqgan.VQNoDiscModel",
     "taming.models.vqgan.VQSegmentationModel",
+    GUMBEL_TARGET,
+    EMAVQ_TARGET,
 )
 TRANSFORMER_TARGET = "taming.models.cond_transformer.Net2NetTransformer"
 GPT_TARGET = "taming.modules.transformer.mingpt.GPT"
@@ -69,9 +79,6 @@ IDENTITY_PERMUTER_TARGET = "taming.modules.transformer.permuter.Identity"
 
 # Known taming classes that have no equivalent here, with the reason given to the user.
 UNSUPPORTED_TARGETS = {
-    "taming.models.vqgan.GumbelVQ": "its GumbelQuantize quantizer (a learned projection to code logits) is not "
-    "supported",
-    "taming.models.vqgan.EMAVQ": "its EMAVectorQuantizer checkpoint layout is not supported",
     "taming.models.dummy_cond_stage.DummyCondStage": "scene-layout conditioning (objects_bbox / center points) is not "
     "supported",
     "taming.modules.misc.coord.CoordStage": "coordinate conditioning is not supported",
@@ -242,6 +249,9 @@ _VQGAN_RENAMES = [
     (r"\.to_v\.", ".v."),
     (r"\.to_out\.", ".proj_out."),
     (r"^quantizer\.", "quantize."),
+    (r"\.remap\.used$", ".used"),  # a remap's used rows (VectorQuantizer2 / GumbelQuantize `used` buffer)
+    (r"\.ema_cluster_size$", ".embedding.cluster_size"),  # EMAVectorQuantizer's EmbeddingEMA statistics
+    (r"\.ema_embed_sum$", ".embedding.embed_avg"),
 ]
 
 
@@ -277,10 +287,19 @@ def _check_target(target: str, allowed: tuple[str, ...], role: str) -> None:
     raise ValueError(f"Cannot convert {role} `{target}`: expected one of {list(allowed)}.")
 
 
-def vqgan_config_from_taming(model_config: Mapping) -> dict:
+def vqgan_config_from_taming(
+    model_config: Mapping,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    remap_file: str | PathLike | None = None,
+    unknown_index: str | int = "random",
+) -> dict:
     """
-    `VQGANModel` keyword arguments for a taming `VQModel` config (the whole YAML or its `model` section). Raises a
+    `VQGANModel` keyword arguments for a taming first-stage config (the whole YAML or its `model` section). Raises a
     `ValueError` naming any class or option that has no equivalent.
+
+    For a `remap`ped quantizer the used indices come from `remap_file`, else the checkpoint's `quantize.used` in
+    `state_dict`, else the `.npy` file the config names; `unknown_index` is the policy for rows outside them
+    (`"random"`, the only one taming's model classes pass, `"extra"` or an int).
     """
     section = _model_section(model_config)
     if section["target"] == TRANSFORMER_TARGET:
@@ -290,12 +309,8 @@ def vqgan_config_from_taming(model_config: Mapping) -> dict:
     for name in ("ddconfig", "n_embed", "embed_dim"):
         if name not in params:
             raise ValueError(f"The `{section['target']}` config has no `params.{name}`.")
-    if params.get("remap") is not None:
-        raise ValueError(
-            f"Cannot convert a quantizer with `remap={params['remap']!r}` (indices remapped to a used subset of the "
-            "codebook); only the plain VectorQuantizer is supported."
-        )
-    unknown = sorted(set(params) - _VQMODEL_INERT_PARAMS - {"ddconfig", "n_embed", "embed_dim", "remap"})
+    family = QUANTIZER_PARAMS.get(section["target"], {"remap"})
+    unknown = sorted(set(params) - _VQMODEL_INERT_PARAMS - {"ddconfig", "n_embed", "embed_dim"} - family)
     if unknown:
         raise ValueError(f"Unknown `{section['target']}` params {unknown}; they have no equivalent in VQGANModel.")
 
@@ -326,26 +341,37 @@ def vqgan_config_from_taming(model_config: Mapping) -> dict:
         sample_size=int(dd["resolution"]),
         latent_channels=int(dd["z_channels"]),
         code_dim=int(params["embed_dim"]),
-        codebook_size=int(params["n_embed"]),
         dropout=float(dd.get("dropout", 0.0)),
         norm_num_groups=32,  # fixed in taming's Normalize
-        commitment_beta=0.25,  # taming's VQModel builds its quantizer with beta=0.25 ...
-        legacy_beta=True,  # ... on the codebook term (VectorQuantizer2's legacy=True default)
+        **quantizer_kwargs(section["target"], params, dd, resolve_used_indices(params, state_dict, remap_file),
+                           unknown_index),  # fmt: skip
     )
 
 
-def convert_taming_vqgan(config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> VQGANModel:
+def convert_taming_vqgan(
+    config: Mapping,
+    state_dict: Mapping[str, torch.Tensor],
+    remap_file: str | PathLike | None = None,
+    unknown_index: str | int = "random",
+) -> VQGANModel:
     """
-    Build a `VQGANModel` from a taming `VQModel` config (the whole YAML dict or its `model` section) and its weights
+    Build a `VQGANModel` from a taming first-stage config (the whole YAML dict or its `model` section) and its weights
     (a flat state dict, or a Lightning checkpoint dict with a `state_dict` entry). Training-only tensors (`loss.*`)
-    and the `colorize` buffer are dropped; anything else that does not map is an error.
+    and the `colorize` buffer are dropped; anything else that does not map is an error. `remap_file` and
+    `unknown_index` are for `remap`ped quantizers (see `vqgan_config_from_taming`).
     """
-    return _build_vqgan(vqgan_config_from_taming(config), _state_dict_of(state_dict, "the checkpoint"))
+    state_dict = _state_dict_of(state_dict, "the checkpoint")
+    kwargs = vqgan_config_from_taming(config, state_dict, remap_file, unknown_index)
+    if kwargs.get("remap_table_size") is not None and "quantize.used" not in state_dict:
+        state_dict = {**state_dict, "quantize.used": resolve_used_indices(_model_section(config)["params"],
+                                                                          None, remap_file)}  # fmt: skip
+    return _build_vqgan(kwargs, state_dict)
 
 
 def _build_vqgan(kwargs: dict, state_dict: Mapping[str, torch.Tensor], what: str = "VQModel") -> VQGANModel:
     model = VQGANModel(**kwargs)
-    weights = {k: v for k, v in state_dict.items() if not k.startswith("loss.") and k != "colorize"}
+    weights = {k: v for k, v in quantizer_state(kwargs, state_dict).items() if not k.startswith("loss.")
+               and k != "colorize"}  # fmt: skip
     load_renamed_state_dict(model, weights, taming_vqgan_key, what=f"taming {what} weights")
     return model.eval()
 
@@ -356,6 +382,8 @@ def convert_taming_checkpoint(
     output_dir: str | PathLike,
     allow_pickle: bool = False,
     push_to_hub: str | None = None,
+    remap_file: str | PathLike | None = None,
+    unknown_index: str | int = "random",
 ) -> Path:
     """
     Convert a taming checkpoint file and its YAML config into a saved hf_vqgan folder.
@@ -371,6 +399,9 @@ def convert_taming_checkpoint(
         allow_pickle (`bool`, defaults to `False`): allow checkpoints that need full unpickling. Only for files
             you trust: unpickling can run arbitrary code.
         push_to_hub (`str`, *optional*): a Hub repo id to upload the folder to after saving.
+        remap_file (*optional*): for a first stage with `remap`, the `.npy` of used indices when the config's path is
+            not on this machine and the checkpoint lacks the `quantize.used` buffer.
+        unknown_index (`str` or `int`, defaults to `"random"`): the remap's policy for rows outside the used ones.
 
     Returns:
         The output folder.
@@ -389,7 +420,7 @@ def convert_taming_checkpoint(
             save_pipeline_folder(components, Path(folder))
     else:
         _check_target(target, VQMODEL_TARGETS + (TRANSFORMER_TARGET,), "model")
-        save = convert_taming_vqgan(config, state_dict).save_pretrained
+        save = convert_taming_vqgan(config, state_dict, remap_file, unknown_index).save_pretrained
     output_dir = Path(output_dir)
     save(output_dir)
     if push_to_hub:

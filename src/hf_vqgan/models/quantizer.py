@@ -42,6 +42,9 @@ class QuantizerOutput(BaseOutput):
             `exp(entropy)` of the code usage in this batch (across all processes in training mode).
         usage (`torch.Tensor`):
             The fraction of codes used at least once in this batch (across all processes in training mode).
+        kl_loss (`torch.Tensor`, *optional*):
+            Gumbel quantizer only: the KL divergence of the code distribution to the uniform prior, unweighted
+            (`loss` holds it times the KL weight); `None` for quantizers without the term.
     """
 
     # None defaults: under mixed precision accelerate's `convert_to_fp32` rebuilds an output as `type(out)(dict)`,
@@ -53,6 +56,8 @@ class QuantizerOutput(BaseOutput):
     commitment_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
+    # --- gumbel: extra loss term (engineer gumbel) ---
+    kl_loss: torch.Tensor | None = None
 
 
 def _distributed() -> bool:
@@ -72,191 +77,100 @@ def _perplexity_and_usage(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return entropy.exp(), (counts > 0).float().mean()
 
 
-class VectorQuantizer(nn.Module):
+def check_indices(indices: torch.LongTensor, codebook_size: int) -> None:
+    """Raise `TypeError`/`ValueError` unless `indices` is an integer tensor of shape `(batch_size, h, w)` with values
+    in `[0, codebook_size)` (one read back to the host)."""
+    if not isinstance(indices, torch.Tensor):
+        raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
+    if indices.ndim != 3:
+        raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
+    if indices.numel():
+        low, high = torch.stack(torch.aminmax(indices)).tolist()
+        if low < 0 or high >= codebook_size:
+            raise ValueError(f"`indices` must lie in [0, {codebook_size}), got values in [{low}, {high}].")
+
+
+def check_latents(latents: torch.Tensor, code_dim: int) -> None:
+    """Raise `TypeError`/`ValueError` unless `latents` is a non-empty float tensor `(batch_size, code_dim, h, w)`."""
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
+    if latents.ndim != 4 or latents.shape[1] != code_dim:
+        raise ValueError(f"Expected latents of shape (batch_size, {code_dim}, h, w), got {tuple(latents.shape)}.")
+    if not latents.is_floating_point():
+        raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
+    if latents.numel() == 0:  # its losses and statistics would be NaN
+        raise ValueError(f"`latents` is empty (shape {tuple(latents.shape)}); pass at least one latent vector.")
+
+
+class IndexRemap(nn.Module):
     r"""
-    Nearest-neighbour vector quantizer with a learned codebook.
+    Emit indices into a subset of a codebook table (taming's `remap`): the token values are positions in `used`.
+
+    taming-transformers trained some models on a whole table and then kept only the entries a dataset used (a `.npy`
+    file of table rows); the quantizer still searches the whole table, and each table row `used[j]` becomes token
+    `j`. A row outside `used` is "unknown" and becomes, by `unknown_index`:
+
+    - `"random"`: a token drawn uniformly from `[0, len(used))`, from `generator` (a `torch.Generator` on the CPU
+      that callers may set for reproducible draws; `None` uses torch's global generator, as taming does);
+    - `"extra"`: one extra token `len(used)`, which decodes to row `used[0]` (taming's choice);
+    - an int `j` in `[0, len(used))`: token `j`.
 
     Args:
-        codebook_size (`int`): Number of codebook entries `K`.
-        code_dim (`int`): Dimension `D` of each entry (the channel count of the latents it quantizes).
-        beta (`float`, defaults to 0.25): Commitment weight.
-        legacy_beta (`bool`, defaults to `False`):
-            The paper's loss is `||sg[z] - e||^2 + beta * ||z - sg[e]||^2`. taming-transformers' released
-            checkpoints were trained with beta on the other term, `beta * ||sg[z] - e||^2 + ||z - sg[e]||^2`;
-            set this to reproduce them.
-        l2_normalize (`bool`, defaults to `False`): Normalise latents and codes to unit length before the lookup.
-        use_ema (`bool`, defaults to `False`): Update the codebook by exponential moving averages instead of the
-            codebook loss.
-        ema_decay (`float`, defaults to 0.99): Decay of the EMA statistics.
-        dead_code_steps (`int`, defaults to 0): Re-initialise codes unused for this many training steps from
-            encoder outputs of the current batch; 0 disables restarts.
-        usage_window (`int`, defaults to 100): Number of training steps over which `usage_statistics()` counts.
+        table_size (`int`): Rows of the whole codebook table.
+        num_used (`int`): Number of used rows; the persistent buffer `used` (of shape `(num_used,)`) holds them,
+            `0 .. num_used - 1` until a checkpoint fills it.
+        unknown_index (`str` or `int`, defaults to `"random"`): The policy for unknown rows, as above.
     """
 
-    def __init__(
-        self,
-        codebook_size: int,
-        code_dim: int,
-        beta: float = 0.25,
-        legacy_beta: bool = False,
-        l2_normalize: bool = False,
-        use_ema: bool = False,
-        ema_decay: float = 0.99,
-        dead_code_steps: int = 0,
-        usage_window: int = 100,
-        ema_epsilon: float = 1e-5,
-    ):
+    def __init__(self, table_size: int, num_used: int, unknown_index: str | int = "random"):
         super().__init__()
-        if not isinstance(codebook_size, int) or codebook_size < 2:
-            raise ValueError(f"`codebook_size` must be an int >= 2, got {codebook_size!r}.")
-        if not isinstance(code_dim, int) or code_dim < 1:
-            raise ValueError(f"`code_dim` must be a positive int, got {code_dim!r}.")
-        if beta < 0:
-            raise ValueError(f"`beta` must be >= 0, got {beta}.")
-        if not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"`ema_decay` must be in (0, 1), got {ema_decay}.")
-        if dead_code_steps < 0:
-            raise ValueError(f"`dead_code_steps` must be >= 0 (0 disables restarts), got {dead_code_steps}.")
+        if not isinstance(num_used, int) or not 1 <= num_used <= table_size:
+            raise ValueError(f"The number of used codes must be an int in [1, {table_size}], got {num_used!r}.")
+        valid_int = isinstance(unknown_index, int) and not isinstance(unknown_index, bool)
+        if unknown_index not in ("random", "extra") and not (valid_int and 0 <= unknown_index < num_used):
+            raise ValueError(
+                f'`unknown_index` must be "random", "extra" or an int in [0, {num_used}), got {unknown_index!r}.'
+            )
+        self.table_size = table_size
+        self.unknown_index = unknown_index
+        self.num_tokens = num_used + (unknown_index == "extra")
+        self.generator: torch.Generator | None = None
+        self.register_buffer("used", torch.arange(num_used))
+
+    def to_used(self, table_indices: torch.LongTensor) -> torch.LongTensor:
+        """Table rows (any shape) to token values (same shape)."""
+        lookup = torch.full((self.table_size,), -1, dtype=torch.long, device=table_indices.device)
+        lookup[self.used] = torch.arange(len(self.used), device=table_indices.device)
+        tokens = lookup[table_indices]
+        unknown = tokens < 0
+        if self.unknown_index == "random":
+            draws = torch.randint(0, len(self.used), tokens.shape, generator=self.generator)
+            return torch.where(unknown, draws.to(tokens.device), tokens)
+        fill = len(self.used) if self.unknown_index == "extra" else self.unknown_index
+        return tokens.masked_fill(unknown, fill)
+
+    def to_table(self, tokens: torch.LongTensor) -> torch.LongTensor:
+        """Token values (any shape) to table rows (same shape); the extra token maps to `used[0]`."""
+        return self.used[tokens.masked_fill(tokens >= len(self.used), 0)]
+
+
+class UsageTracking(nn.Module):
+    """Code-usage statistics over a window of training steps, shared by every quantizer.
+
+    A subclass calls `_init_usage(codebook_size, usage_window)` in its constructor and `_track_usage(counts)` once
+    per training step with the (all-process) counts of each token value."""
+
+    def _init_usage(self, codebook_size: int, usage_window: int) -> None:
         if usage_window < 1:
             raise ValueError(f"`usage_window` must be >= 1, got {usage_window}.")
-        self.codebook_size = codebook_size
-        self.code_dim = code_dim
-        self.beta = beta
-        self.legacy_beta = legacy_beta
-        self.l2_normalize = l2_normalize
-        self.use_ema = use_ema
-        self.ema_decay = ema_decay
-        self.ema_epsilon = ema_epsilon
-        self.dead_code_steps = dead_code_steps
         self.usage_window = usage_window
-
-        self.embedding = nn.Embedding(codebook_size, code_dim)
-        # Uniform in +-1/K, as in the VQ-VAE reference and taming: small codes that the encoder output reaches.
-        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
-        if use_ema:
-            self.embedding.weight.requires_grad_(False)
-            # Start as if every code had been assigned once, to itself (the convention restarts use too): a code
-            # unused in the first steps then keeps its value instead of being divided by the Laplace epsilon.
-            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
-            self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
         # Training-time statistics: not part of a released model, saved with training checkpoints instead
         # (see `statistics_state_dict`).
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
         self.register_buffer("usage_history", torch.zeros(usage_window, codebook_size), persistent=False)
         self.register_buffer("usage_step", torch.zeros((), dtype=torch.long), persistent=False)
-
-    # ----------------------------------------------------------------------------------------------- lookup
-    def codebook(self) -> torch.Tensor:
-        """The codebook as used for lookup, of shape `(codebook_size, code_dim)`, float32."""
-        weight = self.embedding.weight.float()
-        return F.normalize(weight, dim=-1) if self.l2_normalize else weight
-
-    def _nearest(self, flat: torch.Tensor) -> torch.LongTensor:
-        codes = self.codebook()  # (K, D)
-        # ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2, in float32 whatever the autocast state.
-        with torch.autocast(device_type=flat.device.type, enabled=False):
-            distances = (
-                flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None, :]
-            )  # (N, K)
-        return distances.argmin(dim=1)
-
-    def _gather(self, indices: torch.LongTensor) -> torch.Tensor:
-        # Normalise the gathered rows rather than the whole table: the autograd graph then holds no reference to
-        # the weight itself, which a dead-code restart rewrites in place before the backward pass.
-        codes = self.embedding.weight[indices].float()  # (..., D)
-        return F.normalize(codes, dim=-1) if self.l2_normalize else codes
-
-    def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
-        """Codes for `indices` of shape `(batch_size, h, w)`, returned as `(batch_size, code_dim, h, w)` float32."""
-        if not isinstance(indices, torch.Tensor):
-            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
-        if indices.ndim != 3:
-            raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
-        if indices.numel():
-            low, high = torch.stack(torch.aminmax(indices)).tolist()  # one read back to the host
-            if low < 0 or high >= self.codebook_size:
-                raise ValueError(f"`indices` must lie in [0, {self.codebook_size}), got values in [{low}, {high}].")
-        return self._gather(indices.long()).permute(0, 3, 1, 2).contiguous()
-
-    # ---------------------------------------------------------------------------------------------- forward
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        if not isinstance(latents, torch.Tensor):
-            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
-        if latents.ndim != 4 or latents.shape[1] != self.code_dim:
-            raise ValueError(
-                f"Expected latents of shape (batch_size, {self.code_dim}, h, w), got {tuple(latents.shape)}."
-            )
-        if not latents.is_floating_point():
-            raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
-        if latents.numel() == 0:  # its losses and statistics would be NaN
-            raise ValueError(f"`latents` is empty (shape {tuple(latents.shape)}); pass at least one latent vector.")
-        input_dtype = latents.dtype
-        B, D, h, w = latents.shape
-        z = latents.float().permute(0, 2, 3, 1).reshape(-1, D)  # (B*h*w, D)
-        if self.l2_normalize:
-            z = F.normalize(z, dim=-1)
-        indices = self._nearest(z.detach())  # (N,)
-        z_q = self._gather(indices)  # (N, D)
-
-        counts, update_statistics = None, False
-        if self.training:
-            # One reduction carries the code counts and a flag for non-finite latents on any process: such a step is
-            # skipped by the training loop, so it must not write into the codebook or its statistics either.
-            stats = torch.cat([torch.bincount(indices, minlength=self.codebook_size).float(),
-                               (~torch.isfinite(z)).any().float()[None]])  # fmt: skip
-            stats = _all_reduce_sum(stats)
-            counts, update_statistics = stats[:-1], not bool(stats[-1] > 0)
-            if self.use_ema and update_statistics:
-                self._ema_update(z.detach(), indices, counts)
-                z_q = self._gather(indices)
-
-        commitment_loss = F.mse_loss(z, z_q.detach())
-        if self.use_ema:
-            codebook_loss = torch.zeros((), device=z.device)
-        else:
-            codebook_loss = F.mse_loss(z_q, z.detach())
-        if self.legacy_beta:
-            loss = self.beta * codebook_loss + commitment_loss
-        else:
-            loss = codebook_loss + self.beta * commitment_loss
-
-        z_q = z + (z_q - z).detach()  # straight-through estimator
-        quantized = z_q.reshape(B, h, w, D).permute(0, 3, 1, 2).contiguous().to(input_dtype)
-        indices = indices.reshape(B, h, w)
-
-        with torch.no_grad():
-            if counts is None:
-                # Evaluation may run on one process only (validation on the main process): no collective here.
-                counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
-            perplexity, usage = _perplexity_and_usage(counts)
-            if update_statistics:
-                self._track_usage(counts)
-                if self.dead_code_steps > 0:
-                    self._restart_dead_codes(z.detach())
-        return QuantizerOutput(
-            quantized=quantized,
-            indices=indices,
-            loss=loss,
-            codebook_loss=codebook_loss,
-            commitment_loss=commitment_loss,
-            perplexity=perplexity,
-            usage=usage,
-        )
-
-    # ----------------------------------------------------------------------------------- training statistics
-    @torch.no_grad()
-    def _ema_update(self, z: torch.Tensor, indices: torch.LongTensor, counts: torch.Tensor) -> None:
-        sums = torch.zeros(self.codebook_size, self.code_dim, device=z.device)
-        sums.index_add_(0, indices, z)  # (K, D)
-        sums = _all_reduce_sum(sums)
-        self.ema_cluster_size.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
-        self.ema_embed_sum.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
-        # Laplace smoothing keeps never-used codes from dividing by zero.
-        n = self.ema_cluster_size.sum()
-        smoothed = (self.ema_cluster_size + self.ema_epsilon) / (n + self.codebook_size * self.ema_epsilon) * n
-        self.embedding.weight.copy_(self.ema_embed_sum / smoothed[:, None])
 
     @torch.no_grad()
     def _track_usage(self, counts: torch.Tensor) -> None:
@@ -265,34 +179,6 @@ class VectorQuantizer(nn.Module):
         self.usage_step += 1
         self.steps_since_used += 1
         self.steps_since_used[counts > 0] = 0
-
-    @torch.no_grad()
-    def _restart_dead_codes(self, z: torch.Tensor) -> None:
-        dead = (self.steps_since_used >= self.dead_code_steps).nonzero().flatten()
-        if dead.numel() == 0:
-            return
-        if not _distributed():
-            new_codes = z[torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)]
-        else:
-            # Replacements come from the global batch, as for one process holding all of it: rank 0's draw of row
-            # numbers in the concatenation of every rank's rows is broadcast, each rank fills in the rows it holds,
-            # and a sum assembles them. Every rank writes the same codebook, whatever the per-rank batch sizes.
-            rank, world = dist.get_rank(), dist.get_world_size()
-            sizes = torch.zeros(world, dtype=torch.long, device=z.device)
-            sizes[rank] = z.shape[0]
-            dist.all_reduce(sizes, op=dist.ReduceOp.SUM)
-            offset = int(sizes[:rank].sum())
-            picks = torch.randint(0, int(sizes.sum()), (dead.numel(),), device=z.device)
-            dist.broadcast(picks, src=0)
-            mine = (picks >= offset) & (picks < offset + z.shape[0])
-            new_codes = torch.zeros(dead.numel(), z.shape[1], device=z.device, dtype=z.dtype)
-            new_codes[mine] = z[picks[mine] - offset]
-            dist.all_reduce(new_codes, op=dist.ReduceOp.SUM)
-        self.embedding.weight[dead] = new_codes.to(self.embedding.weight.dtype)
-        if self.use_ema:
-            self.ema_cluster_size[dead] = 1.0
-            self.ema_embed_sum[dead] = new_codes
-        self.steps_since_used[dead] = 0
 
     @torch.no_grad()
     def usage_statistics(self) -> dict[str, float]:
@@ -326,3 +212,215 @@ class VectorQuantizer(nn.Module):
                 )
         for name in names:
             getattr(self, name).copy_(state[name])
+
+
+class VectorQuantizer(UsageTracking):
+    r"""
+    Nearest-neighbour vector quantizer with a learned codebook.
+
+    Args:
+        codebook_size (`int`): Number of codebook entries `K`.
+        code_dim (`int`): Dimension `D` of each entry (the channel count of the latents it quantizes).
+        beta (`float`, defaults to 0.25): Commitment weight.
+        legacy_beta (`bool`, defaults to `False`):
+            The paper's loss is `||sg[z] - e||^2 + beta * ||z - sg[e]||^2`. taming-transformers' released
+            checkpoints were trained with beta on the other term, `beta * ||sg[z] - e||^2 + ||z - sg[e]||^2`;
+            set this to reproduce them.
+        l2_normalize (`bool`, defaults to `False`): Normalise latents and codes to unit length before the lookup.
+        use_ema (`bool`, defaults to `False`): Update the codebook by exponential moving averages instead of the
+            codebook loss.
+        ema_decay (`float`, defaults to 0.99): Decay of the EMA statistics.
+        dead_code_steps (`int`, defaults to 0): Re-initialise codes unused for this many training steps from
+            encoder outputs of the current batch; 0 disables restarts.
+        usage_window (`int`, defaults to 100): Number of training steps over which `usage_statistics()` counts.
+        ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
+        remap (`IndexRemap`, *optional*): Emit indices into the subset `remap.used` of the table (taming's `remap`);
+            `codebook_size` then counts token values (`remap.num_tokens`) and `table_size` the table's rows. Not
+            with dead-code restarts (they would rewrite rows the remapping does not know about).
+
+    The EMA statistics are `ema_cluster_size` (per-code assignment counts) and `ema_embed_sum` (per-code sums of
+    the assigned vectors), taming's `embedding.cluster_size` and `embedding.embed_avg`; the codebook is their
+    Laplace-smoothed ratio, as in taming's `EMAVectorQuantizer`.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        beta: float = 0.25,
+        legacy_beta: bool = False,
+        l2_normalize: bool = False,
+        use_ema: bool = False,
+        ema_decay: float = 0.99,
+        dead_code_steps: int = 0,
+        usage_window: int = 100,
+        ema_epsilon: float = 1e-5,
+        remap: IndexRemap | None = None,
+    ):
+        super().__init__()
+        if not isinstance(codebook_size, int) or codebook_size < 2:
+            raise ValueError(f"`codebook_size` must be an int >= 2, got {codebook_size!r}.")
+        if not isinstance(code_dim, int) or code_dim < 1:
+            raise ValueError(f"`code_dim` must be a positive int, got {code_dim!r}.")
+        if beta < 0:
+            raise ValueError(f"`beta` must be >= 0, got {beta}.")
+        if not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in (0, 1), got {ema_decay}.")
+        if dead_code_steps < 0:
+            raise ValueError(f"`dead_code_steps` must be >= 0 (0 disables restarts), got {dead_code_steps}.")
+        if remap is not None and (remap.table_size != codebook_size or dead_code_steps):
+            raise ValueError(
+                f"A remap over a table of {remap.table_size} rows needs `codebook_size`={remap.table_size} (got "
+                f"{codebook_size}) and no dead-code restarts (got dead_code_steps={dead_code_steps})."
+            )
+        self.table_size = codebook_size
+        self.remap = remap
+        # The number of distinct token values emitted: the table's rows, or the remapped subset (+1 for "extra").
+        self.codebook_size = remap.num_tokens if remap is not None else codebook_size
+        self.code_dim = code_dim
+        self.beta = beta
+        self.legacy_beta = legacy_beta
+        self.l2_normalize = l2_normalize
+        self.use_ema = use_ema
+        self.ema_decay = ema_decay
+        self.ema_epsilon = ema_epsilon
+        self.dead_code_steps = dead_code_steps
+
+        self.embedding = nn.Embedding(codebook_size, code_dim)
+        # Uniform in +-1/K, as in the VQ-VAE reference and taming: small codes that the encoder output reaches.
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if use_ema:
+            self.embedding.weight.requires_grad_(False)
+            # Start as if every code had been assigned once, to itself (the convention restarts use too): a code
+            # unused in the first steps then keeps its value instead of being divided by the Laplace epsilon.
+            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
+            self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
+        self._init_usage(self.codebook_size, usage_window)
+
+    # ----------------------------------------------------------------------------------------------- lookup
+    def codebook(self) -> torch.Tensor:
+        """The codebook table as used for lookup, of shape `(table_size, code_dim)`, float32."""
+        weight = self.embedding.weight.float()
+        return F.normalize(weight, dim=-1) if self.l2_normalize else weight
+
+    def _nearest(self, flat: torch.Tensor) -> torch.LongTensor:
+        codes = self.codebook()  # (K, D)
+        # ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2, in float32 whatever the autocast state.
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            distances = (
+                flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None, :]
+            )  # (N, K)
+        return distances.argmin(dim=1)
+
+    def _gather(self, indices: torch.LongTensor) -> torch.Tensor:
+        # Normalise the gathered rows rather than the whole table: the autograd graph then holds no reference to
+        # the weight itself, which a dead-code restart rewrites in place before the backward pass.
+        codes = self.embedding.weight[indices].float()  # (..., D)
+        return F.normalize(codes, dim=-1) if self.l2_normalize else codes
+
+    def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
+        """Codes for `indices` of shape `(batch_size, h, w)`, returned as `(batch_size, code_dim, h, w)` float32."""
+        check_indices(indices, self.codebook_size)
+        indices = indices.long() if self.remap is None else self.remap.to_table(indices.long())
+        return self._gather(indices).permute(0, 3, 1, 2).contiguous()
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        check_latents(latents, self.code_dim)
+        input_dtype = latents.dtype
+        B, D, h, w = latents.shape
+        z = latents.float().permute(0, 2, 3, 1).reshape(-1, D)  # (B*h*w, D)
+        if self.l2_normalize:
+            z = F.normalize(z, dim=-1)
+        indices = self._nearest(z.detach())  # (N,)
+        z_q = self._gather(indices)  # (N, D)
+
+        tokens = indices if self.remap is None else self.remap.to_used(indices)  # (N,) token values
+        counts, update_statistics = None, False
+        if self.training:
+            # One reduction carries the row counts, the token counts under a remap, and a flag for non-finite latents
+            # on any process: such a step is skipped by the training loop, so it must not write into the codebook or
+            # its statistics either.
+            parts = [torch.bincount(indices, minlength=self.table_size).float()]
+            if self.remap is not None:
+                parts.append(torch.bincount(tokens, minlength=self.codebook_size).float())
+            stats = _all_reduce_sum(torch.cat(parts + [(~torch.isfinite(z)).any().float()[None]]))
+            row_counts, counts = stats[: self.table_size], stats[-1 - self.codebook_size : -1]
+            update_statistics = not bool(stats[-1] > 0)
+            if self.use_ema and update_statistics:
+                self._ema_update(z.detach(), indices, row_counts)
+                z_q = self._gather(indices)
+
+        commitment_loss = F.mse_loss(z, z_q.detach())
+        if self.use_ema:
+            codebook_loss = torch.zeros((), device=z.device)
+        else:
+            codebook_loss = F.mse_loss(z_q, z.detach())
+        if self.legacy_beta:
+            loss = self.beta * codebook_loss + commitment_loss
+        else:
+            loss = codebook_loss + self.beta * commitment_loss
+
+        z_q = z + (z_q - z).detach()  # straight-through estimator
+        quantized = z_q.reshape(B, h, w, D).permute(0, 3, 1, 2).contiguous().to(input_dtype)
+        indices = tokens.reshape(B, h, w)
+
+        with torch.no_grad():
+            if counts is None:
+                # Evaluation may run on one process only (validation on the main process): no collective here.
+                counts = torch.bincount(tokens, minlength=self.codebook_size).float()
+            perplexity, usage = _perplexity_and_usage(counts)
+            if update_statistics:
+                self._track_usage(counts)
+                if self.dead_code_steps > 0:
+                    self._restart_dead_codes(z.detach())
+        return QuantizerOutput(
+            quantized=quantized,
+            indices=indices,
+            loss=loss,
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment_loss,
+            perplexity=perplexity,
+            usage=usage,
+        )
+
+    # ----------------------------------------------------------------------------------- training statistics
+    @torch.no_grad()
+    def _ema_update(self, z: torch.Tensor, indices: torch.LongTensor, counts: torch.Tensor) -> None:
+        sums = torch.zeros(self.table_size, self.code_dim, device=z.device)
+        sums.index_add_(0, indices, z)  # (K, D)
+        sums = _all_reduce_sum(sums)
+        self.ema_cluster_size.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
+        self.ema_embed_sum.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
+        # Laplace smoothing keeps never-used codes from dividing by zero.
+        n = self.ema_cluster_size.sum()
+        smoothed = (self.ema_cluster_size + self.ema_epsilon) / (n + self.table_size * self.ema_epsilon) * n
+        self.embedding.weight.copy_(self.ema_embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z: torch.Tensor) -> None:
+        dead = (self.steps_since_used >= self.dead_code_steps).nonzero().flatten()
+        if dead.numel() == 0:
+            return
+        if not _distributed():
+            new_codes = z[torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)]
+        else:
+            # Replacements come from the global batch, as for one process holding all of it: rank 0's draw of row
+            # numbers in the concatenation of every rank's rows is broadcast, each rank fills in the rows it holds,
+            # and a sum assembles them. Every rank writes the same codebook, whatever the per-rank batch sizes.
+            rank, world = dist.get_rank(), dist.get_world_size()
+            sizes = torch.zeros(world, dtype=torch.long, device=z.device)
+            sizes[rank] = z.shape[0]
+            dist.all_reduce(sizes, op=dist.ReduceOp.SUM)
+            offset = int(sizes[:rank].sum())
+            picks = torch.randint(0, int(sizes.sum()), (dead.numel(),), device=z.device)
+            dist.broadcast(picks, src=0)
+            mine = (picks >= offset) & (picks < offset + z.shape[0])
+            new_codes = torch.zeros(dead.numel(), z.shape[1], device=z.device, dtype=z.dtype)
+            new_codes[mine] = z[picks[mine] - offset]
+            dist.all_reduce(new_codes, op=dist.ReduceOp.SUM)
+        self.embedding.weight[dead] = new_codes.to(self.embedding.weight.dtype)
+        if self.use_ema:
+            self.ema_cluster_size[dead] = 1.0
+            self.ema_embed_sum[dead] = new_codes
+        self.steps_since_used[dead] = 0

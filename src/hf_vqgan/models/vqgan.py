@@ -22,7 +22,8 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..loading import DIFFUSERS_WEIGHTS, check_model_folder
-from .quantizer import QuantizerOutput, VectorQuantizer
+from .gumbel import GumbelQuantizer
+from .quantizer import IndexRemap, QuantizerOutput, VectorQuantizer
 
 
 def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
@@ -224,6 +225,8 @@ class VQGANModelOutput(BaseOutput):
         commitment_loss (`torch.Tensor`): Commitment term alone.
         perplexity (`torch.Tensor`): Code-usage perplexity of the batch.
         usage (`torch.Tensor`): Fraction of codes used in the batch.
+        kl_loss (`torch.Tensor`, *optional*): The Gumbel quantizer's KL-to-uniform term, unweighted (`None` for
+            other quantizers).
     """
 
     # None defaults: see VQGANEncoderOutput.
@@ -234,6 +237,8 @@ class VQGANModelOutput(BaseOutput):
     commitment_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
+    # --- gumbel: extra loss term (engineer gumbel) ---
+    kl_loss: torch.Tensor | None = None
 
 
 class VQGANModel(ModelMixin, ConfigMixin):
@@ -265,6 +270,16 @@ class VQGANModel(ModelMixin, ConfigMixin):
         ema_decay (`float`, defaults to 0.99): EMA decay.
         dead_code_steps (`int`, defaults to 0): Restart codes unused for this many steps (0 = never).
         usage_window (`int`, defaults to 100): Steps over which usage statistics are kept.
+        quantizer_type (`str`, defaults to `"vq"`): `"vq"` (nearest neighbour, `VectorQuantizer`) or `"gumbel"`
+            (Gumbel-softmax over logits of a 1x1 conv, `GumbelQuantizer`: argmax in evaluation mode).
+        gumbel_temperature (`float`, defaults to 1.0): Initial Gumbel-softmax temperature (training anneals it).
+        gumbel_kl_weight (`float`, defaults to 5e-4): Weight of the Gumbel quantizer's KL-to-uniform term.
+        gumbel_straight_through (`bool`, defaults to `True`): Hard one-hot codes with soft gradients in training.
+        remap_table_size (`int`, *optional*): With a value, the codebook table has this many rows, of which the
+            quantizer emits only a subset `quantizer.remap.used` (taming's `remap`, a saved buffer), as tokens
+            `0 .. len(used) - 1`. `codebook_size` then counts token values: `len(used)`, plus one for `"extra"`.
+        remap_unknown_index (`str` or `int`, defaults to `"random"`): What a table row outside `used` becomes:
+            `"random"` (a random token), `"extra"` (token `len(used)`, decoded as `used[0]`) or a fixed token.
     """
 
     # `enable_gradient_checkpointing()` (from diffusers' ModelMixin) recomputes each encoder/decoder level and middle
@@ -293,6 +308,13 @@ class VQGANModel(ModelMixin, ConfigMixin):
         ema_decay: float = 0.99,
         dead_code_steps: int = 0,
         usage_window: int = 100,
+        # --- gumbel / remap (engineer gumbel) ---
+        quantizer_type: str = "vq",
+        gumbel_temperature: float = 1.0,
+        gumbel_kl_weight: float = 5e-4,
+        gumbel_straight_through: bool = True,
+        remap_table_size: int | None = None,
+        remap_unknown_index: str | int = "random",
     ):
         super().__init__()
         _validate_config(
@@ -320,17 +342,37 @@ class VQGANModel(ModelMixin, ConfigMixin):
         )
         self.encoder = Encoder(in_channels=in_channels, **shared)
         self.quant_conv = nn.Conv2d(latent_channels, code_dim, 1)
-        self.quantizer = VectorQuantizer(
-            codebook_size,
-            code_dim,
-            beta=commitment_beta,
-            legacy_beta=legacy_beta,
-            l2_normalize=l2_normalize_codes,
-            use_ema=use_ema,
-            ema_decay=ema_decay,
-            dead_code_steps=dead_code_steps,
-            usage_window=usage_window,
-        )
+        # --- gumbel / remap (engineer gumbel) ---
+        remap = None
+        if remap_table_size is not None:
+            num_used = codebook_size - (remap_unknown_index == "extra")
+            remap = IndexRemap(remap_table_size, num_used, remap_unknown_index)
+        table_size = codebook_size if remap is None else remap_table_size
+        if quantizer_type == "vq":
+            self.quantizer = VectorQuantizer(
+                table_size,
+                code_dim,
+                beta=commitment_beta,
+                legacy_beta=legacy_beta,
+                l2_normalize=l2_normalize_codes,
+                use_ema=use_ema,
+                ema_decay=ema_decay,
+                dead_code_steps=dead_code_steps,
+                usage_window=usage_window,
+                remap=remap,
+            )
+        elif quantizer_type == "gumbel":
+            self.quantizer = GumbelQuantizer(
+                table_size,
+                code_dim,
+                temperature=gumbel_temperature,
+                kl_weight=gumbel_kl_weight,
+                straight_through=gumbel_straight_through,
+                usage_window=usage_window,
+                remap=remap,
+            )
+        else:
+            raise ValueError(f'`quantizer_type` must be one of ["vq", "gumbel"], got {quantizer_type!r}.')
         self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
         self.decoder = Decoder(out_channels=out_channels, **shared)
 
@@ -489,6 +531,7 @@ class VQGANModel(ModelMixin, ConfigMixin):
             commitment_loss=q.commitment_loss,
             perplexity=q.perplexity,
             usage=q.usage,
+            kl_loss=q.kl_loss,
         )
         return out if return_dict else out.to_tuple()
 
