@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_vqgan.models.quantizer import VectorQuantizer
+from hf_vqgan.models.quantizer import IndexRemap, VectorQuantizer
 
 K, D = 32, 8
 
@@ -33,7 +33,7 @@ def make_quantizer(**kwargs) -> VectorQuantizer:
     torch.manual_seed(0)
     quantizer = VectorQuantizer(**{"codebook_size": K, "code_dim": D, **kwargs})
     # Spread the codes out (the default init sits within +-1/K) so that nearest neighbours are well separated.
-    set_codebook(quantizer, torch.randn(quantizer.codebook_size, quantizer.code_dim))
+    set_codebook(quantizer, torch.randn(quantizer.table_size, quantizer.code_dim))
     return quantizer
 
 
@@ -389,3 +389,90 @@ def test_a_forward_snapshot_puts_back_everything_a_training_forward_wrote(use_em
     assert "usage_history" in moved and ("embedding.weight" in moved) == (use_ema or dead_code_steps > 0)
     snapshot.restore()
     assert all(torch.equal(tensor, before[name]) for name, tensor in held().items())
+
+
+# ------------------------------------------------------------------------------------------------------ remap
+USED = torch.tensor([1, 4, 5, 9, 20, 31])  # 6 of the 32 rows
+
+
+def remapped(unknown_index) -> VectorQuantizer:
+    remap = IndexRemap(K, len(USED), unknown_index)
+    remap.used.copy_(USED)
+    return make_quantizer(remap=remap).eval()
+
+
+@pytest.mark.parametrize("unknown_index", ["random", "extra", 2])
+def test_remap_emits_positions_of_used_rows_and_the_policy_for_others(unknown_index):
+    quantizer = remapped(unknown_index)
+    latents = torch.randn(4, D, 4, 4)
+    rows = torch.cdist(flat(latents), quantizer.embedding.weight).argmin(1).reshape(4, 4, 4)  # (B, h, w) table rows
+    known = torch.isin(rows, USED)
+    assert 0 < int(known.sum()) < known.numel()
+    out = quantizer(latents)
+    assert torch.equal(USED[out.indices[known]], rows[known])  # a used row becomes its position in `used`
+    unknown = out.indices[~known]
+    if unknown_index == "random":
+        assert int(unknown.min()) >= 0 and int(unknown.max()) < len(USED) and len(unknown.unique()) > 1
+    else:
+        assert torch.all(unknown == (len(USED) if unknown_index == "extra" else 2))
+    assert quantizer.codebook_size == len(USED) + (unknown_index == "extra") and quantizer.table_size == K
+    # The quantized latents are the nearest table rows, whatever token they get.
+    torch.testing.assert_close(flat(out.quantized), quantizer.embedding.weight[rows.flatten()], rtol=0, atol=1e-5)
+
+
+def test_remap_lookup_unmaps_tokens_and_the_extra_token_decodes_as_the_first_used_row():
+    quantizer = remapped("extra")
+    tokens = torch.tensor([[[0, 3], [5, 6]]])  # 6 is the extra token
+    codes = quantizer.lookup(tokens)  # (1, D, 2, 2)
+    expected = quantizer.embedding.weight[torch.tensor([[[1, 9], [31, 1]]])].permute(0, 3, 1, 2)
+    assert torch.equal(codes, expected)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 7\), got values in \[0, 7\]"):
+        quantizer.lookup(torch.tensor([[[0, 7]]]))
+
+
+def test_remap_random_tokens_come_from_its_generator():
+    quantizer = remapped("random")
+    latents = torch.randn(4, D, 4, 4)
+    draws = []
+    for seed in (5, 5, 6):
+        quantizer.remap.generator = torch.Generator().manual_seed(seed)
+        draws.append(quantizer(latents).indices)
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
+def test_remap_usage_counts_tokens():
+    quantizer = remapped("extra").train()
+    quantizer(torch.randn(4, D, 4, 4))
+    assert quantizer.usage_history.shape[1] == len(USED) + 1
+    assert float(quantizer.usage_history[0].sum()) == 64
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: IndexRemap(K, 6, "sometimes"), r'`unknown_index` must be "random", "extra" or an int in \[0, 6\)'),
+        (lambda: IndexRemap(K, 6, 6), r"got 6"),
+        (lambda: IndexRemap(K, K + 1), r"used codes must be an int in \[1, 32\]"),
+        (lambda: VectorQuantizer(K, D, remap=IndexRemap(16, 6)), "remap over a table of 16 rows"),
+        (lambda: VectorQuantizer(K, D, dead_code_steps=3, remap=IndexRemap(K, 6)), "no dead-code restarts"),
+    ],
+)
+def test_bad_remap_settings_are_named(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_remapped_vqgan_config_counts_tokens_and_saves_the_used_rows(tmp_path):
+    from hf_vqgan.models.vqgan import VQGANModel
+    from testing_utils import small_vqgan_config
+
+    torch.manual_seed(0)
+    model = VQGANModel(**small_vqgan_config(codebook_size=7, remap_table_size=16, remap_unknown_index="extra"))
+    assert model.quantizer.codebook_size == 7 and model.quantizer.table_size == 16
+    model.quantizer.remap.used.copy_(torch.tensor([0, 2, 3, 5, 8, 13]))
+    model.save_pretrained(tmp_path)
+    loaded = VQGANModel.from_pretrained(tmp_path)
+    assert torch.equal(loaded.quantizer.remap.used, model.quantizer.remap.used)
+    images = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.tokenize(images), model.tokenize(images))
