@@ -21,6 +21,7 @@ import torch
 from hf_vqgan import VQGANImageProcessor, VQGANModel
 from hf_vqgan.conditions import condition_channels
 from hf_vqgan.losses import VQGANLoss
+from hf_vqgan.models.gumbel import GumbelQuantizer, annealed_temperature
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
 from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
@@ -70,6 +71,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--disc_base_channels", type=int, default=64)
     g.add_argument("--disc_norm", choices=["batch", "group", "instance", "none"], default="batch")
     g.add_argument("--codebook_weight", type=float, default=1.0)
+    # --- gumbel: temperature schedule and KL weight (engineer gumbel) ---
+    g = parser.add_argument_group(
+        "Gumbel quantizer (quantizer_type gumbel): taming's warm-up + cosine temperature schedule, set every step"
+    )
+    g.add_argument("--gumbel_temperature", type=float, default=None,
+                   help="Peak temperature; enables the schedule (default: the model's fixed gumbel_temperature).")
+    g.add_argument("--gumbel_temperature_start", type=float, default=None,
+                   help="Temperature at step 0, rising linearly to the peak over the warm-up (default: the peak).")
+    g.add_argument("--gumbel_temperature_min", type=float, default=None,
+                   help="Temperature the cosine decays to (default: the peak, a constant temperature).")
+    g.add_argument("--gumbel_temperature_warmup_steps", type=int, default=0, help="Linear warm-up steps.")
+    g.add_argument("--gumbel_temperature_decay_steps", type=int, default=None,
+                   help="Step at which the minimum is reached (default: the last training step).")
+    g.add_argument("--gumbel_kl_weight", type=float, default=None,
+                   help="Weight of the KL-to-uniform term (default: the model's gumbel_kl_weight).")  # fmt: skip
     g = parser.add_argument_group("speed (results unchanged up to float rounding; see benchmarks/README.md)")
     g.add_argument("--channels_last", action="store_true", help="NHWC weights and activations (faster bf16 convs).")
     g.add_argument("--gradient_checkpointing", action="store_true", help="Recompute blocks in backward: less memory.")
@@ -101,9 +117,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.preset is not None:  # an unknown name fails here, not after the data and models are loaded
         vqgan_preset(args.preset)
+    check_gumbel_arguments(args)
     if args.condition_type == "segmentation" and (args.num_labels or 0) < 2:
         raise ValueError(f"--condition_type segmentation needs --num_labels >= 2, got {args.num_labels}.")
     return args
+
+
+# --- gumbel: temperature schedule (engineer gumbel) ---
+def check_gumbel_arguments(args: argparse.Namespace) -> None:
+    """The Gumbel flags: positive temperatures, a schedule only with a peak, steps that fit."""
+    temperatures = {"--gumbel_temperature": args.gumbel_temperature,
+                    "--gumbel_temperature_start": args.gumbel_temperature_start,
+                    "--gumbel_temperature_min": args.gumbel_temperature_min}  # fmt: skip
+    for flag, value in temperatures.items():
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} must be > 0, got {value}.")
+    schedule_only = (args.gumbel_temperature_start, args.gumbel_temperature_min, args.gumbel_temperature_decay_steps)
+    if args.gumbel_temperature is None and (any(v is not None for v in schedule_only)
+                                            or args.gumbel_temperature_warmup_steps):  # fmt: skip
+        raise ValueError("The Gumbel temperature schedule flags need --gumbel_temperature (the peak temperature).")
+    if args.gumbel_temperature_warmup_steps < 0 or (args.gumbel_temperature_decay_steps or 1) < 1:
+        raise ValueError(
+            f"--gumbel_temperature_warmup_steps must be >= 0 and --gumbel_temperature_decay_steps >= 1, got "
+            f"{args.gumbel_temperature_warmup_steps} and {args.gumbel_temperature_decay_steps}."
+        )
+    if args.gumbel_kl_weight is not None and args.gumbel_kl_weight < 0:
+        raise ValueError(f"--gumbel_kl_weight must be >= 0, got {args.gumbel_kl_weight}.")
+
+
+def apply_gumbel_arguments(args: argparse.Namespace, model: VQGANModel) -> None:
+    """Refuse the --gumbel_* flags for another quantizer; set --gumbel_kl_weight (saved in the model config)."""
+    if not isinstance(model.quantizer, GumbelQuantizer):
+        if args.gumbel_temperature is not None or args.gumbel_kl_weight is not None:
+            raise ValueError(
+                f"The --gumbel_* flags need a model with quantizer_type 'gumbel', got {model.config.quantizer_type!r}."
+            )
+    elif args.gumbel_kl_weight is not None:
+        model.quantizer.kl_weight = args.gumbel_kl_weight
+        model.register_to_config(gumbel_kl_weight=args.gumbel_kl_weight)
+
+
+def set_gumbel_temperature(args: argparse.Namespace, model: VQGANModel, step: int, max_steps: int) -> dict:
+    """Set the Gumbel quantizer's temperature for optimizer step `step` (with --gumbel_temperature) and return it
+    for the logs ({} for other quantizers). A function of the step alone: a resumed run continues the schedule."""
+    quantizer = model.quantizer
+    if not isinstance(quantizer, GumbelQuantizer):
+        return {}
+    peak = args.gumbel_temperature
+    if peak is not None:
+        quantizer.temperature = annealed_temperature(
+            step,
+            start=peak if args.gumbel_temperature_start is None else args.gumbel_temperature_start,
+            peak=peak,
+            end=peak if args.gumbel_temperature_min is None else args.gumbel_temperature_min,
+            warmup_steps=args.gumbel_temperature_warmup_steps,
+            decay_steps=args.gumbel_temperature_decay_steps or max_steps,
+        )
+    return {"gumbel_temperature": quantizer.temperature}
 
 
 # --------------------------------------------------------------------------------------------- models, losses
@@ -123,6 +193,7 @@ def build_model(args: argparse.Namespace) -> tuple[VQGANModel, int, int]:
         else:  # a preset or config is an architecture: --image_channels sets its channels (RGB digits-tiny, ...)
             config.update(in_channels=args.image_channels, out_channels=args.image_channels)
         model = VQGANModel(**config)
+    apply_gumbel_arguments(args, model)
     if args.condition_type is None and args.image_channels not in (None, model.config.in_channels):  # pretrained
         raise data_lib.DatasetConfigError(
             f"--image_channels {args.image_channels} does not fit {args.pretrained_model_name_or_path!r}, which reads "
@@ -303,18 +374,15 @@ def train(args: argparse.Namespace) -> dict | None:
         pixel_values = batch[input_key]
         if any_process(accelerator, pixel_values.shape[0] == 0):  # every image of a batch was unreadable
             continue
+        gumbel_logs = set_gumbel_temperature(args, unwrapped, run.state.step, max_steps)
         with accelerator.accumulate(*networks):
             result = train_step(run, nets, loss_fn, pixel_values, unwrapped.last_layer_weight, mode)
         if result is None or not accelerator.sync_gradients:
             continue
         out, g, d = result
         logs = {**g.to_log_dict(), **(d.to_log_dict(prefix="disc_") if d is not None else {})}
-        logs.update(
-            lr=nets.scheduler.get_last_lr()[0],
-            perplexity=float(out.perplexity),
-            usage=float(out.usage),
-            skipped_images=bad_images.skipped,
-        )
+        logs.update(lr=nets.scheduler.get_last_lr()[0], perplexity=float(out.perplexity), usage=float(out.usage),
+                    skipped_images=bad_images.skipped, **gumbel_logs)  # fmt: skip
         run.end_step(model, logs, validate)
 
     metrics = run.finish(unwrapped, validate)
@@ -377,6 +445,7 @@ def train_step(
             step,
             last_layer=last_layer,
             single_backward=mode.single_backward,
+            kl_loss=out.kl_loss,  # logged
         )
     accelerator.backward(g.total)
     optimizers = (nets.optimizer, nets.disc_optimizer)

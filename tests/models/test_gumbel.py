@@ -157,3 +157,16 @@ def test_kl_is_a_divergence():
         out = quantizer(torch.randn(2, D, 3, 5))
     assert 0 <= float(out.kl_loss) <= math.log(K) + 1e-4
     assert float(out.kl_loss) > 0.9 * math.log(K)
+
+
+def test_annealed_temperature_matches_tamings_scheduler_on_the_fixture():
+    """The fixture records taming's `LambdaWarmUpCosineScheduler` (warm-up 10 steps 0.2 -> 0.9, cosine to 1e-6 at
+    step 100) at a few steps, before, across and after both phases."""
+    from safetensors.torch import load_file
+
+    from fixtures import taming_fixtures
+    from hf_vqgan.models.gumbel import annealed_temperature
+
+    io = load_file(str(taming_fixtures() / "gumbel_tiny_io.safetensors"))
+    ours = [annealed_temperature(int(s), 0.2, 0.9, 1e-6, warmup_steps=10, decay_steps=100) for s in io["schedule_steps"]]
+    torch.testing.assert_close(torch.tensor(ours, dtype=torch.float64), io["schedule_temperatures"], rtol=1e-12, atol=0)

@@ -33,8 +33,9 @@ PIXEL_LOSSES = ("l1", "l2", "cross_entropy")
 
 class _LossOutput:
     def to_log_dict(self, prefix: str = "") -> dict[str, float]:
-        """Every term as a Python float, keyed by `prefix + field name`, for loggers."""
-        return {f"{prefix}{f.name}": float(torch.as_tensor(getattr(self, f.name)).detach()) for f in fields(self)}
+        """Every term as a Python float, keyed by `prefix + field name`, for loggers (terms that are None left out)."""
+        return {f"{prefix}{f.name}": float(torch.as_tensor(getattr(self, f.name)).detach()) for f in fields(self)
+                if getattr(self, f.name) is not None}  # fmt: skip
 
 
 @dataclass
@@ -50,6 +51,8 @@ class VQGANGeneratorLossOutput(_LossOutput):
             `disc_start` and when gradients are disabled).
         disc_factor (`float`): 1.0 once the GAN terms are on, else 0.0.
         quantizer (`torch.Tensor`): The quantizer's codebook + commitment loss (unweighted).
+        kl (`torch.Tensor`, *optional*): The Gumbel quantizer's KL-to-uniform term (unweighted, already inside
+            `quantizer` with its weight); logged as `kl`, None for other quantizers.
     """
 
     total: torch.Tensor
@@ -60,6 +63,8 @@ class VQGANGeneratorLossOutput(_LossOutput):
     adaptive_weight: torch.Tensor
     disc_factor: float
     quantizer: torch.Tensor
+    # --- gumbel: the KL term, logged (engineer gumbel) ---
+    kl: torch.Tensor | None = None
 
 
 @dataclass
@@ -180,6 +185,7 @@ class VQGANLoss(nn.Module):
         global_step: int,
         last_layer: torch.Tensor | None = None,
         single_backward: bool = False,
+        kl_loss: torch.Tensor | None = None,
     ) -> VQGANGeneratorLossOutput:
         """
         The autoencoder's loss.
@@ -201,6 +207,8 @@ class VQGANLoss(nn.Module):
                 parameters get none, and `total` cannot be differentiated a second time. Ignored with gradients
                 disabled. Under fp16 mixed precision prefer the plain loss: the gradients taken here are not loss
                 scaled.
+            kl_loss (`torch.Tensor`, *optional*): The model output's `kl_loss` (Gumbel quantizer), only reported:
+                it is already in `quantizer_loss` with its weight.
 
         Returns:
             `VQGANGeneratorLossOutput`. Backpropagating `total` of the plain loss also leaves gradients on the
@@ -248,6 +256,7 @@ class VQGANLoss(nn.Module):
             adaptive_weight=adaptive_weight,
             disc_factor=disc_factor,
             quantizer=quantizer.detach(),
+            kl=None if kl_loss is None else kl_loss.detach().mean(),
         )
 
     def _terms(

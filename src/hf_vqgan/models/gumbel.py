@@ -12,6 +12,8 @@ Shapes: B batch, D code dimension, h/w latent grid, K codebook size, N = B*h*w v
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,3 +133,19 @@ class GumbelQuantizer(UsageTracking):
             usage=usage,
             kl_loss=kl_loss,
         )
+
+
+def annealed_temperature(
+    step: int, start: float, peak: float, end: float, warmup_steps: int = 0, decay_steps: int = 1
+) -> float:
+    """
+    The Gumbel temperature at optimizer step `step`: linear from `start` to `peak` over `warmup_steps`, then a
+    cosine from `peak` down to `end`, reached at step `decay_steps` and held after. This is taming's
+    `LambdaWarmUpCosineScheduler` (its `lr_start`, `lr_max`, `lr_min`, `warm_up_steps`, `max_decay_steps`), which
+    `GumbelVQ` applies to the temperature; the released f8 model used start = peak = 0.9, end 1e-6, no warm-up,
+    decay over 1,000,001 steps.
+    """
+    if step < warmup_steps:
+        return start + (peak - start) * step / warmup_steps
+    progress = min((step - warmup_steps) / max(decay_steps - warmup_steps, 1), 1.0)
+    return end + 0.5 * (peak - end) * (1 + math.cos(math.pi * progress))

@@ -342,37 +342,7 @@ class VQGANModel(ModelMixin, ConfigMixin):
         )
         self.encoder = Encoder(in_channels=in_channels, **shared)
         self.quant_conv = nn.Conv2d(latent_channels, code_dim, 1)
-        # --- gumbel / remap (engineer gumbel) ---
-        remap = None
-        if remap_table_size is not None:
-            num_used = codebook_size - (remap_unknown_index == "extra")
-            remap = IndexRemap(remap_table_size, num_used, remap_unknown_index)
-        table_size = codebook_size if remap is None else remap_table_size
-        if quantizer_type == "vq":
-            self.quantizer = VectorQuantizer(
-                table_size,
-                code_dim,
-                beta=commitment_beta,
-                legacy_beta=legacy_beta,
-                l2_normalize=l2_normalize_codes,
-                use_ema=use_ema,
-                ema_decay=ema_decay,
-                dead_code_steps=dead_code_steps,
-                usage_window=usage_window,
-                remap=remap,
-            )
-        elif quantizer_type == "gumbel":
-            self.quantizer = GumbelQuantizer(
-                table_size,
-                code_dim,
-                temperature=gumbel_temperature,
-                kl_weight=gumbel_kl_weight,
-                straight_through=gumbel_straight_through,
-                usage_window=usage_window,
-                remap=remap,
-            )
-        else:
-            raise ValueError(f'`quantizer_type` must be one of ["vq", "gumbel"], got {quantizer_type!r}.')
+        self.quantizer = _build_quantizer(self.config)  # the config is registered before this body runs
         self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
         self.decoder = Decoder(out_channels=out_channels, **shared)
 
@@ -534,6 +504,40 @@ class VQGANModel(ModelMixin, ConfigMixin):
             kl_loss=q.kl_loss,
         )
         return out if return_dict else out.to_tuple()
+
+
+def _build_quantizer(config) -> nn.Module:
+    """The quantizer `config.quantizer_type` names, with its options from the config."""
+    # --- gumbel / remap (engineer gumbel) ---
+    remap, table_size = None, config.codebook_size
+    if config.remap_table_size is not None:
+        num_used = config.codebook_size - (config.remap_unknown_index == "extra")
+        remap = IndexRemap(config.remap_table_size, num_used, config.remap_unknown_index)
+        table_size = config.remap_table_size
+    if config.quantizer_type == "vq":
+        return VectorQuantizer(
+            table_size,
+            config.code_dim,
+            beta=config.commitment_beta,
+            legacy_beta=config.legacy_beta,
+            l2_normalize=config.l2_normalize_codes,
+            use_ema=config.use_ema,
+            ema_decay=config.ema_decay,
+            dead_code_steps=config.dead_code_steps,
+            usage_window=config.usage_window,
+            remap=remap,
+        )
+    if config.quantizer_type == "gumbel":
+        return GumbelQuantizer(
+            table_size,
+            config.code_dim,
+            temperature=config.gumbel_temperature,
+            kl_weight=config.gumbel_kl_weight,
+            straight_through=config.gumbel_straight_through,
+            usage_window=config.usage_window,
+            remap=remap,
+        )
+    raise ValueError(f'`quantizer_type` must be one of ["vq", "gumbel"], got {config.quantizer_type!r}.')
 
 
 def _validate_config(
