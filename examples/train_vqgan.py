@@ -149,7 +149,7 @@ def apply_gumbel_arguments(args: argparse.Namespace, model: VQGANModel) -> None:
     """Refuse the --gumbel_* flags for another quantizer; set --gumbel_kl_weight (saved in the model config)."""
     if not isinstance(model.quantizer, GumbelQuantizer):
         if args.gumbel_temperature is not None or args.gumbel_kl_weight is not None:
-            raise ValueError(
+            raise data_lib.DatasetConfigError(  # refused at start-up, one line, exit 2
                 f"The --gumbel_* flags need a model with quantizer_type 'gumbel', got {model.config.quantizer_type!r}."
             )
     elif args.gumbel_kl_weight is not None:
