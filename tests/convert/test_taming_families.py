@@ -257,3 +257,26 @@ def test_converted_gumbel_folder_loads_and_reproduces(fixtures, tmp_path):
     loaded = VQGANModel.from_pretrained(out)
     assert isinstance(loaded.quantizer, type(model.quantizer))
     assert max(_differences(loaded, io, "gumbel").values()) <= TOL
+
+
+def test_converted_gumbel_in_a_pipeline_samples_and_its_tokens_decode(fixtures, tmp_path):
+    """The issue's done-when: a converted GumbelVQ, wrapped in a `VQGANTransformerPipeline` with a small prior over
+    its 32 codes on its 8x8 grid, samples; the sampled tokens decode, through the saved and reloaded pipeline too."""
+    from testing_utils import load_pipeline, tiny_pipeline, tiny_prior
+
+    model, _, _ = _load(fixtures, "gumbel")
+    prior = tiny_prior(0, codebook_size=model.config.codebook_size, latent_height=8, latent_width=8)
+    pipe = tiny_pipeline(model, prior)
+    generator = torch.Generator().manual_seed(0)
+    tokens = pipe(batch_size=2, generator=generator, output_type="latent").images  # (2, 8, 8)
+    assert tokens.shape == (2, 8, 8) and int(tokens.min()) >= 0 and int(tokens.max()) < 32
+    assert len(tokens.unique()) > 1  # sampled, not one code
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    with torch.no_grad():
+        decoded = model.decode_indices(tokens).sample.clamp(-1, 1)
+    assert images.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(images, (decoded + 1) / 2, rtol=0, atol=1e-5)
+    pipe.save_pretrained(tmp_path / "pipe")
+    reloaded = load_pipeline(tmp_path / "pipe")
+    again = reloaded(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert isinstance(reloaded.vqgan.quantizer, type(model.quantizer)) and torch.equal(again, tokens)
