@@ -71,21 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--disc_base_channels", type=int, default=64)
     g.add_argument("--disc_norm", choices=["batch", "group", "instance", "none"], default="batch")
     g.add_argument("--codebook_weight", type=float, default=1.0)
-    # --- gumbel: temperature schedule and KL weight (engineer gumbel) ---
-    g = parser.add_argument_group(
-        "Gumbel quantizer (quantizer_type gumbel): taming's warm-up + cosine temperature schedule, set every step"
-    )
-    g.add_argument("--gumbel_temperature", type=float, default=None,
-                   help="Peak temperature; enables the schedule (default: the model's fixed gumbel_temperature).")
-    g.add_argument("--gumbel_temperature_start", type=float, default=None,
-                   help="Temperature at step 0, rising linearly to the peak over the warm-up (default: the peak).")
-    g.add_argument("--gumbel_temperature_min", type=float, default=None,
-                   help="Temperature the cosine decays to (default: the peak, a constant temperature).")
-    g.add_argument("--gumbel_temperature_warmup_steps", type=int, default=0, help="Linear warm-up steps.")
-    g.add_argument("--gumbel_temperature_decay_steps", type=int, default=None,
-                   help="Step at which the minimum is reached (default: the last training step).")
-    g.add_argument("--gumbel_kl_weight", type=float, default=None,
-                   help="Weight of the KL-to-uniform term (default: the model's gumbel_kl_weight).")  # fmt: skip
+    add_gumbel_arguments(parser)  # --- gumbel (engineer gumbel) ---
     g = parser.add_argument_group("speed (results unchanged up to float rounding; see benchmarks/README.md)")
     g.add_argument("--channels_last", action="store_true", help="NHWC weights and activations (faster bf16 convs).")
     g.add_argument("--gradient_checkpointing", action="store_true", help="Recompute blocks in backward: less memory.")
@@ -123,7 +109,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --- gumbel: temperature schedule (engineer gumbel) ---
+# --- gumbel: temperature schedule and KL weight (engineer gumbel) ---
+def add_gumbel_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Gumbel quantizer's flags: taming's temperature schedule and the KL weight."""
+    g = parser.add_argument_group(
+        "Gumbel quantizer (quantizer_type gumbel): taming's warm-up + cosine temperature schedule, set every step"
+    )
+    g.add_argument(
+        "--gumbel_temperature",
+        type=float,
+        default=None,
+        help="Peak temperature; enables the schedule (default: the model's fixed gumbel_temperature).",
+    )
+    g.add_argument(
+        "--gumbel_temperature_start",
+        type=float,
+        default=None,
+        help="Temperature at step 0, rising linearly to the peak over the warm-up (default: the peak).",
+    )
+    g.add_argument(
+        "--gumbel_temperature_min",
+        type=float,
+        default=None,
+        help="Temperature the cosine decays to (default: the peak, a constant temperature).",
+    )
+    g.add_argument("--gumbel_temperature_warmup_steps", type=int, default=0, help="Linear warm-up steps.")
+    g.add_argument(
+        "--gumbel_temperature_decay_steps",
+        type=int,
+        default=None,
+        help="Step at which the minimum is reached (default: the last training step).",
+    )
+    g.add_argument("--gumbel_kl_weight", type=float, default=None,
+                   help="Weight of the KL-to-uniform term (default: the model's gumbel_kl_weight).")  # fmt: skip
+
+
 def check_gumbel_arguments(args: argparse.Namespace) -> None:
     """The Gumbel flags: positive temperatures, a schedule only with a peak, steps that fit."""
     temperatures = {"--gumbel_temperature": args.gumbel_temperature,

@@ -148,7 +148,9 @@ def test_a_wrong_tensor_in_the_mapping_breaks_parity(fixtures, family):
             assert name.endswith(".bias") and max(_differences(model, io, family, part).values()) <= 1e-3, name
         with torch.no_grad():
             tensor.copy_(saved)
-    print(f"\n[taming parity] {family}: {len(ignored)} of {len(model.state_dict())} tensors ignored by every output: {ignored}")
+    print(
+        f"\n[taming parity] {family}: {len(ignored)} of {len(model.state_dict())} tensors ignored by every output: {ignored}"
+    )
     assert len(ignored) < len(model.state_dict()) // 3, ignored
     assert max(_differences(model, io, family).values()) <= TOL  # restored
 

@@ -168,5 +168,9 @@ def test_annealed_temperature_matches_tamings_scheduler_on_the_fixture():
     from hf_vqgan.models.gumbel import annealed_temperature
 
     io = load_file(str(taming_fixtures() / "gumbel_tiny_io.safetensors"))
-    ours = [annealed_temperature(int(s), 0.2, 0.9, 1e-6, warmup_steps=10, decay_steps=100) for s in io["schedule_steps"]]
-    torch.testing.assert_close(torch.tensor(ours, dtype=torch.float64), io["schedule_temperatures"], rtol=1e-12, atol=0)
+    ours = [
+        annealed_temperature(int(s), 0.2, 0.9, 1e-6, warmup_steps=10, decay_steps=100) for s in io["schedule_steps"]
+    ]
+    torch.testing.assert_close(
+        torch.tensor(ours, dtype=torch.float64), io["schedule_temperatures"], rtol=1e-12, atol=0
+    )

@@ -343,8 +343,9 @@ def vqgan_config_from_taming(
         code_dim=int(params["embed_dim"]),
         dropout=float(dd.get("dropout", 0.0)),
         norm_num_groups=32,  # fixed in taming's Normalize
-        **quantizer_kwargs(section["target"], params, dd, resolve_used_indices(params, state_dict, remap_file),
-                           unknown_index),  # fmt: skip
+        **quantizer_kwargs(
+            section["target"], params, dd, resolve_used_indices(params, state_dict, remap_file), unknown_index
+        ),  # fmt: skip
     )
 
 

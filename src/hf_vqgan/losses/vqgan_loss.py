@@ -207,8 +207,7 @@ class VQGANLoss(nn.Module):
                 parameters get none, and `total` cannot be differentiated a second time. Ignored with gradients
                 disabled. Under fp16 mixed precision prefer the plain loss: the gradients taken here are not loss
                 scaled.
-            kl_loss (`torch.Tensor`, *optional*): The model output's `kl_loss` (Gumbel quantizer), only reported:
-                it is already in `quantizer_loss` with its weight.
+            kl_loss (`torch.Tensor`, *optional*): The output's `kl_loss` (Gumbel), reported (in `quantizer_loss`).
 
         Returns:
             `VQGANGeneratorLossOutput`. Backpropagating `total` of the plain loss also leaves gradients on the

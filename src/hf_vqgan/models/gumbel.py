@@ -26,6 +26,7 @@ from .quantizer import (
     _perplexity_and_usage,
     check_indices,
     check_latents,
+    check_sizes,
 )
 
 
@@ -59,10 +60,7 @@ class GumbelQuantizer(UsageTracking):
         remap: IndexRemap | None = None,
     ):
         super().__init__()
-        if not isinstance(codebook_size, int) or codebook_size < 2:
-            raise ValueError(f"`codebook_size` must be an int >= 2, got {codebook_size!r}.")
-        if not isinstance(code_dim, int) or code_dim < 1:
-            raise ValueError(f"`code_dim` must be a positive int, got {code_dim!r}.")
+        check_sizes(codebook_size, code_dim)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if kl_weight < 0:

@@ -92,6 +92,14 @@ def check_indices(indices: torch.LongTensor, codebook_size: int) -> None:
             raise ValueError(f"`indices` must lie in [0, {codebook_size}), got values in [{low}, {high}].")
 
 
+def check_sizes(codebook_size: int, code_dim: int) -> None:
+    """Raise `ValueError` unless the table has at least two rows and the codes at least one dimension."""
+    if not isinstance(codebook_size, int) or codebook_size < 2:
+        raise ValueError(f"`codebook_size` must be an int >= 2, got {codebook_size!r}.")
+    if not isinstance(code_dim, int) or code_dim < 1:
+        raise ValueError(f"`code_dim` must be a positive int, got {code_dim!r}.")
+
+
 def check_latents(latents: torch.Tensor, code_dim: int) -> None:
     """Raise `TypeError`/`ValueError` unless `latents` is a non-empty float tensor `(batch_size, code_dim, h, w)`."""
     if not isinstance(latents, torch.Tensor):
@@ -258,10 +266,7 @@ class VectorQuantizer(UsageTracking):
         remap: IndexRemap | None = None,
     ):
         super().__init__()
-        if not isinstance(codebook_size, int) or codebook_size < 2:
-            raise ValueError(f"`codebook_size` must be an int >= 2, got {codebook_size!r}.")
-        if not isinstance(code_dim, int) or code_dim < 1:
-            raise ValueError(f"`code_dim` must be a positive int, got {code_dim!r}.")
+        check_sizes(codebook_size, code_dim)
         if beta < 0:
             raise ValueError(f"`beta` must be >= 0, got {beta}.")
         if not 0.0 < ema_decay < 1.0:

@@ -259,7 +259,8 @@ class VQGANModel(ModelMixin, ConfigMixin):
         latent_channels (`int`, defaults to 256): Encoder output channels (`z_channels` in the reference).
         code_dim (`int`, defaults to 256): Dimension of the codebook entries; the 1x1 convs around the quantizer
             map between `latent_channels` and `code_dim`. A small value (e.g. 8) gives LlamaGen's factorised codes.
-        codebook_size (`int`, defaults to 1024): Number of codebook entries.
+        codebook_size (`int`, defaults to 1024): Number of distinct token values the tokenizer emits (the prior's
+            image vocabulary): the codebook entries, or with `remap_table_size` the used ones (+1 for `"extra"`).
         dropout (`float`, defaults to 0.0): Dropout inside the ResNet blocks.
         norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every width.
         commitment_beta (`float`, defaults to 0.25): Weight of the commitment loss.
@@ -514,29 +515,16 @@ def _build_quantizer(config) -> nn.Module:
         num_used = config.codebook_size - (config.remap_unknown_index == "extra")
         remap = IndexRemap(config.remap_table_size, num_used, config.remap_unknown_index)
         table_size = config.remap_table_size
+    shared = dict(usage_window=config.usage_window, remap=remap)
     if config.quantizer_type == "vq":
-        return VectorQuantizer(
-            table_size,
-            config.code_dim,
-            beta=config.commitment_beta,
-            legacy_beta=config.legacy_beta,
-            l2_normalize=config.l2_normalize_codes,
-            use_ema=config.use_ema,
-            ema_decay=config.ema_decay,
-            dead_code_steps=config.dead_code_steps,
-            usage_window=config.usage_window,
-            remap=remap,
-        )
+        return VectorQuantizer(table_size, config.code_dim, beta=config.commitment_beta,
+                               legacy_beta=config.legacy_beta, l2_normalize=config.l2_normalize_codes,
+                               use_ema=config.use_ema, ema_decay=config.ema_decay,
+                               dead_code_steps=config.dead_code_steps, **shared)  # fmt: skip
     if config.quantizer_type == "gumbel":
-        return GumbelQuantizer(
-            table_size,
-            config.code_dim,
-            temperature=config.gumbel_temperature,
-            kl_weight=config.gumbel_kl_weight,
-            straight_through=config.gumbel_straight_through,
-            usage_window=config.usage_window,
-            remap=remap,
-        )
+        return GumbelQuantizer(table_size, config.code_dim, temperature=config.gumbel_temperature,
+                               kl_weight=config.gumbel_kl_weight,
+                               straight_through=config.gumbel_straight_through, **shared)  # fmt: skip
     raise ValueError(f'`quantizer_type` must be one of ["vq", "gumbel"], got {config.quantizer_type!r}.')
 
 
