@@ -66,7 +66,9 @@ def llamagen_weights(checkpoint: object, source: str | PathLike = "the checkpoin
                 checkpoint = checkpoint[entry]
                 break
     if not isinstance(checkpoint, Mapping) or not checkpoint:
-        raise ValueError(f"{source} holds no LlamaGen weights: expected a dict with one of {list(CHECKPOINT_ENTRIES)}.")
+        raise ValueError(
+            f"{source} holds no LlamaGen weights: expected a dict with one of {list(CHECKPOINT_ENTRIES)}."
+        )
     not_tensors = sorted(str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise ValueError(
@@ -220,7 +222,9 @@ def convert_llamagen_vqgan(
     vqgan = VQGANModel(**llamagen_vqgan_config(weights, model=model, image_size=image_size))
     weights = {key: value for key, value in weights.items() if key not in _TRAINING_BUFFERS}
     num_levels = len(vqgan.config.channel_multipliers)
-    load_renamed_state_dict(vqgan, weights, lambda name: llamagen_key(name, num_levels), what="LlamaGen VQModel weights")
+    load_renamed_state_dict(
+        vqgan, weights, lambda name: llamagen_key(name, num_levels), what="LlamaGen VQModel weights"
+    )
     return vqgan.eval()
 
 
