@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures.llamagen import llamagen_fixtures
+from fixtures import llamagen_fixtures
 from hf_vqgan.convert.llamagen import (
     convert_llamagen_checkpoint,
     convert_llamagen_vqgan,
@@ -48,7 +48,7 @@ def io(fixtures) -> dict[str, torch.Tensor]:
 
 
 def test_reference_fixtures_ship_with_the_tests_and_a_missing_one_fails(monkeypatch, tmp_path):
-    import fixtures.llamagen as fixture_module
+    import fixtures as fixture_module
 
     readme = (llamagen_fixtures() / "README.md").read_text()
     assert all(f"`{name}`" in readme for name in fixture_module.LLAMAGEN_FILES)

@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 import torch
 
-from fixtures.llamagen import llamagen_fixtures
+from fixtures import llamagen_fixtures
 from hf_vqgan.cli import main
 from hf_vqgan.models.vqgan import VQGANModel
 

@@ -40,7 +40,7 @@ import torch
 
 from ..image_processor import VQGANImageProcessor
 from ..models.vqgan import VQGANModel
-from .taming import load_renamed_state_dict, read_checkpoint, refuse_output_in_input
+from .taming import load_renamed_state_dict, read_checkpoint, refuse_output_in_input, taming_vqgan_key
 
 # The released architectures (`VQ_models` in LlamaGen): channel multipliers of `VQ_16()` / `VQ_8()`; both use the
 # Encoder/Decoder defaults ch=128, num_res_blocks=2 and ModelArgs' z_channels=256.
@@ -181,33 +181,25 @@ def llamagen_model_name(config: Mapping) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------------ weights
-# Our parameter names -> LlamaGen's, except the decoder level number (see `llamagen_key`). Applied in order, once each.
-_RENAMES = [
-    (r"^(encoder|decoder)\.levels\.(\d+)\.resnets\.", r"\1.conv_blocks.\2.res."),
-    (r"^(encoder|decoder)\.levels\.(\d+)\.attentions\.", r"\1.conv_blocks.\2.attn."),
-    (r"^encoder\.levels\.(\d+)\.resample\.", r"encoder.conv_blocks.\1.downsample."),
-    (r"^decoder\.levels\.(\d+)\.resample\.", r"decoder.conv_blocks.\1.upsample."),
-    (r"\.mid\.resnet_1\.", ".mid.0."),
-    (r"\.mid\.attention\.", ".mid.1."),
-    (r"\.mid\.resnet_2\.", ".mid.2."),
-    (r"\.shortcut\.", ".nin_shortcut."),
-    (r"\.to_q\.", ".q."),
-    (r"\.to_k\.", ".k."),
-    (r"\.to_v\.", ".v."),
-    (r"\.to_out\.", ".proj_out."),
-    (r"^quantizer\.", "quantize."),
-]
+# LlamaGen's code is taming's with the containers renamed: inside a block every name (`nin_shortcut`, `q`, `k`, `v`,
+# `proj_out`, `quantize.embedding`) is taming's, so a LlamaGen key is the taming key with these changes.
+_LEVEL = re.compile(r"^(encoder\.down|decoder\.up)\.(\d+)\.(block\.)?")
+_MID_RENAMES = [(".mid.block_1.", ".mid.0."), (".mid.attn_1.", ".mid.1."), (".mid.block_2.", ".mid.2.")]
 
 
 def llamagen_key(name: str, num_levels: int) -> str:
     """The LlamaGen `VQModel` state-dict key of our `VQGANModel` parameter `name`, for a model of `num_levels`
     resolution levels: LlamaGen's decoder numbers its levels from the coarsest, ours from the full resolution."""
-    found = re.match(r"^decoder\.levels\.(\d+)\.", name)
-    if found:
-        name = f"decoder.levels.{num_levels - 1 - int(found.group(1))}." + name[found.end() :]
-    for pattern, replacement in _RENAMES:
-        name = re.sub(pattern, replacement, name, count=1)
-    return name
+
+    def level(found: re.Match) -> str:
+        part, index, block = found.groups()
+        index = int(index) if part == "encoder.down" else num_levels - 1 - int(index)
+        return f"{part.split('.')[0]}.conv_blocks.{index}." + ("res." if block else "")
+
+    key = _LEVEL.sub(level, taming_vqgan_key(name), count=1)
+    for taming_name, llamagen_name in _MID_RENAMES:
+        key = key.replace(taming_name, llamagen_name, 1)
+    return key
 
 
 def convert_llamagen_vqgan(
