@@ -106,13 +106,19 @@ def _convert_taming(args: argparse.Namespace) -> None:
 
 
 def _convert_llamagen(args: argparse.Namespace) -> None:
-    from .convert.llamagen import convert_llamagen_checkpoint
+    from .convert.llamagen import convert_llamagen_checkpoint, llamagen_model_name
+    from .models import VQGANModel
 
     out = convert_llamagen_checkpoint(
         args.checkpoint, args.output, model=args.model, image_size=args.image_size, allow_pickle=args.allow_pickle,
         push_to_hub=args.push_to_hub,
     )  # fmt: skip
-    print(f"Converted {args.checkpoint} -> {out}")
+    config = VQGANModel.load_config(out)
+    factor = 2 ** (len(config["channel_multipliers"]) - 1)
+    print(
+        f"Converted {args.checkpoint} ({llamagen_model_name(config) or 'a custom layout'}: f{factor}, "
+        f"{config['codebook_size']} codes of dimension {config['code_dim']}) -> {out}"
+    )
 
 
 def _convert_diffusers(args: argparse.Namespace) -> None:

@@ -32,7 +32,8 @@ def test_round_trip_to_a_tokenizer_folder_that_reconstructs(tmp_path, capsys):
 
     fixtures = llamagen_fixtures()
     assert main(_convert(tmp_path, fixtures / "vq_tiny.pt", "--image-size", "32")) == 0
-    assert f"vq_tiny.pt -> {tmp_path / 'converted'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"vq_tiny.pt (a custom layout: f2, 64 codes of dimension 8) -> {tmp_path / 'converted'}" in out
     io = load_file(str(fixtures / "vq_tiny_io.safetensors"))
     model = VQGANModel.from_pretrained(tmp_path / "converted")
     with torch.no_grad():
