@@ -28,8 +28,9 @@ as training checkpoints hold one); anything else needs `allow_pickle=True`.
 LlamaGen's GPT priors (`autoregressive/models/gpt.py`) do not convert to `VQGANPriorForCausalLM`, a GPT-2: they
 use 2D rotary position embeddings on q and k in every layer (no learned position table; at the class-token position
 cos = sin = 0, which zeroes that token's query and key), RMSNorm, a SwiGLU feed-forward and bias-free projections;
-the text-to-image ones read T5 caption features through an MLP rather than tokens. A checkpoint of one is refused with that reason. Their sampled tokens
-decode with the converted tokenizer (`decode_indices(tokens.view(B, h, w))`: both use row-major order).
+the text-to-image ones read T5 caption features through an MLP rather than tokens. A checkpoint of one is refused
+with that reason. Their sampled tokens decode with the converted tokenizer (`decode_indices(tokens.view(B, h, w))`:
+both use row-major order).
 
 Shapes: B batch, C channels, K codebook size, D code dimension.
 """
