@@ -3,6 +3,7 @@
     hf-vqgan sample --model PATH_OR_ID --class-labels 3 circle --num-images 4 --output grid.png [--device cuda]
     hf-vqgan reconstruct --model PATH_OR_ID --input photo.png --output recon.png [--side-by-side]
     hf-vqgan convert-taming --config model.yaml --checkpoint last.ckpt --output DIR [--push-to-hub ID]
+    hf-vqgan convert-llamagen --checkpoint vq_ds16_c2i.pt --output DIR [--model VQ-16|VQ-8] [--push-to-hub ID]
     hf-vqgan convert-diffusers --input DIR --output DIR --to vqmodel|hf_vqgan
     hf-vqgan demo --model PATH_OR_ID [--host 127.0.0.1] [--port N] [--device cpu]   (pip install hf_vqgan[demo])
 
@@ -104,6 +105,22 @@ def _convert_taming(args: argparse.Namespace) -> None:
         remap_file=args.remap_file, unknown_index=unknown_index,
     )  # fmt: skip
     print(f"Converted {args.checkpoint} -> {out}")
+
+
+def _convert_llamagen(args: argparse.Namespace) -> None:
+    from .convert.llamagen import convert_llamagen_checkpoint, llamagen_model_name
+    from .models import VQGANModel
+
+    out = convert_llamagen_checkpoint(
+        args.checkpoint, args.output, model=args.model, image_size=args.image_size, allow_pickle=args.allow_pickle,
+        push_to_hub=args.push_to_hub,
+    )  # fmt: skip
+    config = VQGANModel.load_config(out)
+    factor = 2 ** (len(config["channel_multipliers"]) - 1)
+    print(
+        f"Converted {args.checkpoint} ({llamagen_model_name(config) or 'a custom layout'}: f{factor}, "
+        f"{config['codebook_size']} codes of dimension {config['code_dim']}) -> {out}"
+    )
 
 
 def _convert_diffusers(args: argparse.Namespace) -> None:
@@ -268,6 +285,33 @@ def _add_pixel_budget(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_upload_and_pickle_options(parser: argparse.ArgumentParser) -> None:
+    """`--push-to-hub` and `--allow-pickle`, as every checkpoint converter takes them."""
+    parser.add_argument(
+        "--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the output to this Hub repo."
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Unpickle arbitrary objects from the checkpoint. Only for files you trust: unpickling can run code.",
+    )
+
+
+def _add_convert_llamagen(commands) -> None:
+    p = commands.add_parser("convert-llamagen", help="Convert a LlamaGen VQ tokenizer checkpoint (vq_ds16_c2i.pt).")
+    p.add_argument("--checkpoint", required=True, help="LlamaGen's .pt file (vq_ds16_c2i.pt, vq_ds8_c2i.pt, ...).")
+    p.add_argument("--output", required=True, help="Output VQGANModel folder (with LlamaGen's image preprocessing).")
+    p.add_argument(
+        "--model",
+        default=None,
+        choices=["VQ-16", "VQ-8"],
+        help="The architecture the checkpoint must have; inferred from its tensors when not given.",
+    )
+    p.add_argument("--image-size", type=int, default=256, help="The resolution the tokenizer is used at. Default 256.")
+    _add_upload_and_pickle_options(p)
+    p.set_defaults(func=_convert_llamagen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-vqgan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -279,12 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="The model's YAML config.")
     p.add_argument("--checkpoint", required=True, help="The Lightning .ckpt file.")
     p.add_argument("--output", required=True, help="Output folder (a VQGANModel or a pipeline folder).")
-    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the output to this Hub repo.")
-    p.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="Unpickle arbitrary objects from the checkpoint. Only for files you trust: unpickling can run code.",
-    )
+    _add_upload_and_pickle_options(p)
     p.add_argument(
         "--remap-file",
         default=None,
@@ -300,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default, the only one its model classes pass), 'extra' (one more token) or a token number.",
     )
     p.set_defaults(func=_convert_taming)
+    _add_convert_llamagen(commands)
 
     p = commands.add_parser("convert-diffusers", help="Convert between VQGANModel and diffusers' VQModel folders.")
     p.add_argument("--input", required=True, help="A VQGANModel or diffusers VQModel folder.")

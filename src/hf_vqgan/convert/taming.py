@@ -129,6 +129,15 @@ def load_taming_checkpoint(path: str | PathLike, allow_pickle: bool = False) -> 
     `allow_pickle=True` (`--allow-pickle` on the command line): unpickling can run any code, so only do that for
     files from a source you trust.
     """
+    return _state_dict_of(read_checkpoint(path, allow_pickle=allow_pickle), path)
+
+
+def read_checkpoint(path: str | PathLike, allow_pickle: bool = False, safe_globals: list | tuple = ()) -> object:
+    """
+    What a checkpoint file holds, read as `load_taming_checkpoint` reads it (the same checks and errors): a
+    `.safetensors` file's tensors, or the object `torch.load(weights_only=not allow_pickle)` returns. `safe_globals`
+    are classes the weights-only unpickler may rebuild besides tensors and containers (e.g. `argparse.Namespace`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {path}.")
@@ -140,7 +149,8 @@ def load_taming_checkpoint(path: str | PathLike, allow_pickle: bool = False) -> 
     if path.stat().st_size == 0:
         raise CorruptFileError(f"The checkpoint {path} is empty (0 bytes): download or copy it again.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         # Suggest unpickling only for a whole pickle that merely holds other objects, never for a damaged file.
@@ -155,7 +165,7 @@ def load_taming_checkpoint(path: str | PathLike, allow_pickle: bool = False) -> 
         raise ImportError(f"Unpickling {path} needs Python code that is not available here: {err}.") from err
     except (EOFError, RuntimeError, ValueError, OSError, UnicodeDecodeError) as err:
         raise _unreadable_checkpoint(path, err) from err
-    return _state_dict_of(checkpoint, path)
+    return checkpoint
 
 
 def _unreadable_checkpoint(path: Path, err: BaseException) -> CorruptFileError:
