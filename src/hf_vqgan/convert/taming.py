@@ -17,7 +17,10 @@ Supported source formats:
     - unconditional (`cond_stage_config: __is_unconditional__` or `unconditional: true`; taming's `SOSProvider`
       prepends `sos_token`);
     - class-conditional (`taming.modules.util.Labelator` with `n_classes`);
-    - a VQGAN (`taming.models.vqgan.VQModel`, as for segmentation or depth conditioning, or `__is_first_stage__`).
+    - a VQGAN (`taming.models.vqgan.VQModel` / `VQSegmentationModel`, as for segmentation or depth conditioning, or
+      `__is_first_stage__`);
+    - coordinates (`taming.modules.misc.coord.CoordStage`) and precomputed condition tokens
+      (`taming.models.dummy_cond_stage.DummyCondStage`, scene layouts), see `hf_vqgan.convert.taming_transformer`.
   The result is a pipeline folder: `vqgan`, `transformer` (`VQGANPriorForCausalLM`) and, for VQGAN conditioning,
   `cond_vqgan`.
 
@@ -26,8 +29,7 @@ Not converted (yet), each refused by name:
 - `taming.models.vqgan.GumbelVQ` (`GumbelQuantize`) and `taming.models.vqgan.EMAVQ` (`EMAVectorQuantizer`);
 - quantizers with `remap` (index remapping to a used subset of the codebook);
 - permuters other than `taming.modules.transformer.permuter.Identity`;
-- condition stages other than the three above, e.g. `taming.models.dummy_cond_stage.DummyCondStage` (scene layouts
-  from `objects_bbox` / `objects_center_points`) and `taming.modules.misc.coord.CoordStage` (coordinates);
+- condition stages other than those above;
 - `CodeGPT` and minGPT models trained with `n_unmasked > 0` (a non-causal prefix).
 
 In the original, condition tokens share the token table with image codes (class `c` and image code `c` are the same
@@ -72,9 +74,6 @@ UNSUPPORTED_TARGETS = {
     "taming.models.vqgan.GumbelVQ": "its GumbelQuantize quantizer (a learned projection to code logits) is not "
     "supported",
     "taming.models.vqgan.EMAVQ": "its EMAVectorQuantizer checkpoint layout is not supported",
-    "taming.models.dummy_cond_stage.DummyCondStage": "scene-layout conditioning (objects_bbox / center points) is not "
-    "supported",
-    "taming.modules.misc.coord.CoordStage": "coordinate conditioning is not supported",
     "taming.modules.transformer.mingpt.CodeGPT": "CodeGPT (continuous inputs) is not supported",
 }
 
