@@ -213,7 +213,9 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         return ids
 
     # ----------------------------------------------------------------------------------------- conditions
-    def _condition_tokens(self, condition_image, batch_size: int, condition_tokens=None) -> torch.LongTensor | None:
+    def _condition_tokens(
+        self, condition_image=None, batch_size: int = 1, condition_tokens=None
+    ) -> torch.LongTensor | None:
         """The prior's condition tokens `(batch_size, cond_length)`, or `None` (see `pipelines.conditioning`)."""
         return condition_tokens_for(self, condition_image, condition_tokens, batch_size)
 
