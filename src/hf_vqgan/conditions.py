@@ -352,7 +352,9 @@ def coordinate_tokens(coordinates: torch.Tensor, levels: int, factor: int) -> to
         raise ValueError(f"Coordinate maps must have shape (batch, 1, height, width), got {tuple(coordinates.shape)}.")
     height, width = coordinates.shape[-2:]
     if factor < 1 or height % factor or width % factor:
-        raise ValueError(f"The coordinate `factor` ({factor}) must be >= 1 and divide the map size ({height}x{width}).")
+        raise ValueError(
+            f"The coordinate `factor` ({factor}) must be >= 1 and divide the map size ({height}x{width})."
+        )
     if coordinates.numel() and (coordinates.min() < 0 or coordinates.max() > 1):
         raise ValueError(
             f"Coordinate maps must hold values in [0, 1], got [{float(coordinates.min()):.3g}, "

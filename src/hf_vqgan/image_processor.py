@@ -369,7 +369,9 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         """
         condition_type = self._require_condition()
         if condition_type == conditions.COORDINATES:
-            raise ValueError("`coordinates` conditions are not a training condition here (no condition VQGAN reads them).")
+            raise ValueError(
+                "`coordinates` conditions are not a training condition here (no condition VQGAN reads them)."
+            )
         if self.derived:
             if pixel_values is None:
                 raise ValueError(f"A {condition_type!r} condition is derived from `pixel_values`; none given.")

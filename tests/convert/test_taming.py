@@ -445,7 +445,11 @@ def _set(config, path, value):
     [
         # Both convert (tests/convert/test_taming_conditions.py); refused here for what they lack: room for condition
         # tokens beside the 16 image tokens in block_size 16, and the CoordStage's n_embed.
-        ("class", ("cond_stage_config", {"target": "taming.models.dummy_cond_stage.DummyCondStage"}), "leaves no room"),
+        (
+            "class",
+            ("cond_stage_config", {"target": "taming.models.dummy_cond_stage.DummyCondStage"}),
+            "leaves no room",
+        ),
         ("class", ("cond_stage_config", {"target": "taming.modules.misc.coord.CoordStage"}), r"params\.n_embed"),
         ("class", ("cond_stage_config", {"target": "taming.modules.misc.seg.SegStage"}), "expected one of"),
         ("class", ("permuter_config", {"target": "taming.modules.transformer.permuter.Subsample"}), "permuter"),

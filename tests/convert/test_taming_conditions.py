@@ -85,7 +85,10 @@ def outputs(pipe: VQGANTransformerPipeline, stage: str, io: dict[str, torch.Tens
         ours["cond_quantized"] = cond.quantize(cond_latents).quantized
         ours["cond_decoded"] = cond.decode_indices(io["cond_tokens"].view(2, 4, 4)).sample
     if stage == "coord":
-        levels, factor = pipe.condition_processor.config.coordinate_levels, pipe.condition_processor.config.lowres_factor
+        levels, factor = (
+            pipe.condition_processor.config.coordinate_levels,
+            pipe.condition_processor.config.lowres_factor,
+        )
         ours["cond_decoded"] = coordinates_from_tokens(io["cond_tokens"].view(2, 4, 4), levels, factor)
     return ours
 
@@ -124,11 +127,16 @@ def io_decoded(pipe: VQGANTransformerPipeline, io: dict[str, torch.Tensor]) -> t
 
 
 @torch.no_grad()
-def _component_outputs(pipe: VQGANTransformerPipeline, component: str, stage: str, io: dict) -> dict[str, torch.Tensor]:
+def _component_outputs(
+    pipe: VQGANTransformerPipeline, component: str, stage: str, io: dict
+) -> dict[str, torch.Tensor]:
     """The reference outputs one component's weights reach (the parity test computes all of them)."""
     if component == "vqgan":
         latents = pipe.vqgan.encode(io["images"]).latents
-        return {"image_pre_quant": latents, "decoded": pipe.vqgan.decode_indices(io["image_tokens"].view(2, 8, 8)).sample}
+        return {
+            "image_pre_quant": latents,
+            "decoded": pipe.vqgan.decode_indices(io["image_tokens"].view(2, 8, 8)).sample,
+        }
     if component == "transformer":
         prior = pipe.transformer
         P, K = prior.config.prefix_length, prior.config.codebook_size
@@ -235,13 +243,21 @@ def test_bad_coordinate_conditions_are_named(condition, error, match):
         ({"condition_tokens": torch.full((1, 10), -1)}, ValueError, r"lie in \[0, 32\).*from -1 to -1"),
         ({"condition_tokens": torch.zeros(1, 10)}, TypeError, "must hold integers, got torch.float32"),
         ({"condition_tokens": "3 4"}, TypeError, "must be a LongTensor, got str"),
-        ({"condition_image": torch.zeros(1, 3, 16, 16)}, ValueError, "no condition tokenizer.*pass `condition_tokens`"),
+        (
+            {"condition_image": torch.zeros(1, 3, 16, 16)},
+            ValueError,
+            "no condition tokenizer.*pass `condition_tokens`",
+        ),
         (
             {"condition_tokens": torch.zeros(1, 10, dtype=torch.long), "condition_image": torch.zeros(1, 3, 16, 16)},
             ValueError,
             "not both",
         ),
-        ({"condition_tokens": torch.zeros(2, 10, dtype=torch.long), "batch_size": 3}, ValueError, "2 condition token rows for a batch of 3"),
+        (
+            {"condition_tokens": torch.zeros(2, 10, dtype=torch.long), "batch_size": 3},
+            ValueError,
+            "2 condition token rows for a batch of 3",
+        ),
     ],
 )
 def test_bad_condition_tokens_are_named(kwargs, error, match):

@@ -145,7 +145,10 @@ def _coordinate_layout(params: Mapping, cond: Mapping, image_size: int, vocab_si
     size = size if size > -1 else image_size  # the map has the image's size unless taming resizes it
     if size % cond["down_factor"]:
         raise ValueError(f"The coordinate map size {size} is not divisible by `down_factor={cond['down_factor']}`.")
-    return {"cond_codebook_size": min(cond["levels"] + 1, vocab_size), "cond_length": (size // cond["down_factor"]) ** 2}
+    return {
+        "cond_codebook_size": min(cond["levels"] + 1, vocab_size),
+        "cond_length": (size // cond["down_factor"]) ** 2,
+    }
 
 
 def _token_layout(block_size: int, num_image_tokens: int, vocab_size: int) -> dict:

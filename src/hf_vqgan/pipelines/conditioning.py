@@ -71,7 +71,9 @@ def _tokenize_condition_image(pipe: VQGANTransformerPipeline, condition_image: A
             f"The condition gives {tokens.shape[1]} tokens; the prior reads {config.cond_length}: give the condition "
             "at the size the condition processor says (`pipe.condition_processor.config.resolution`)."
         )
-    return check_condition_tokens(tokens, config.cond_length, config.cond_codebook_size, "the tokens of condition_image")
+    return check_condition_tokens(
+        tokens, config.cond_length, config.cond_codebook_size, "the tokens of condition_image"
+    )
 
 
 def condition_tokens_for(
@@ -107,8 +109,9 @@ def condition_tokens_for(
         raise ValueError(f"This pipeline was trained with `{condition_type}` conditions: pass `condition_image`.")
     count = tokens.shape[0]
     if batch_size % count:
+        what = "condition images" if condition_tokens is None else "condition token rows"
         raise ValueError(
-            f"Got {count} {'condition images' if condition_tokens is None else 'condition token rows'} for a batch of {batch_size} images: give one condition for all, or "
+            f"Got {count} {what} for a batch of {batch_size} images: give one condition for all, or "
             f"one per prompt (`batch_size={count}`, or one class label per condition), each of which then gives "
             "`num_images_per_prompt` images."
         )
