@@ -284,3 +284,18 @@ def test_dummy_cond_stage_length_comes_from_the_block_size():
     params["transformer_config"]["params"]["block_size"] = 64  # only the 64 image tokens: no room for a condition
     with pytest.raises(ValueError, match="leaves no room for `DummyCondStage` condition tokens"):
         convert_taming_transformer(config, load_taming_checkpoint(fixture_files("dummy")[1]))
+
+
+@pytest.mark.parametrize(
+    "stage, expected",
+    [
+        ("dummy", "images = pipe(condition_tokens=tokens, generator=torch.Generator().manual_seed(0)).images"),
+        ("coord", "and 16 `coordinates` condition tokens"),
+        ("segmentation", "with a second VQGAN (`cond_vqgan`) that tokenizes `segmentation`"),
+    ],
+)
+def test_model_cards_of_converted_pipelines_describe_their_condition(stage, expected):
+    """Only a pipeline with a `cond_vqgan` is described as having one; a token condition is called with tokens."""
+    card = str(convert(stage)[0].model_card("user/converted"))
+    assert expected in card
+    assert ("second VQGAN" in card) == (stage == "segmentation")
