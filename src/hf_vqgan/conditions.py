@@ -15,6 +15,11 @@ Four condition types, each a tensor in [-1, 1] like the images (one pixel range 
   upsampled back to `(C, H, W)` by pixel repetition instead (`upsample_lowres`). For 32x32 digits, factor 8
   gives a 4x4 condition.
 
+A fifth, `"coordinates"` (taming-transformers' `CoordStage`, which its FacesHQ transformer reads), is not tokenized by
+a VQGAN: `coordinate_tokens` quantizes the map itself, so a converted pipeline needs no `cond_vqgan` for it. Its maps
+are each pixel's position in the whole image, in [0, 1] (`coordinate_map`), the one condition not in [-1, 1]: no
+VQGAN reads it. The training scripts train a condition VQGAN for each of `CONDITION_TYPES` and do not offer it.
+
 Derived conditions are computed by `derive_condition` from pixel values in [-1, 1], both by the data pipeline at
 training time and by the pipeline's condition processor at sampling time (`VQGANImageProcessor`), so the two cannot
 drift apart. Nothing here needs a training-only dependency.
@@ -31,16 +36,21 @@ import torch.nn.functional as F
 from .image_utils import DEFAULT_MAX_IMAGE_PIXELS, decode_image
 
 CONDITION_TYPES = ("segmentation", "depth", "edges", "lowres")
+"""Condition types a condition VQGAN tokenizes (those the training scripts offer)."""
 DERIVED_CONDITION_TYPES = ("edges", "lowres")
 """Condition types computed from the image itself; the others come from a paired dataset column."""
+COORDINATES = "coordinates"
+"""The condition type tokenized by `coordinate_tokens` (taming's `CoordStage`) rather than by a VQGAN."""
 
 _LABEL_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "1")
 _DEPTH_MODES = ("F", "I", "I;16", "I;16B", "I;16L", "I;16N", "L")
 
 
 def _check_condition_type(condition_type: str) -> None:
-    if condition_type not in CONDITION_TYPES:
-        raise ValueError(f"Unknown condition type {condition_type!r}; expected one of {CONDITION_TYPES}.")
+    if condition_type not in (*CONDITION_TYPES, COORDINATES):
+        raise ValueError(
+            f"Unknown condition type {condition_type!r}; expected one of {(*CONDITION_TYPES, COORDINATES)}."
+        )
 
 
 def condition_channels(condition_type: str, num_labels: int | None = None, image_channels: int = 3) -> int:
@@ -301,6 +311,65 @@ def lowres_condition(pixel_values: torch.Tensor, factor: int) -> torch.Tensor:
 def upsample_lowres(lowres: torch.Tensor, factor: int) -> torch.Tensor:
     """Repeat each pixel `factor` x `factor` times: `(..., C, h, w)` -> `(..., C, h * factor, w * factor)`."""
     return lowres.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------- coordinates
+def coordinate_map(
+    height: int, width: int, top: int = 0, left: int = 0, full_size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """
+    taming's coordinate condition (FacesHQ's `coord`): every pixel's raster index in the whole image divided by the
+    image's pixel count, so values run from 0 (top left) towards 1, cut to the `height` x `width` window at
+    `(top, left)` of a `full_size = (full_height, full_width)` image (the whole image when `None`).
+
+    Returns a tensor of shape `(1, 1, height, width)` in [0, 1).
+    """
+    full_height, full_width = (height, width) if full_size is None else full_size
+    if not (0 <= top and top + height <= full_height and 0 <= left and left + width <= full_width):
+        raise ValueError(
+            f"The {height}x{width} window at (top={top}, left={left}) does not fit a {full_height}x{full_width} image."
+        )
+    index = torch.arange(full_height * full_width, dtype=torch.float64).reshape(full_height, full_width)
+    window = index[top : top + height, left : left + width] / (full_height * full_width)
+    return window.float()[None, None]  # (1, 1, height, width)
+
+
+def coordinate_tokens(coordinates: torch.Tensor, levels: int, factor: int) -> torch.LongTensor:
+    """
+    Tokens of coordinate maps, as taming's `CoordStage.encode`: the maps averaged over `factor` x `factor` boxes,
+    times `levels`, rounded to the nearest integer (halves to even, like `torch.round`).
+
+    Args:
+        coordinates (`torch.Tensor` of shape `(batch, 1, height, width)`): maps in [0, 1] (see `coordinate_map`);
+            `height` and `width` divisible by `factor`.
+        levels (`int`): taming's `n_embed`: codes run from 0 to `levels` inclusive.
+        factor (`int`): taming's `down_factor`.
+
+    Returns:
+        `torch.LongTensor` of shape `(batch, (height / factor) * (width / factor))`, in raster order.
+    """
+    if coordinates.ndim != 4 or coordinates.shape[1] != 1:
+        raise ValueError(f"Coordinate maps must have shape (batch, 1, height, width), got {tuple(coordinates.shape)}.")
+    height, width = coordinates.shape[-2:]
+    if factor < 1 or height % factor or width % factor:
+        raise ValueError(
+            f"The coordinate `factor` ({factor}) must be >= 1 and divide the map size ({height}x{width})."
+        )
+    if coordinates.numel() and (coordinates.min() < 0 or coordinates.max() > 1):
+        raise ValueError(
+            f"Coordinate maps must hold values in [0, 1], got [{float(coordinates.min()):.3g}, "
+            f"{float(coordinates.max()):.3g}]."
+        )
+    boxes = F.adaptive_avg_pool2d(coordinates.float(), (height // factor, width // factor))  # (B, 1, h, w)
+    return (boxes.clamp(0.0, 1.0) * levels).round().long().flatten(1)  # (B, h * w)
+
+
+def coordinates_from_tokens(tokens: torch.LongTensor, levels: int, factor: int) -> torch.Tensor:
+    """The inverse of `coordinate_tokens` up to its rounding, as taming's `CoordStage.decode`: tokens of shape
+    `(batch, h, w)` to maps `(batch, 1, h * factor, w * factor)` in [0, 1], each box holding `token / levels`."""
+    if tokens.ndim != 3:
+        raise ValueError(f"Coordinate tokens must have shape (batch, h, w), got {tuple(tokens.shape)}.")
+    return upsample_lowres(tokens[:, None].float() / levels, factor)
 
 
 def derive_condition(

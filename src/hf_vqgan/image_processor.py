@@ -98,10 +98,12 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         center_crop (`bool`, defaults to `True`): The training transform's crop: centred, or else random. Inference
             (`preprocess`) always crops in the centre.
         random_flip (`bool`, defaults to `False`): Mirror left-right with probability 0.5 in the training transform.
-        condition_type (`str`, *optional*): For a condition processor: `"segmentation"`, `"depth"`, `"edges"` or
-            `"lowres"` (see `hf_vqgan.conditions`); `resolution` and `channels` are then those of the images.
+        condition_type (`str`, *optional*): For a condition processor: `"segmentation"`, `"depth"`, `"edges"`,
+            `"lowres"` or `"coordinates"` (see `hf_vqgan.conditions`); `resolution` and `channels` are then those of
+            the images.
         num_labels (`int`, *optional*): Segmentation classes (required for `"segmentation"`).
-        lowres_factor (`int`, defaults to 8): Box size of the `"lowres"` average.
+        lowres_factor (`int`, defaults to 8): Box size of the `"lowres"` average, and of the `"coordinates"` one
+            (taming's `CoordStage.down_factor`).
         lowres_full_size (`bool`, defaults to `False`): Give the `"lowres"` map upsampled back to full size.
         depth_range (`list[float]`, *optional*): A fixed `(low, high)` depth scale; per-image min/max if `None`.
         edge_sigma (`float`, defaults to 1.0): Gaussian smoothing of the Canny detector, in pixels.
@@ -109,6 +111,8 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         one_hot_off_value (`float`, defaults to -1.0): The value of the classes a segmentation pixel is not: -1 keeps
             one-hot maps in the models' [-1, 1] range; converted taming-transformers segmentation models read 0
             (their data pipeline's `np.eye(n_labels)[labels]`), which `hf-vqgan convert-taming` sets.
+        coordinate_levels (`int`, *optional*): For `"coordinates"` (required there): the number of steps between
+            coordinate 0 and 1 (taming's `CoordStage.n_embed`); `condition_tokens` gives codes in `[0, levels]`.
 
     Attributes:
         max_image_pixels (`int` or `None`, defaults to `DEFAULT_MAX_IMAGE_PIXELS`, 40 Mpx): The pixel budget of one
@@ -135,6 +139,7 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         edge_low_threshold: float | None = None,
         edge_high_threshold: float | None = None,
         one_hot_off_value: float = -1.0,
+        coordinate_levels: int | None = None,
     ):
         if resolution is not None and (
             not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1
@@ -148,6 +153,10 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`depth_range` must be (low, high) with high > low, got {depth_range}.")
         if not isinstance(lowres_factor, int) or lowres_factor < 1:
             raise ValueError(f"`lowres_factor` must be an int >= 1, got {lowres_factor!r}.")
+        if condition_type == conditions.COORDINATES and (
+            not isinstance(coordinate_levels, int) or isinstance(coordinate_levels, bool) or coordinate_levels < 1
+        ):
+            raise ValueError(f"`coordinates` conditions need `coordinate_levels` >= 1, got {coordinate_levels!r}.")
         self.generator: torch.Generator | None = None
         """Draws the training transform's random crops and flips when no generator is passed (see `SeededDataset`)."""
         self.max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
@@ -359,6 +368,10 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
             `torch.Tensor` of shape `condition_shape(...)`: `(num_labels, H, W)`, `(1, H, W)` or `(C, h, w)`.
         """
         condition_type = self._require_condition()
+        if condition_type == conditions.COORDINATES:
+            raise ValueError(
+                "`coordinates` conditions are not a training condition here (no condition VQGAN reads them)."
+            )
         if self.derived:
             if pixel_values is None:
                 raise ValueError(f"A {condition_type!r} condition is derived from `pixel_values`; none given.")
@@ -395,10 +408,14 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         - `depth`: float maps (PIL, array or tensor of shape `(H, W)`, `(batch, H, W)` or `(batch, 1, H, W)`).
         - `edges`, `lowres`: the images to derive the condition from, at `resolution` (for `lowres`, already
           downsampled images of `resolution / lowres_factor` pixels are taken as they are).
+        - `coordinates`: float maps in [0, 1] (see `hf_vqgan.conditions.coordinate_map`) of shape `(H, W)`,
+          `(batch, H, W)` or `(batch, 1, H, W)`, at `resolution`; returned in [0, 1] (no VQGAN reads them, see
+          `condition_tokens`).
 
         Returns a tensor of shape `(batch, channels, height, width)` in [-1, 1].
         """
-        self._require_condition()
+        if self._require_condition() == conditions.COORDINATES:
+            return self._coordinate_condition(condition_image)
         if self.derived:
             return self._derived_condition(condition_image)
         return self._paired_condition(condition_image)
@@ -448,3 +465,35 @@ class VQGANImageProcessor(SchedulerMixin, ConfigMixin):
         if maps.is_floating_point() and not torch.equal(maps, maps.round()):
             raise ValueError("A segmentation `condition_image` must hold integer labels, got fractional values.")
         return conditions.one_hot_labels(maps.long(), config.num_labels, config.one_hot_off_value)  # (B, L, H, W)
+
+    def _coordinate_condition(self, condition_image: Any) -> torch.Tensor:
+        maps = torch.as_tensor(np.asarray(condition_image) if not isinstance(condition_image, torch.Tensor) else
+                               condition_image)  # fmt: skip
+        if maps.ndim == 2:
+            maps = maps[None, None]
+        elif maps.ndim == 3:
+            maps = maps[:, None]
+        side = self.config.resolution
+        if maps.ndim != 4 or maps.shape[1] != 1 or (side is not None and tuple(maps.shape[-2:]) != (side, side)):
+            size = "H, W" if side is None else f"{side}, {side}"
+            raise ValueError(
+                f"A coordinates `condition_image` must be a map of shape ({size}), (batch, {size}) or "
+                f"(batch, 1, {size}), got {tuple(maps.shape)}."
+            )
+        if not maps.is_floating_point():
+            raise TypeError(f"A coordinates `condition_image` must hold floats in [0, 1], got {maps.dtype}.")
+        return maps.float()
+
+    def condition_tokens(self, condition_image: Any) -> torch.LongTensor:
+        """
+        The tokens of a condition that needs no condition VQGAN (`"coordinates"`): `preprocess_condition`, then
+        `hf_vqgan.conditions.coordinate_tokens` with `coordinate_levels` and `lowres_factor`.
+
+        Returns a `torch.LongTensor` of shape `(batch, (resolution / lowres_factor) ** 2)`.
+        """
+        if self._require_condition() != conditions.COORDINATES:
+            raise ValueError(
+                f"`{self.config.condition_type}` conditions are tokenized by the condition VQGAN, not the processor."
+            )
+        maps = self.preprocess_condition(condition_image)  # (B, 1, H, W) in [0, 1]
+        return conditions.coordinate_tokens(maps, self.config.coordinate_levels, self.config.lowres_factor)

@@ -445,8 +445,15 @@ def _set(config, path, value):
 @pytest.mark.parametrize(
     "kind, change, message",
     [
-        ("class", ("cond_stage_config", {"target": "taming.models.dummy_cond_stage.DummyCondStage"}), "scene-layout"),
-        ("class", ("cond_stage_config", {"target": "taming.modules.misc.coord.CoordStage"}), "coordinate"),
+        # Both convert (tests/convert/test_taming_conditions.py); refused here for what they lack: room for condition
+        # tokens beside the 16 image tokens in block_size 16, and the CoordStage's n_embed.
+        (
+            "class",
+            ("cond_stage_config", {"target": "taming.models.dummy_cond_stage.DummyCondStage"}),
+            "leaves no room",
+        ),
+        ("class", ("cond_stage_config", {"target": "taming.modules.misc.coord.CoordStage"}), r"params\.n_embed"),
+        ("class", ("cond_stage_config", {"target": "taming.modules.misc.seg.SegStage"}), "expected one of"),
         ("class", ("permuter_config", {"target": "taming.modules.transformer.permuter.Subsample"}), "permuter"),
         ("class", ("transformer_config", "params", "n_unmasked", 4), "n_unmasked"),
         ("class", ("transformer_config", "target", "taming.modules.transformer.mingpt.CodeGPT"), "CodeGPT"),

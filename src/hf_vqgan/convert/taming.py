@@ -18,7 +18,10 @@ Supported source formats:
     - unconditional (`cond_stage_config: __is_unconditional__` or `unconditional: true`; taming's `SOSProvider`
       prepends `sos_token`);
     - class-conditional (`taming.modules.util.Labelator` with `n_classes`);
-    - a VQGAN (`taming.models.vqgan.VQModel`, as for segmentation or depth conditioning, or `__is_first_stage__`).
+    - a VQGAN (`taming.models.vqgan.VQModel` / `VQSegmentationModel`, as for segmentation or depth conditioning, or
+      `__is_first_stage__`);
+    - coordinates (`taming.modules.misc.coord.CoordStage`) and precomputed condition tokens
+      (`taming.models.dummy_cond_stage.DummyCondStage`, scene layouts), see `hf_vqgan.convert.taming_transformer`.
   The result is a pipeline folder: `vqgan`, `transformer` (`VQGANPriorForCausalLM`) and, for VQGAN conditioning,
   `cond_vqgan`.
 
@@ -26,8 +29,7 @@ Not converted (yet), each refused by name:
 
 - `EMAVQ` with `remap` (the original stores the used indices but never applies them);
 - permuters other than `taming.modules.transformer.permuter.Identity`;
-- condition stages other than the three above, e.g. `taming.models.dummy_cond_stage.DummyCondStage` (scene layouts
-  from `objects_bbox` / `objects_center_points`) and `taming.modules.misc.coord.CoordStage` (coordinates);
+- condition stages other than those above;
 - `CodeGPT` and minGPT models trained with `n_unmasked > 0` (a non-causal prefix).
 
 In the original, condition tokens share the token table with image codes (class `c` and image code `c` are the same
@@ -79,9 +81,6 @@ IDENTITY_PERMUTER_TARGET = "taming.modules.transformer.permuter.Identity"
 
 # Known taming classes that have no equivalent here, with the reason given to the user.
 UNSUPPORTED_TARGETS = {
-    "taming.models.dummy_cond_stage.DummyCondStage": "scene-layout conditioning (objects_bbox / center points) is not "
-    "supported",
-    "taming.modules.misc.coord.CoordStage": "coordinate conditioning is not supported",
     "taming.modules.transformer.mingpt.CodeGPT": "CodeGPT (continuous inputs) is not supported",
 }
 

@@ -1,13 +1,29 @@
 """Convert a taming `Net2NetTransformer` (minGPT prior plus its stages) into a `VQGANTransformerPipeline` folder.
 
-The weight mapping and the supported condition stages are described in `hf_vqgan.convert.taming`. The folder also gets
-the pipeline's image processor and, for a VQGAN condition stage whose `cond_stage_key` says what it reads
-(`"segmentation"`, `"depth"`), its condition processor, so that `pipe(condition_image=...)` works on it. The
-condition maps are given at the size the condition VQGAN reads (taming's `downsample_cond_size` when set).
+The weight mapping is described in `hf_vqgan.convert.taming`. Condition stages, and what the pipeline takes for each:
+
+- none (`__is_unconditional__`, `SOSProvider`) or a class (`Labelator`): `pipe()` / `pipe(class_labels=...)`;
+- a VQGAN (`VQModel`, `VQSegmentationModel`, `__is_first_stage__`): a `cond_vqgan` and, when `cond_stage_key` says
+  what it reads (`"segmentation"`, `"depth"`), a condition processor, so `pipe(condition_image=label_map)` works.
+  Segmentation maps become taming's 0/1 one-hot (`one_hot_off_value=0`); all maps are given at the size the
+  condition VQGAN reads (taming's `downsample_cond_size` when set);
+- `CoordStage` (FacesHQ): no weights; a `"coordinates"` condition processor holds its `n_embed` and `down_factor`
+  and tokenizes the coordinate maps itself (`hf_vqgan.conditions.coordinate_tokens`), so
+  `pipe(condition_image=coordinate_map(...))` works without a `cond_vqgan`. The processor, not the prior, holds the
+  two numbers because turning condition inputs into the prior's inputs is the processor's job; the prior only needs
+  how many condition tokens there are and their range, which its config already has;
+- `DummyCondStage` (COCO / Open Images scene layouts): the condition *is* the token sequence, built by taming's
+  data code (`objects_bbox`, `objects_center_points` builders), so the pipeline takes it as is:
+  `pipe(condition_tokens=LongTensor(batch, cond_length))`. Its length is not in the model config; taming's configs
+  size `block_size` as image tokens plus condition tokens ("256 + 92"), which gives it.
+
+In all of these, taming's condition codes are rows of the GPT's one token table; here they get rows of their own
+(`cond_token_offset + code`), copied from the same table rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -37,8 +53,24 @@ if TYPE_CHECKING:  # the prior (and transformers) load only when a transformer i
     from ..models.prior import VQGANPriorConfig
 
 
+COORD_STAGE_TARGET = "taming.modules.misc.coord.CoordStage"
+DUMMY_COND_STAGE_TARGET = "taming.models.dummy_cond_stage.DummyCondStage"
+
+
+def _coord_stage(cond_params: Mapping) -> tuple[str, dict]:
+    missing = [name for name in ("n_embed", "down_factor") if name not in cond_params]
+    if missing:
+        raise ValueError(f"The `{COORD_STAGE_TARGET}` cond stage has no `params.{missing[0]}`.")
+    levels, factor = cond_params["n_embed"], cond_params["down_factor"]
+    for name, value in (("n_embed", levels), ("down_factor", factor)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{COORD_STAGE_TARGET}` needs a positive integer `{name}`, got {value!r}.")
+    return "coordinates", {"levels": levels, "down_factor": factor}
+
+
 def _cond_stage(params: Mapping) -> tuple[str, dict]:
-    """Classify the condition stage: ("start", {sos_token}), ("class", {num_classes}) or ("vqgan", {config})."""
+    """Classify the condition stage: ("start", {sos_token}), ("class", {num_classes}), ("vqgan", {config}),
+    ("coordinates", {levels, down_factor}) or ("tokens", {})."""
     cond = params.get("cond_stage_config")
     if params.get("unconditional", False) or cond == "__is_unconditional__":
         # taming then ignores any cond_stage_config and prepends `sos_token` (its SOSProvider).
@@ -54,7 +86,12 @@ def _cond_stage(params: Mapping) -> tuple[str, dict]:
         if "n_classes" not in cond_params:
             raise ValueError(f"The `{LABELATOR_TARGET}` cond stage has no `params.n_classes`.")
         return "class", {"num_classes": int(cond_params["n_classes"])}
-    _check_target(target, VQMODEL_TARGETS + (LABELATOR_TARGET, SOS_PROVIDER_TARGET), "cond stage")
+    if target == COORD_STAGE_TARGET:
+        return _coord_stage(cond_params)
+    if target == DUMMY_COND_STAGE_TARGET:
+        return "tokens", {}
+    known = VQMODEL_TARGETS + (LABELATOR_TARGET, SOS_PROVIDER_TARGET, COORD_STAGE_TARGET, DUMMY_COND_STAGE_TARGET)
+    _check_target(target, known, "cond stage")
     return "vqgan", {"config": cond, "shared_with_first_stage": False}
 
 
@@ -101,6 +138,31 @@ def _condition_layout(params: Mapping, cond_vqgan_kwargs: Mapping, vocab_size: i
     return {"cond_codebook_size": codebook_size, "cond_length": (cond_resolution // cond_factor) ** 2}
 
 
+def _coordinate_layout(params: Mapping, cond: Mapping, image_size: int, vocab_size: int) -> dict:
+    """`cond_codebook_size` and `cond_length` of a `CoordStage`: codes `0 .. n_embed` (both ends: a rounding), as far
+    as the GPT's table reaches (taming looks them up in it, so a code past it never worked there either)."""
+    size = int(params.get("downsample_cond_size", -1))
+    size = size if size > -1 else image_size  # the map has the image's size unless taming resizes it
+    if size % cond["down_factor"]:
+        raise ValueError(f"The coordinate map size {size} is not divisible by `down_factor={cond['down_factor']}`.")
+    return {
+        "cond_codebook_size": min(cond["levels"] + 1, vocab_size),
+        "cond_length": (size // cond["down_factor"]) ** 2,
+    }
+
+
+def _token_layout(block_size: int, num_image_tokens: int, vocab_size: int) -> dict:
+    """`cond_codebook_size` and `cond_length` of a `DummyCondStage`: any token of the GPT's vocabulary, as many as
+    `block_size` leaves beside the image tokens (taming's scene configs: 348 = 256 + 92)."""
+    length = block_size - num_image_tokens
+    if length < 1:
+        raise ValueError(
+            f"The GPT's block_size={block_size} leaves no room for `DummyCondStage` condition tokens beside the "
+            f"{num_image_tokens} image tokens (block_size is their sum in taming's scene configs)."
+        )
+    return {"cond_codebook_size": vocab_size, "cond_length": length}
+
+
 def prior_config_from_taming(model_config: Mapping) -> tuple[VQGANPriorConfig, dict, dict | None, dict]:
     """
     The `VQGANPriorConfig` of a taming `Net2NetTransformer` config, plus what the weight mapping needs:
@@ -143,6 +205,10 @@ def prior_config_from_taming(model_config: Mapping) -> tuple[VQGANPriorConfig, d
         if not 0 < cond["num_classes"] <= V:
             raise ValueError(f"n_classes={cond['num_classes']} must be in [1, vocab_size={V}] (classes share rows).")
         layout["num_classes"] = cond["num_classes"]
+    elif kind == "coordinates":
+        layout.update(_coordinate_layout(params, cond, vqgan_kwargs["sample_size"], V))
+    elif kind == "tokens":
+        layout.update(_token_layout(int(gpt["block_size"]), latent_size**2, V))
     else:
         cond_vqgan_kwargs = vqgan_config_from_taming(cond["config"])
         layout.update(_condition_layout(params, cond_vqgan_kwargs, V))
@@ -313,11 +379,14 @@ _CONDITION_TYPE_OF_KEY = {"segmentation": "segmentation", "depth": "depth"}
 
 def taming_processors(config: Mapping, components: Mapping[str, nn.Module]) -> dict[str, VQGANImageProcessor]:
     """
-    The image processor of a converted pipeline and, for a VQGAN condition stage reading segmentation or depth maps
-    (taming's `cond_stage_key`), its condition processor: `{"image_processor": ..., "condition_processor": ...}`.
+    The image processor of a converted pipeline and its condition processor where the condition is a map:
+    `{"image_processor": ..., "condition_processor": ...}`.
 
-    The condition processor takes maps at the size the condition VQGAN reads (`downsample_cond_size` when set: taming
-    resized the maps to it inside the model). Other condition keys get none; the pipeline then names what is missing.
+    A VQGAN condition stage reading segmentation or depth maps (taming's `cond_stage_key`) gets a processor taking
+    maps at the size the condition VQGAN reads (`downsample_cond_size` when set: taming resized the maps to it inside
+    the model); a `CoordStage` gets a `"coordinates"` processor holding its `n_embed` and `down_factor`. Other
+    condition stages get none: class labels and `DummyCondStage` token sequences need no processing, and for other
+    condition keys the pipeline names what is missing.
     """
     from ..image_processor import VQGANImageProcessor
     from ..pipelines.pipeline_vqgan_transformer import default_image_processor
@@ -325,13 +394,22 @@ def taming_processors(config: Mapping, components: Mapping[str, nn.Module]) -> d
     image_processor = default_image_processor(components["vqgan"], components["transformer"])
     processors = {"image_processor": image_processor}
     params = _model_section(config).get("params") or {}
+    kind, cond = _cond_stage(params)
+    channels = image_processor.config.channels
+    if kind == "coordinates":
+        prior = components["transformer"].config
+        factor = cond["down_factor"]
+        processors["condition_processor"] = VQGANImageProcessor(
+            resolution=math.isqrt(prior.cond_length) * factor, channels=channels, condition_type="coordinates",
+            lowres_factor=factor, coordinate_levels=cond["levels"],
+        )  # fmt: skip
+        return processors
     condition_type = _CONDITION_TYPE_OF_KEY.get(params.get("cond_stage_key"))
     cond_vqgan = components.get("cond_vqgan")
     if cond_vqgan is not None and condition_type is not None:
-        cond_kwargs = vqgan_config_from_taming(_cond_stage(params)[1]["config"])
+        cond_kwargs = vqgan_config_from_taming(cond["config"])
         processors["condition_processor"] = VQGANImageProcessor(
-            resolution=condition_resolution(params, cond_kwargs), channels=image_processor.config.channels,
-            condition_type=condition_type,
+            resolution=condition_resolution(params, cond_kwargs), channels=channels, condition_type=condition_type,
             num_labels=cond_vqgan.config.in_channels if condition_type == "segmentation" else None,
             one_hot_off_value=0.0,  # taming's segmentation maps are `np.eye(n_labels)[labels]`: 0 and 1
         )  # fmt: skip

@@ -30,6 +30,7 @@ from ..loading import check_pipeline_folder
 from ..models.prior import VQGANPriorForCausalLM
 from ..models.sampling import UNSAMPLED_CODE, StaticCacheDecodeStep, check_sampling_arguments
 from ..models.vqgan import VQGANModel
+from .conditioning import condition_tokens_for
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 PIPELINE_MODULE = "pipeline_vqgan_transformer"
@@ -212,30 +213,11 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         return ids
 
     # ----------------------------------------------------------------------------------------- conditions
-    def _condition_tokens(self, condition_image, batch_size: int) -> torch.LongTensor | None:
-        config = self.transformer.config
-        if condition_image is None:
-            if self.cond_vqgan is not None or config.cond_length:
-                condition_type = self.condition_processor.config.condition_type if self.condition_processor else None
-                raise ValueError(
-                    f"This pipeline was trained with `{condition_type}` conditions: pass `condition_image`."
-                )
-            return None
-        if self.cond_vqgan is None or not config.cond_length:
-            raise ValueError(
-                "`condition_image` was given, but this pipeline has no condition tokenizer (`cond_vqgan`)."
-            )
-        condition = self.prepare_condition(condition_image)  # (B, C, H, W)
-        count = condition.shape[0]
-        if batch_size % count:
-            raise ValueError(
-                f"Got {count} condition images for a batch of {batch_size} images: give one condition for all, or "
-                f"one per prompt (`batch_size={count}`, or one class label per condition), each of which then gives "
-                "`num_images_per_prompt` images."
-            )
-        tokens = self.cond_vqgan.tokenize(condition.to(self.cond_vqgan.device, self.cond_vqgan.dtype)).flatten(1)
-        # Consecutive images share a condition, as they share a class label (`repeat_interleave` there too).
-        return tokens.repeat_interleave(batch_size // count, dim=0)  # (batch_size, cond_length)
+    def _condition_tokens(
+        self, condition_image=None, batch_size: int = 1, condition_tokens=None
+    ) -> torch.LongTensor | None:
+        """The prior's condition tokens `(batch_size, cond_length)`, or `None` (see `pipelines.conditioning`)."""
+        return condition_tokens_for(self, condition_image, condition_tokens, batch_size)
 
     def prepare_condition(self, condition_image) -> torch.Tensor:
         """`condition_processor.preprocess_condition` (see there), checked against the condition tokenizer.
@@ -332,6 +314,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
         batch_size: int = 1,
         num_images_per_prompt: int = 1,
         condition_image=None,
+        condition_tokens: torch.LongTensor | None = None,
         image=None,
         keep_rows: int | None = None,
         height: int | None = None,
@@ -356,7 +339,12 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             batch_size: how many images an unconditional prior samples (times `num_images_per_prompt`).
             num_images_per_prompt: images per class label (or per condition image).
             condition_image: the condition of an image-conditional prior: a PIL image, an array or a tensor (a label
-                map for segmentation), made into the condition tokenizer's input by `condition_processor`.
+                map for segmentation), made into the condition tokenizer's input by `condition_processor`; for a
+                `"coordinates"` processor (converted taming `CoordStage`), a map in [0, 1] of shape
+                `(batch, 1, height, width)` (`hf_vqgan.conditions.coordinate_map`), tokenized by the processor.
+            condition_tokens (`torch.LongTensor` of shape `(batch, cond_length)`): the condition tokens as they are,
+                in `[0, cond_codebook_size)`, instead of `condition_image`: for priors that read precomputed
+                sequences (converted taming `DummyCondStage` scene layouts), or to reuse tokens of a condition.
             image, keep_rows: image completion: `image` is tokenised, its top `keep_rows` token rows are kept
                 exactly and the rest is sampled.
             height, width: output size in pixels. Beyond the prior's training grid, tokens are sampled with a
@@ -383,7 +371,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             callback_on_step_end, callback_on_step_end_tensor_inputs, callback,
         )  # fmt: skip
         labels, n = self._prepare_labels(class_labels, batch_size, num_images_per_prompt)
-        cond_tokens = self._condition_tokens(condition_image, n)
+        cond_tokens = self._condition_tokens(condition_image, n, condition_tokens)
         grid = self._output_grid(height, width)
         prefix = self._completion_prefix(image, keep_rows, n, grid)
         self._interrupt = False

@@ -32,6 +32,10 @@ def _usage_call(config, condition_type: str | None) -> str:
             f"images = pipe(class_labels={labels!r}, num_images_per_prompt=4, guidance_scale=2.0,\n{indent}{seed})"
             ".images"
         )
+    if config.cond_length and condition_type is None:  # a converted taming DummyCondStage: the tokens themselves
+        return (
+            f"images = pipe(condition_tokens=tokens, {seed}).images  # (batch, {config.cond_length}) condition tokens"
+        )
     if config.cond_length:
         return f"images = pipe(condition_image=condition, {seed}).images  # a {condition_type} condition"
     return f"images = pipe(batch_size=4, {seed}).images"
@@ -49,6 +53,14 @@ def _classes_description(config) -> str:
     return text
 
 
+def _condition_description(config, condition_type: str | None) -> str:
+    if not config.cond_length:
+        return ""
+    if condition_type is None:
+        return f", and {config.cond_length} condition tokens given as they are (`condition_tokens`)"
+    return f", and {config.cond_length} `{condition_type}` condition tokens"
+
+
 def pipeline_model_card(pipe, repo_id: str = "path/to/this/folder", metrics: dict | None = None, **fields):
     """A model card for `pipe` rendered from `model_cards/pipeline.md`."""
     config = pipe.transformer.config
@@ -57,7 +69,7 @@ def pipeline_model_card(pipe, repo_id: str = "path/to/this/folder", metrics: dic
         f"A GPT with {config.n_layer} layers, width {config.n_embd} and {config.n_head} heads "
         f"({pipe.transformer.num_parameters():,} parameters) over {config.codebook_size} image codes"
         + _classes_description(config)
-        + (f", and {config.cond_length} `{condition_type}` condition tokens" if config.cond_length else "")
+        + _condition_description(config, condition_type)
         + ". "
         + fields.pop("training_description", "")
     )
@@ -66,7 +78,7 @@ def pipeline_model_card(pipe, repo_id: str = "path/to/this/folder", metrics: dic
         latent_height=config.latent_height,
         latent_width=config.latent_width,
         resolution=config.latent_height * pipe.vqgan.downsample_factor,
-        has_condition=bool(config.cond_length),
+        has_condition=pipe.cond_vqgan is not None,  # the card's condition text is about `cond_vqgan`
         condition_type=condition_type,
         usage_call=_usage_call(config, condition_type),
         prior_description=prior,
