@@ -36,14 +36,16 @@ _REQUIRED_TOKENIZER_KEYS = ("name_or_path", "fingerprint", "codebook_size", "lat
 
 
 # ------------------------------------------------------------------------------------------------------ metadata
-def tokenizer_metadata(vqgan, name_or_path: str, resolution: int) -> dict:
+def tokenizer_metadata(vqgan, name_or_path: str, size: int | tuple[int, int]) -> dict:
     """The metadata entry of a tokenizer: `{"name_or_path", "fingerprint", "codebook_size", "latent_shape"}`, the
-    latent shape `[h, w]` being that of `resolution`-pixel square images."""
+    latent shape `[h, w]` being that of the images (or condition maps) it tokenised: `size` pixels square, or
+    `(height, width)` (a condition tokenizer's maps, `condition_processor.condition_shape()[1:]`)."""
+    height, width = (size, size) if isinstance(size, int) else size
     return {
         "name_or_path": str(name_or_path),
         "fingerprint": model_fingerprint(vqgan),
         "codebook_size": int(vqgan.config.codebook_size),
-        "latent_shape": list(vqgan.latent_shape(resolution, resolution)),
+        "latent_shape": list(vqgan.latent_shape(height, width)),
     }
 
 
@@ -515,7 +517,7 @@ def write_parquet_shards(dataset_dict, folder: str | os.PathLike, max_shard_byte
     row order); returns the paths written, relative to `folder`."""
     written = []
     for name, split in dataset_dict.items():
-        num_shards = max(1, math.ceil(split.data.nbytes / max_shard_bytes))
+        num_shards = max(1, min(len(split), math.ceil(split.data.nbytes / max_shard_bytes)))  # no empty shard
         for index in range(num_shards):
             path = f"data/{name}-{index:05d}-of-{num_shards:05d}.parquet"
             Path(folder, path).parent.mkdir(parents=True, exist_ok=True)
