@@ -5,8 +5,8 @@
     accelerate launch examples/train.py transformer --tokenized_dataset user/tokens --output_dir outputs/pipeline
 
 Reads top to bottom: arguments, Accelerator, tokenizers, data (tokenised once and cached, or a saved token dataset),
-the prior, optimizer, prepare, resume, loop, save. What both stages share lives in `hf_vqgan.training`: the shared flags (`arguments`),
-the code around each step (`loop.TrainingRun`), checkpoints, data, validation.
+the prior, optimizer, prepare, resume, loop, save. What both stages share lives in `hf_vqgan.training`: the shared
+flags (`arguments`), the code around each step (`loop.TrainingRun`), checkpoints, data, validation, token datasets.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ logger = logging.getLogger("train.transformer")
 
 # ------------------------------------------------------------------------------------------------ arguments
 VQGAN_HELP = (
-    "A VQGANModel (or pipeline) folder or Hub id: the tokenizer whose codes the prior learns. With --tokenized_dataset "
-    "it defaults to the tokenizer the dataset's metadata names (another copy of it may be given; a different one is "
-    "refused)."
+    "A VQGANModel (or pipeline) folder or Hub id: the tokenizer whose codes the prior learns. With "
+    "--tokenized_dataset it defaults to the tokenizer the dataset's metadata names (another copy of it may be given; "
+    "a different one is refused)."
 )
 TOKENIZED_DATASET_HELP = (
     "Train on a token dataset (`train.py tokenize` output: a folder or a Hub dataset repo id) instead of tokenising "

@@ -120,8 +120,8 @@ def _is_local_path(value: str) -> bool:
 
 def _dataset_description(args) -> tuple[str, list[str]]:
     """The card's words on the training data, and the Hub datasets it names: a Hub id only, linked; a local dataset
-    is named by its folder or file names, never linked nor listed as a Hub dataset. A prior trained from a token dataset
-    (`--tokenized_dataset`) names that."""
+    is named by its folder or file names, never linked nor listed as a Hub dataset. A prior trained from a token
+    dataset (`--tokenized_dataset`) names that."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     tokens = getattr(args, "tokenized_dataset", None)

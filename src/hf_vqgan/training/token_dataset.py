@@ -66,7 +66,8 @@ def check_metadata(metadata, where: str) -> dict:
         missing = [k for k in _REQUIRED_TOKENIZER_KEYS if not isinstance(entry, dict) or k not in entry]
         if missing:
             raise DatasetConfigError(
-                f"{where}: its {key!r} entry lacks {missing}; expected an object with {list(_REQUIRED_TOKENIZER_KEYS)}."
+                f"{where}: its {key!r} entry lacks {missing}; expected an object with "
+                f"{list(_REQUIRED_TOKENIZER_KEYS)}."
             )
     return metadata
 
@@ -177,8 +178,9 @@ def _settings_rows(metadata: dict) -> list[tuple[str, object]]:
         shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
         rows.append(("Classes", shown))
     if cond:
-        rows.append(("Condition", f"{metadata.get('condition_type')}, tokenised by `{cond['name_or_path']}` "
-                                  f"(fingerprint `{cond['fingerprint']}`, {math.prod(cond['latent_shape'])} codes)"))  # fmt: skip
+        codes = math.prod(cond["latent_shape"])
+        tokenizer = f"`{cond['name_or_path']}` (fingerprint `{cond['fingerprint']}`, {codes} codes)"
+        rows.append(("Condition", f"{metadata.get('condition_type')}, tokenised by {tokenizer}"))
     source = metadata.get("source") or {}
     if source.get("dataset_name"):
         rows.append(("Source dataset", f"`{source['dataset_name']}`"))
@@ -418,8 +420,8 @@ def load_tokenizers(metadata: dict, vqgan_name_or_path: str | None = None, cond_
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             flag = "--vqgan_model_name_or_path" if key == "tokenizer" else "--cond_vqgan_model_name_or_path"
             raise DatasetConfigError(
-                f"Cannot load the {key.replace('_', ' ')} {name!r} ({reason}). The prior's pipeline needs the tokenizer "
-                f"that made the codes to decode its samples: pass a copy of it with {flag}."
+                f"Cannot load the {key.replace('_', ' ')} {name!r} ({reason}). The prior's pipeline needs the "
+                f"tokenizer that made the codes to decode its samples: pass a copy of it with {flag}."
             ) from err
 
     vqgan = load("tokenizer", vqgan_name_or_path)
