@@ -37,29 +37,40 @@ def build_token_dataset(
     num_validation: int = 4,
     classes: bool = True,
     flips: bool = False,
+    cond_vqgan=None,
+    cond_name_or_path: str | None = None,
 ) -> tuple[Path, dict]:
     """Tokenise random images with `vqgan` (named `name_or_path` in the metadata) into a token dataset at `folder`;
-    returns the folder and the metadata as saved."""
+    with `cond_vqgan`, also their half-resolution `lowres` maps. Returns the folder and the metadata as saved."""
     resolution = vqgan.config.sample_size
     processor = VQGANImageProcessor(resolution=resolution, channels=vqgan.config.in_channels, center_crop=True)
+    condition_processor = None
+    if cond_vqgan is not None:
+        condition_processor = VQGANImageProcessor(
+            resolution=resolution, channels=vqgan.config.in_channels, condition_type="lowres", lowres_factor=2
+        )
     label_column = "label" if classes else None
     splits = {
         name: tokenize_split(
             random_image_dataset(count, seed), vqgan, processor, "image", label_column=label_column,
-            flips=flips and name == "train",
+            flips=flips and name == "train", condition_transform=condition_processor, cond_vqgan=cond_vqgan,
         )
         for name, count, seed in [("train", num_train, 0), ("validation", num_validation, 1)]
     }  # fmt: skip
+    cond_tokenizer = None
+    if cond_vqgan is not None:
+        cond_size = condition_processor.condition_shape()[1:]
+        cond_tokenizer = tokenizer_metadata(cond_vqgan, cond_name_or_path, cond_size)
     metadata = {
         "tokenizer": tokenizer_metadata(vqgan, name_or_path, resolution),
-        "cond_tokenizer": None,
+        "cond_tokenizer": cond_tokenizer,
         "image_processor": processor_fingerprint(processor),
-        "condition_processor": None,
+        "condition_processor": processor_fingerprint(condition_processor),
         "resolution": resolution,
         "center_crop": True,
         "random_flip": False,
         "tokenize_flips": flips,
-        "condition_type": None,
+        "condition_type": None if cond_vqgan is None else "lowres",
         "class_column": label_column,
         "class_names": CLASS_NAMES if classes else None,
         "source": {"dataset_name": "random-images", "dataset_config_name": None, "data_files": None,

@@ -131,3 +131,22 @@ def test_trains_from_a_hub_id_through_the_offline_hub_cache(tmp_path, monkeypatc
     card = (out / "README.md").read_text()
     assert "[someone/digit-tokens](https://huggingface.co/datasets/someone/digit-tokens)" in card
     assert "- someone/digit-tokens" in card.split("---")[1]  # the card's `datasets:` metadata
+
+
+def test_trains_from_a_token_dataset_with_condition_codes(tmp_path, run_train, tokenizer_dir, prior_json):
+    """Condition codes, the condition tokenizer and its processor all come from the metadata: no condition flag."""
+    cond_dir = tmp_path / "cond-tokenizer"
+    tiny_vqgan(2, **small_vqgan_config()).save_pretrained(cond_dir)
+    tokens, metadata = build_token_dataset(tmp_path / "tokens", VQGANModel.from_pretrained(tokenizer_dir),
+                                           str(tokenizer_dir), cond_vqgan=VQGANModel.from_pretrained(cond_dir),
+                                           cond_name_or_path=str(cond_dir), classes=False)  # fmt: skip
+    assert metadata["cond_tokenizer"]["latent_shape"] == [4, 4]  # 8x8 lowres maps of 16x16 images, f=2
+    assert f"| Condition | lowres, tokenised by `{cond_dir}`" in (tokens / "README.md").read_text()
+    out = tmp_path / "pipeline"
+    assert run_train(_argv(tokens, prior_json, out, 2)).returncode == 0
+    pipe = VQGANTransformerPipeline.from_pretrained(out)
+    assert pipe.transformer.config.cond_length == 16 and pipe.transformer.config.num_classes == 0
+    assert pipe.condition_processor.config.condition_type == "lowres"
+    assert pipe.condition_processor.config.lowres_factor == 2
+    source = VQGANModel.from_pretrained(cond_dir).state_dict()
+    assert all((source[k] == v).all() for k, v in pipe.cond_vqgan.state_dict().items())

@@ -121,6 +121,12 @@ def _edit_metadata(**changes):
     return edit
 
 
+def _other_grid(path):
+    metadata = json.loads((path / TOKENS_METADATA).read_text())
+    metadata["tokenizer"]["latent_shape"] = [4, 4]
+    (path / TOKENS_METADATA).write_text(json.dumps(metadata))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -130,10 +136,12 @@ def _edit_metadata(**changes):
                         r"\['pixels'\]"),
         (_edit_metadata(class_column=None), r"expected \['indices'\] \(missing \[\], unexpected \['label'\]\)"),
         (_edit_metadata(num_rows={"train": 20, "validation": 4}), "has 16 rows, its metadata says 20"),
+        (_other_grid, r"has 'indices' rows of 64 codes, its tokenizer's 4x4 grid has 16"),
         (_edit_metadata(format_version=2), "format_version 2; this hf_vqgan reads token datasets of format 1"),
         (_edit_metadata(tokenizer={"name_or_path": "x"}), r"lacks \['fingerprint', 'codebook_size', 'latent_shape'\]"),
     ],
-    ids=["no-metadata", "missing-split", "extra-column", "unexpected-label", "truncated", "newer-format", "bad-entry"],
+    ids=["no-metadata", "missing-split", "extra-column", "unexpected-label", "truncated", "other-grid", "newer-format",
+         "bad-entry"],
 )  # fmt: skip
 def test_a_damaged_token_dataset_is_refused_with_what_is_missing(saved, damage, message):
     path, _ = saved

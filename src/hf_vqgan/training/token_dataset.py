@@ -92,7 +92,6 @@ def check_token_splits(dataset_dict, metadata: dict, where: str) -> None:
             f"the data has {sorted(dataset_dict)}."
         )
     expected = _expected_columns(metadata)
-    latent_shape = metadata["tokenizer"]["latent_shape"]
     for name, split in dataset_dict.items():
         columns = split.column_names
         if columns is None:  # a stream whose features are only known once read
@@ -111,11 +110,16 @@ def check_token_splits(dataset_dict, metadata: dict, where: str) -> None:
                 f"The {name!r} split of the token dataset {where} has {len(split)} rows, its metadata says {recorded} "
                 "(an incomplete copy?)."
             )
-        if len(split) and len(split[0]["indices"]) != math.prod(latent_shape):
-            raise DatasetConfigError(
-                f"The {name!r} split of the token dataset {where} has rows of {len(split[0]['indices'])} codes, its "
-                f"tokenizer's {latent_shape[0]}x{latent_shape[1]} grid has {math.prod(latent_shape)}."
-            )
+        grids = {"indices": metadata["tokenizer"]["latent_shape"]}
+        if metadata.get("cond_tokenizer"):
+            grids["cond_indices"] = metadata["cond_tokenizer"]["latent_shape"]
+        first = split[0] if len(split) else {}
+        for column, (height, width) in grids.items():
+            if column in first and len(first[column]) != height * width:
+                raise DatasetConfigError(
+                    f"The {name!r} split of the token dataset {where} has {column!r} rows of {len(first[column])} "
+                    f"codes, its tokenizer's {height}x{width} grid has {height * width}."
+                )
 
 
 def check_tokenizer_matches(metadata: dict, vqgan, cond_vqgan=None) -> None:
