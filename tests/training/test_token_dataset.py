@@ -208,6 +208,10 @@ def test_push_uploads_exactly_the_parquet_shards_card_and_metadata(saved, monkey
     assert [row for shard in train_shards for row in _parquet_rows(upload["files"][shard])] == _rows(tokens["train"])
     assert json.loads(upload["files"][TOKENS_METADATA]) == metadata
     assert "--tokenized_dataset me/tokens" in upload["files"]["README.md"].decode()
+    push_token_dataset_to_hub(path, "me/tokens", revision="v2", commit_message="Codes at 16 px")
+    assert hub["create_branch"] == [dict(repo_id="me/tokens", branch="v2", token=None, exist_ok=True,
+                                         repo_type="dataset")]  # fmt: skip
+    assert hub["upload"][1]["revision"] == "v2" and hub["upload"][1]["commit_message"] == "Codes at 16 px"
 
 
 def test_a_pushed_dataset_loads_by_repo_id_from_the_offline_hub_cache(saved, monkeypatch, tmp_path):

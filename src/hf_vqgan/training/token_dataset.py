@@ -417,7 +417,10 @@ def load_tokenizers(metadata: dict, vqgan_name_or_path: str | None = None, cond_
             return None
         name = given or recorded["name_or_path"]
         if given is None:
-            logger.info("Using the tokenizer %r that the token dataset's metadata names (%s).", name, key)
+            what = key.replace("_", " ")
+            logger.info(
+                "Using the %s %r that the token dataset's metadata names (the pipeline keeps a copy).", what, name
+            )
         try:
             return load_vqgan(name).requires_grad_(False).eval()
         except (OSError, ValueError) as err:
