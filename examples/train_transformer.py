@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = parser.add_argument_group("prior")
     g.add_argument("--vqgan_model_name_or_path", default=None, help=VQGAN_HELP)
     g.add_argument("--tokenized_dataset", default=None, metavar="PATH_OR_HUB_ID", help=TOKENIZED_DATASET_HELP)
+    g.add_argument(
+        "--tokenized_dataset_revision", default=None, help="A branch, tag or commit of a Hub token dataset."
+    )
     g.add_argument("--preset", default="small", help="digits-tiny, small, taming-imagenet.")
     g.add_argument("--prior_config", default=None, help="A JSON file of VQGANPriorConfig size kwargs.")
     g.add_argument("--weight_decay", type=float, default=0.01, help="Applied to weight matrices only.")
@@ -109,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_token_dataset_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A tokenizer or a token dataset must be named; with a token dataset, no flag may say how to tokenise."""
     if args.tokenized_dataset is None:
+        if args.tokenized_dataset_revision is not None:
+            raise ValueError("--tokenized_dataset_revision is the revision of a --tokenized_dataset: pass one.")
         if args.vqgan_model_name_or_path is None:
             raise ValueError(
                 "Pass --vqgan_model_name_or_path (the tokenizer whose codes the prior learns), or --tokenized_dataset "
@@ -251,7 +256,10 @@ def open_token_dataset(args, accelerator):
     `--streaming`) in torch format, its classes, and its training rows (from the metadata: a stream is not counted)."""
     with accelerator.main_process_first():  # the main process downloads a Hub dataset; the others read the cache
         tokens, metadata = token_dataset_lib.load_token_dataset(
-            args.tokenized_dataset, streaming=args.streaming, cache_dir=args.cache_dir
+            args.tokenized_dataset,
+            streaming=args.streaming,
+            revision=args.tokenized_dataset_revision,
+            cache_dir=args.cache_dir,
         )
     vqgan, cond_vqgan = token_dataset_lib.load_tokenizers(
         metadata, args.vqgan_model_name_or_path, args.cond_vqgan_model_name_or_path

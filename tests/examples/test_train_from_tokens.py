@@ -125,7 +125,7 @@ def test_trains_from_a_hub_id_through_the_offline_hub_cache(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
     out = tmp_path / "pipeline"
-    accelerate_launch(_argv("someone/digit-tokens", prior_json, out, 2))
+    accelerate_launch(_argv("someone/digit-tokens", prior_json, out, 2, "--tokenized_dataset_revision", "main"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 2 and math.isfinite(metrics["val_loss"])
     card = (out / "README.md").read_text()

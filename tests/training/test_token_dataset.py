@@ -228,8 +228,8 @@ def test_a_pushed_dataset_loads_by_repo_id_from_the_offline_hub_cache(saved, mon
     as_hub_cache(hub["upload"][0]["files"], tmp_path / "hub", "me/tokens")
     with pytest.raises(DatasetConfigError, match="neither a local folder nor in the Hub cache"):
         load_token_dataset("me/other-tokens")
-    for streaming in (False, True):
-        tokens, loaded = load_token_dataset("me/tokens", streaming=streaming)
+    for streaming, revision in [(False, None), (True, None), (False, "0" * 40)]:  # a pinned commit too
+        tokens, loaded = load_token_dataset("me/tokens", streaming=streaming, revision=revision)
         assert loaded == metadata
         assert _rows(tokens["train"]) == _rows(load_from_disk(str(path))["train"])
-    assert isinstance(tokens, IterableDatasetDict)
+        assert isinstance(tokens, IterableDatasetDict) == streaming
