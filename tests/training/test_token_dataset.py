@@ -206,12 +206,27 @@ def test_push_uploads_exactly_the_parquet_shards_card_and_metadata(saved, monkey
                                     TOKENS_METADATA}  # fmt: skip
     tokens = load_from_disk(str(path))
     assert [row for shard in train_shards for row in _parquet_rows(upload["files"][shard])] == _rows(tokens["train"])
-    assert json.loads(upload["files"][TOKENS_METADATA]) == metadata
+    assert json.loads(upload["files"][TOKENS_METADATA]) == metadata  # a Hub id stays as it is
     assert "--tokenized_dataset me/tokens" in upload["files"]["README.md"].decode()
     push_token_dataset_to_hub(path, "me/tokens", revision="v2", commit_message="Codes at 16 px")
     assert hub["create_branch"] == [dict(repo_id="me/tokens", branch="v2", token=None, exist_ok=True,
                                          repo_type="dataset")]  # fmt: skip
     assert hub["upload"][1]["revision"] == "v2" and hub["upload"][1]["commit_message"] == "Codes at 16 px"
+
+
+def test_push_names_local_tokenizers_and_data_by_base_name(tmp_path, vqgan, monkeypatch):
+    source = tmp_path / "my-images"
+    source.mkdir()
+    path, metadata = build_token_dataset(tmp_path / "tokens", vqgan, str(tmp_path / "runs" / "vqgan"))
+    metadata["source"]["dataset_name"] = str(source)
+    (path / TOKENS_METADATA).write_text(json.dumps(metadata))
+    hub = record_hub_calls(monkeypatch)
+    push_token_dataset_to_hub(path, "me/tokens")
+    files = hub["upload"][0]["files"]
+    pushed = json.loads(files[TOKENS_METADATA])
+    assert pushed["tokenizer"] == {**metadata["tokenizer"], "name_or_path": "vqgan"}  # fingerprint and all kept
+    assert pushed["source"]["dataset_name"] == "my-images" and pushed["class_names"] == CLASS_NAMES
+    assert str(tmp_path) not in files["README.md"].decode() + files[TOKENS_METADATA].decode()
 
 
 def test_a_pushed_dataset_loads_by_repo_id_from_the_offline_hub_cache(saved, monkeypatch, tmp_path):

@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 TOKENS_METADATA = "hf_vqgan_tokens.json"
 FORMAT_VERSION = 1
-TOKEN_COLUMNS = ("indices", "label", "cond_indices")
 CARD_TAGS = ["hf-vqgan", "vqgan-tokens"]
 MAX_SHARD_BYTES = 500 * 2**20  # per parquet file on the Hub, as `datasets.push_to_hub` shards by default
 _REQUIRED_TOKENIZER_KEYS = ("name_or_path", "fingerprint", "codebook_size", "latent_shape")
@@ -151,7 +150,7 @@ def check_tokenizer_matches(metadata: dict, vqgan, cond_vqgan=None) -> None:
                 "latent_shape": list(model.latent_shape(resolution, resolution)),
             }
         found["fingerprint"] = model_fingerprint(model)
-        for field in ("fingerprint", "codebook_size", "latent_shape"):
+        for field in ("codebook_size", "latent_shape", "fingerprint"):  # the plainest difference first
             if found[field] != recorded[field]:
                 source = getattr(model.config, "_name_or_path", None) or "the given model"
                 raise DatasetConfigError(
@@ -535,6 +534,23 @@ def write_parquet_shards(dataset_dict, folder: str | os.PathLike, max_shard_byte
     return written
 
 
+def shareable_metadata(metadata: dict) -> dict:
+    """`metadata` as it is published: the local paths that name its tokenizers and source data reduced to their
+    base names (`/home/me/runs/vqgan` -> `vqgan`), as `training_args.json` records them; they say nothing to a reader.
+    """
+    from .evaluation import shareable_value
+
+    shared = json.loads(json.dumps(metadata, default=str))  # a deep copy
+    for key in ("tokenizer", "cond_tokenizer"):
+        if shared.get(key):
+            shared[key]["name_or_path"] = shareable_value(shared[key]["name_or_path"])
+    source = shared.get("source") or {}
+    for key in ("dataset_name", "data_files"):
+        if source.get(key):
+            source[key] = shareable_value(source[key])
+    return shared
+
+
 def push_token_dataset_to_hub(
     path: str | os.PathLike,
     repo_id: str,
@@ -549,13 +565,25 @@ def push_token_dataset_to_hub(
     """Publish the token dataset saved at `path` as the Hub dataset repo `repo_id`, in one commit.
 
     The commit holds exactly the parquet shards of every split (`data/...`), the card (`README.md`, its examples
-    naming `repo_id`) and `hf_vqgan_tokens.json`; shards of an earlier push that this one does not rewrite are
-    deleted in the same commit. `private` applies when the repo is created; `revision` commits to that branch,
+    naming `repo_id`) and `hf_vqgan_tokens.json` (local paths in it reduced to base names: `shareable_metadata`);
+    shards of an earlier push that this one does not rewrite are deleted in the same commit. A tokenizer named by a
+    local path is logged: whoever trains on the dataset then passes a copy of it. `private` applies when the repo is created; `revision` commits to that branch,
     `create_pr` opens a pull request instead (not both). Returns the URL of the commit (or pull request).
     """
     from ..hub import push_folder_to_hub
 
     dataset_dict, metadata = load_token_dataset(path)
+    shared = shareable_metadata(metadata)
+    if shared["tokenizer"]["name_or_path"] != metadata["tokenizer"]["name_or_path"]:
+        logger.warning(
+            "The tokenizer of %s is a local folder (%s): the pushed dataset names it %r, and whoever trains on it "
+            "passes a copy with --vqgan_model_name_or_path (push the tokenizer to the Hub and tokenise with its id "
+            "to name it there).",
+            path,
+            metadata["tokenizer"]["name_or_path"],
+            shared["tokenizer"]["name_or_path"],
+        )
+    metadata = shared
     with tempfile.TemporaryDirectory() as folder:
         files = write_parquet_shards(dataset_dict, folder, max_shard_bytes)
         Path(folder, TOKENS_METADATA).write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
