@@ -29,6 +29,7 @@ from hf_vqgan import (
     VQGANTransformerPipeline,
 )
 from hf_vqgan.training import data as data_lib
+from hf_vqgan.training import from_tokens
 from hf_vqgan.training import token_dataset as token_dataset_lib
 from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
@@ -261,19 +262,19 @@ def open_token_dataset(args, accelerator):
             revision=args.tokenized_dataset_revision,
             cache_dir=args.cache_dir,
         )
-    vqgan, cond_vqgan = token_dataset_lib.load_tokenizers(
+    vqgan, cond_vqgan = from_tokens.load_tokenizers(
         metadata, args.vqgan_model_name_or_path, args.cond_vqgan_model_name_or_path
     )
-    image_processor, condition_processor = token_dataset_lib.load_processors(metadata)
+    image_processor, condition_processor = from_tokens.load_processors(metadata)
     args.resolution = metadata["resolution"]  # the grid build_prior sizes the prior for; recorded in training_args
-    splits, num_train_rows = token_dataset_lib.training_splits(
+    splits, num_train_rows = from_tokens.training_splits(
         tokens,
         metadata,
         validation_split=args.validation_split,
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
     )
-    num_classes, class_names = token_dataset_lib.class_names_and_count(splits["train"], metadata)
+    num_classes, class_names = from_tokens.class_names_and_count(splits["train"], metadata)
     check_batch_size(num_train_rows, args, accelerator.num_processes)
     if args.streaming:  # a stream has no random access: shuffle through a buffer, reshuffled every epoch
         splits["train"] = splits["train"].shuffle(seed=args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)

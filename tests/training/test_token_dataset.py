@@ -20,7 +20,6 @@ from hf_vqgan.training.token_dataset import (
     push_token_dataset_to_hub,
     save_token_dataset,
     token_dataset_card,
-    training_splits,
 )
 from hf_vqgan.training.tokenize import model_fingerprint
 from hub_recorder import record_hub_calls
@@ -169,22 +168,6 @@ def test_save_replaces_a_token_dataset_but_refuses_other_folders(saved, vqgan, t
     with pytest.raises(DatasetConfigError, match="is not a token dataset"):
         save_token_dataset(tokens, other, metadata)
     assert (other / "notes.txt").read_text() == "keep me"
-
-
-def test_training_splits_hold_out_whole_mirrored_pairs_when_there_is_no_validation_split(tmp_path, vqgan):
-    path, _ = build_token_dataset(tmp_path / "flips", vqgan, "v", num_train=5, flips=True)
-    tokens, metadata = load_token_dataset(path)
-    assert metadata["num_rows"]["train"] == 10  # five images, each then its mirror
-    train_only = DatasetDict(train=tokens["train"])
-    metadata = {**metadata, "num_rows": {"train": 10}}
-    for stream in (False, True):
-        source = train_only if not stream else IterableDatasetDict(train=tokens["train"].to_iterable_dataset())
-        splits, rows = training_splits(source, metadata, validation_split=0.25, max_eval_samples=3)
-        assert rows == 6  # ceil(2.5) = 3 rows held out, rounded up to 4: two whole pairs
-        assert _rows(splits["train"]) == _rows(tokens["train"].select(range(6)))
-        assert _rows(splits["validation"]) == _rows(tokens["train"].select(range(6, 9)))
-    with pytest.raises(DatasetConfigError, match="holds out 10 of the token dataset's 10 training rows"):
-        training_splits(train_only, metadata, validation_split=10)
 
 
 def _parquet_rows(content: bytes) -> list[dict]:
