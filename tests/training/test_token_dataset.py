@@ -223,7 +223,9 @@ def test_a_pushed_dataset_loads_by_repo_id_from_the_offline_hub_cache(saved, mon
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    as_hub_cache(hub["upload"][0]["files"], tmp_path / "hub", "me/tokens")
+    snapshot = as_hub_cache(hub["upload"][0]["files"], tmp_path / "hub", "me/tokens")
+    downloaded, loaded = load_token_dataset(snapshot)  # a downloaded copy of the repo, opened as a folder
+    assert loaded == metadata and _rows(downloaded["train"]) == _rows(load_from_disk(str(path))["train"])
     with pytest.raises(DatasetConfigError, match="neither a local folder nor in the Hub cache"):
         load_token_dataset("me/other-tokens")
     for streaming, revision in [(False, None), (True, None), (False, "0" * 40)]:  # a pinned commit too
