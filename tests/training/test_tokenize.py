@@ -94,13 +94,18 @@ def test_tokenize_split_writes_the_tokenizers_codes_and_labels(transform):
 
 
 def test_tokenize_split_with_flips_adds_the_mirrored_images(transform):
+    """Each image's row, then its mirror's (issue 19): the order no longer depends on the batch size (it was each
+    batch's images, then their mirrors), so token datasets are the same however they were extracted."""
     vqgan, dataset = tiny_vqgan(**small_vqgan_config()), _dataset(3)
-    tokens = tokenize_split(dataset, vqgan, transform, "image", label_column="label", flips=True, batch_size=8)
     originals = _expected_codes(vqgan, transform, dataset["image"])
     mirrored = _expected_codes(vqgan, transform, dataset["image"], flip=True)
     assert mirrored != originals  # otherwise this test could not tell them apart
-    assert tokens["indices"] == originals + mirrored  # each batch: its images, then their mirrors
-    assert tokens["label"] == [0, 1, 2, 0, 1, 2]
+    for batch_size in (1, 2, 8):
+        tokens = tokenize_split(
+            dataset, vqgan, transform, "image", label_column="label", flips=True, batch_size=batch_size
+        )
+        assert tokens["indices"] == [row for pair in zip(originals, mirrored) for row in pair]
+        assert tokens["label"] == [0, 0, 1, 1, 2, 2]
 
 
 def test_tokenize_split_skips_unreadable_images(transform):
