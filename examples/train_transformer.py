@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import torch
+from datasets import DatasetDict
 
 from hf_vqgan import (
     VQGANImageProcessor,
@@ -30,6 +31,7 @@ from hf_vqgan.training import data as data_lib
 from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
 from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
+from hf_vqgan.training.extraction import Extraction
 from hf_vqgan.training.loop import (
     TrainingRun,
     adam,
@@ -127,48 +129,52 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
     if args.streaming:  # read once as a stream and tokenised: only the codes are kept, in memory
         logger.info("--streaming: the dataset is tokenised as it is read, not cached (a stream has no fingerprint).")
-    parts = {
-        "tokenizer": tokenize_lib.model_fingerprint(vqgan),
-        "cond_tokenizer": tokenize_lib.model_fingerprint(cond_vqgan) if cond_vqgan else None,
-        "data": None if args.streaming else {n: tokenize_lib.dataset_fingerprint(s) for n, s in splits.items()},
-        "image_processor": tokenize_lib.processor_fingerprint(image_processor),
-        "condition_processor": tokenize_lib.processor_fingerprint(condition_processor),
-        "flips": args.tokenize_flips,
-        "class_column": args.class_column,
-        "condition": [args.condition_type, args.condition_column, args.lowres_factor],
-        "max_image_pixels": args.max_image_pixels,  # which images are skipped
-    }
-
-    def build():
-        from datasets import DatasetDict
-
-        kwargs = dict(
-            label_column=args.class_column,
-            condition_transform=condition_processor,
-            condition_column=args.condition_column,
-            cond_vqgan=cond_vqgan,
-            device=accelerator.device,
-        )
-        return DatasetDict(
+    parts = tokenize_lib.cache_parts(
+        vqgan,
+        splits,
+        image_processor,
+        cond_vqgan=cond_vqgan,
+        condition_processor=condition_processor,
+        flips=args.tokenize_flips,
+        class_column=args.class_column,
+        condition=[args.condition_type, args.condition_column, args.lowres_factor],
+        max_image_pixels=args.max_image_pixels,
+        streaming=args.streaming,
+    )
+    columns = dict(label_column=args.class_column, cond_vqgan=cond_vqgan, condition_column=args.condition_column)
+    if args.streaming:
+        tokens = DatasetDict(
             {
                 name: tokenize_lib.tokenize_split(
                     split,
                     vqgan,
                     image_processor,
                     args.image_column,
-                    desc=f"Tokenising {name}",
+                    condition_transform=condition_processor,
                     flips=args.tokenize_flips and name == "train",
-                    **kwargs,
+                    device=accelerator.device,
+                    desc=f"Tokenising {name}",
+                    **columns,
                 )
                 for name, split in splits.items()
             }
         )
-
-    cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
-    if args.streaming:
-        tokens = build()
-    else:
-        tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
+    else:  # every process extracts its shard of the data; the main process assembles and caches the codes
+        extraction = Extraction(
+            splits,
+            vqgan,
+            image_processor,
+            args.image_column,
+            key=parts,
+            condition_processor=condition_processor,
+            flip_splits=("train",) if args.tokenize_flips else (),
+            seed=args.seed,
+            **columns,
+        )
+        cache_root = args.tokenized_cache_dir or os.path.join(
+            os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized"
+        )
+        tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, extraction, accelerator)
     num_classes, class_names = 0, None
     if args.class_column:
         labels = tokens["train"].unique("label") if args.streaming else None  # a stream has no `unique`

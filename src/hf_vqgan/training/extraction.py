@@ -222,7 +222,11 @@ class Extraction:
             parts[split].append(load_from_disk(str(folder)))
         splits = {}
         for name, chunks in parts.items():
-            splits[name] = concatenate_datasets(chunks) if chunks else Dataset.from_dict({column: [] for column in features}, features=features)
+            splits[name] = (
+                concatenate_datasets(chunks)
+                if chunks
+                else Dataset.from_dict({column: [] for column in features}, features=features)
+            )
             self.skipped[name] = counters[name].skipped
             if counters[name].skipped:
                 logger.warning("Extracting %s: %s", name, counters[name].summary())
