@@ -244,13 +244,16 @@ def push_folder_to_hub(
     commit_message: str = "Upload with hf_vqgan",
     create_pr: bool = False,
     revision: str | None = None,
+    repo_type: str | None = None,
+    delete_patterns: list[str] | None = None,
 ) -> str:
     """Create `repo_id` if needed and upload the `files` of `folder` (paths relative to it), nothing else.
 
     `files=None` uploads every file of `folder` less `PUSH_IGNORE_PATTERNS`, for a folder you assembled yourself; the
     library's own uploads (`push_saved_to_hub`) always pass the list. Listed files that match those patterns are
-    refused. See `push_saved_to_hub` for the
-    other arguments.
+    refused. `repo_type` is `"dataset"` for a dataset repo (a model repo by default); `delete_patterns` names the
+    files of the repo to delete in the same commit unless uploaded again (the old shards of a dataset). See
+    `push_saved_to_hub` for the other arguments.
     """
     if create_pr and revision is not None:
         raise ValueError(
@@ -267,11 +270,15 @@ def push_folder_to_hub(
             raise ValueError(f"Refusing to upload {refused}: training state, logs and credentials stay local.")
         allow_patterns = [glob.escape(name) for name in files]  # exact names: `[`, `*`, `?` match only themselves
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
+    # Only a dataset push passes these (keyword arguments a model push never sent before).
+    dataset_kwargs = {"repo_type": repo_type} if repo_type is not None else {}
+    api.create_repo(repo_id, private=private, exist_ok=True, **dataset_kwargs)
     if revision is not None and not revision.startswith("refs/pr/"):
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
+        api.create_branch(repo_id, branch=revision, exist_ok=True, **dataset_kwargs)
+    if delete_patterns is not None:
+        dataset_kwargs["delete_patterns"] = delete_patterns
     info = api.upload_folder(
         repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, allow_patterns=allow_patterns,
-        ignore_patterns=list(PUSH_IGNORE_PATTERNS), create_pr=create_pr, revision=revision,
+        ignore_patterns=list(PUSH_IGNORE_PATTERNS), create_pr=create_pr, revision=revision, **dataset_kwargs,
     )  # fmt: skip
     return getattr(info, "pr_url", None) or getattr(info, "commit_url", str(info))
