@@ -18,6 +18,7 @@ all-reduce per round); the main process shows the total of all processes in one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,10 +33,14 @@ from . import tokenize as tokenize_lib
 
 logger = logging.getLogger(__name__)
 
-TOKENS_METADATA = "hf_vqgan_tokens.json"  # the name engineer tokds's `token_dataset.TOKENS_METADATA` gives it too
-FORMAT_VERSION = 1
 CHUNK_INFO = "chunk.json"
 PLAN = "plan.json"
+
+
+def work_folder(path: str | os.PathLike) -> Path:
+    """The resumable work folder of an extraction whose result goes to `path`: a hidden sibling of it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.extraction")
 
 
 def _chunk_folder(work_dir: Path, split: str, index: int) -> Path:
@@ -50,6 +55,20 @@ def _finished(folder: Path) -> bool:
     if problem is not None:
         logger.warning("The extracted chunk %s is damaged (%s): extracting it again.", folder, problem)
     return problem is None
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Without `datasets`' own bar per chunk saved or loaded: the extraction shows one bar for all chunks."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 def _sum_over_processes(count: int, accelerator) -> int:
@@ -155,7 +174,8 @@ class Extraction:
             show_progress=False,
         )
         tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        tokens.save_to_disk(str(tmp))
+        with _quiet_datasets():
+            tokens.save_to_disk(str(tmp))
         info = {"start": rows.start, "rows": len(rows), "tokens": len(tokens), "skipped": counter.skipped,
                 "oversized": counter.oversized, "files": counter.files}  # fmt: skip
         (tmp / CHUNK_INFO).write_text(json.dumps(info, indent=2))
@@ -219,7 +239,8 @@ class Extraction:
             counters[split].skipped += info["skipped"]
             counters[split].oversized += info["oversized"]
             counters[split].files.update(info["files"])
-            parts[split].append(load_from_disk(str(folder)))
+            with _quiet_datasets():
+                parts[split].append(load_from_disk(str(folder)))
         splits = {}
         for name, chunks in parts.items():
             splits[name] = (
@@ -235,13 +256,3 @@ class Extraction:
     def clean_up(self, work_dir: str | os.PathLike) -> None:
         """Remove the work folder once its chunks are assembled and saved."""
         shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def tokenizer_metadata(model, name_or_path: str, resolution: int) -> dict:
-    """The metadata entry of a tokenizer: where it came from, its fingerprint, vocabulary and latent grid."""
-    return {
-        "name_or_path": str(name_or_path),
-        "fingerprint": tokenize_lib.model_fingerprint(model),
-        "codebook_size": int(model.config.codebook_size),
-        "latent_shape": list(model.latent_shape(resolution, resolution)),
-    }

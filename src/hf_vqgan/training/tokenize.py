@@ -250,7 +250,7 @@ def load_or_tokenize(cache_root, parts: dict, build, accelerator=None):
     from datasets import load_from_disk
 
     from ..loading import CorruptFileError
-    from .extraction import Extraction
+    from .extraction import Extraction, work_folder
 
     path = tokenized_cache_path(cache_root, parts)
     complete = path / "COMPLETE"
@@ -278,7 +278,7 @@ def load_or_tokenize(cache_root, parts: dict, build, accelerator=None):
             accelerator.wait_for_everyone()
         if not done:
             logger.info("Tokenising the dataset into %s", path)
-            work_dir = path.with_name(path.name + ".partial")
+            work_dir = work_folder(path)
             dataset = build.run(work_dir, accelerator)
             if is_main:
                 save(dataset)
