@@ -193,11 +193,13 @@ class Extraction:
         work_dir = Path(work_dir)
         rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
         device = accelerator.device if accelerator else "cpu"
+        chunks = self.chunks()
         if rank == 0:
             self._prepare(work_dir)
+            logger.info("Extracting %d chunks of %d images on %d processes in %s", len(chunks), self.chunk_size,
+                        world, work_dir)  # fmt: skip
         if accelerator is not None:
             accelerator.wait_for_everyone()
-        chunks = self.chunks()
         total = sum(len(split) for split in self.splits.values())
         bar = tqdm(total=total, desc="Extracting codes", unit="img", disable=rank != 0 or not total)
         reused = 0
