@@ -24,12 +24,14 @@ from accelerate import Accelerator
 from hf_vqgan import VQGANImageProcessor
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training import tokenize as tokenize_lib
-from hf_vqgan.training.arguments import add_data_arguments, positive_int
+from hf_vqgan.training.arguments import add_data_arguments, dataset_kwargs, positive_int
 from hf_vqgan.training.extraction import Extraction, work_folder
 from hf_vqgan.training.presets import load_vqgan
 from hf_vqgan.training.sources import DatasetConfigError
 from hf_vqgan.training.token_dataset import TOKENS_METADATA, save_token_dataset, tokenizer_metadata
-from train_transformer import build_condition_processor  # examples/train_transformer.py: the same condition maps
+
+# examples/train_transformer.py: the same condition maps, and the same settings key as its token cache
+from train_transformer import build_condition_processor, token_settings
 
 logger = logging.getLogger("train.tokenize")
 
@@ -106,19 +108,7 @@ def load_tokenizers(args):
 def load_splits(args):
     """`(splits, class_names)`: the map-style `train` / `validation` splits and the class names (`None` when
     unknown), as the transformer stage reads them."""
-    splits = data_lib.load_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        data_files=args.data_files,
-        image_column=args.image_column,
-        label_column=args.class_column,
-        validation_split=args.validation_split,
-        max_train_samples=args.max_train_samples,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        condition_column=args.condition_column,
-    )
+    splits = data_lib.load_image_dataset(**dataset_kwargs(args), label_column=args.class_column)
     if args.max_eval_samples:
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
     class_names = None
@@ -165,17 +155,7 @@ def extract(args: argparse.Namespace) -> dict | None:
         logging.getLogger().setLevel(logging.WARNING)
     vqgan, image_processor, cond_vqgan, condition_processor, resolution = load_tokenizers(args)
     splits, class_names = load_splits(args)
-    key = tokenize_lib.cache_parts(
-        vqgan,
-        splits,
-        image_processor,
-        cond_vqgan=cond_vqgan,
-        condition_processor=condition_processor,
-        flips=args.tokenize_flips,
-        class_column=args.class_column,
-        condition=[args.condition_type, args.condition_column, args.lowres_factor],
-        max_image_pixels=args.max_image_pixels,
-    )
+    key = token_settings(args, vqgan, splits, image_processor, cond_vqgan, condition_processor)
     output = Path(args.output_dir)
     metadata_file = output / TOKENS_METADATA
     if metadata_file.is_file():

@@ -29,7 +29,7 @@ from hf_vqgan import (
 )
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training import tokenize as tokenize_lib
-from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
+from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments, dataset_kwargs
 from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
 from hf_vqgan.training.extraction import Extraction
 from hf_vqgan.training.loop import (
@@ -108,28 +108,10 @@ def build_condition_processor(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, r
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond_vqgan, condition_processor):
-    """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once; the
-    number of classes and their names (`None` when they have none)."""
-    splits = data_lib.load_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        data_files=args.data_files,
-        image_column=args.image_column,
-        label_column=args.class_column,
-        validation_split=args.validation_split,
-        max_train_samples=args.max_train_samples,
-        streaming=args.streaming,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        condition_column=args.condition_column,
-    )
-    if args.max_eval_samples:
-        splits["validation"] = splits["validation"].take(args.max_eval_samples)
-    if args.streaming:  # read once as a stream and tokenised: only the codes are kept, in memory
-        logger.info("--streaming: the dataset is tokenised as it is read, not cached (a stream has no fingerprint).")
-    parts = tokenize_lib.cache_parts(
+def token_settings(args, vqgan: VQGANModel, splits: dict, image_processor, cond_vqgan, condition_processor) -> dict:
+    """What changes the codes of `splits` (`tokenize.cache_parts`): the cache key here, and the settings a
+    `train.py tokenize` output records (so that a rerun of the same settings has nothing to do)."""
+    return tokenize_lib.cache_parts(
         vqgan,
         splits,
         image_processor,
@@ -141,6 +123,19 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
         max_image_pixels=args.max_image_pixels,
         streaming=args.streaming,
     )
+
+
+def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond_vqgan, condition_processor):
+    """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once; the
+    number of classes and their names (`None` when they have none)."""
+    splits = data_lib.load_image_dataset(
+        **dataset_kwargs(args), label_column=args.class_column, streaming=args.streaming
+    )
+    if args.max_eval_samples:
+        splits["validation"] = splits["validation"].take(args.max_eval_samples)
+    if args.streaming:  # read once as a stream and tokenised: only the codes are kept, in memory
+        logger.info("--streaming: the dataset is tokenised as it is read, not cached (a stream has no fingerprint).")
+    parts = token_settings(args, vqgan, splits, image_processor, cond_vqgan, condition_processor)
     columns = dict(label_column=args.class_column, cond_vqgan=cond_vqgan, condition_column=args.condition_column)
     if args.streaming:
         tokens = DatasetDict(
