@@ -1,8 +1,10 @@
 """Tokenise an image dataset once into code sequences, saved to disk and reused (as LlamaGen pre-extracts codes).
 
-The cache key is a fingerprint of everything that changes the codes: the tokenizer's weights and config, the
-dataset's own fingerprint, the resolution and crop, the flip augmentation and the condition settings. A second run
-with the same inputs loads the saved `datasets.Dataset` instead of running the tokenizer again.
+The cache key is a fingerprint of everything that changes the codes (`cache_parts`): the tokenizer's weights and
+config, the dataset's own fingerprint, the resolution and crop, the flip augmentation and the condition settings. A
+second run with the same inputs loads the saved `datasets.Dataset` instead of running the tokenizer again.
+`tokenize_split` is the one per-batch tokenising path: `hf_vqgan.training.extraction.Extraction` runs it on every
+process's chunks, for this cache (`load_or_tokenize`) and for `train.py tokenize` alike.
 """
 
 from __future__ import annotations
