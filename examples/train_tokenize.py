@@ -21,19 +21,16 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from hf_vqgan import VQGANImageProcessor
+import train_transformer as transformer_stage  # examples/train_transformer.py: the same tokenizers and settings key
 from hf_vqgan.training import data as data_lib
 from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_data_arguments, dataset_kwargs, positive_int
 from hf_vqgan.training.extraction import Extraction, work_folder
-from hf_vqgan.training.presets import load_vqgan
 from hf_vqgan.training.sources import DatasetConfigError
 from hf_vqgan.training.token_dataset import TOKENS_METADATA, save_token_dataset, tokenizer_metadata
 
-# examples/train_transformer.py: the same condition maps, and the same settings key as its token cache
-from train_transformer import build_condition_processor, token_settings
-
 logger = logging.getLogger("train.tokenize")
+TOKENIZER_FLAGS = ("vqgan_model_name_or_path", "cond_vqgan_model_name_or_path")
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -80,28 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------------------ tokenizers
 def load_tokenizers(args):
-    """`(vqgan, image_processor, cond_vqgan, condition_processor, resolution)`, frozen; a tokenizer that cannot be
-    loaded raises `DatasetConfigError` naming it."""
-
-    def load(name: str, flag: str):
-        try:
-            return load_vqgan(name).requires_grad_(False).eval()
-        except (OSError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise DatasetConfigError(f"{flag} {name!r} cannot be loaded as a VQGANModel: {reason}") from error
-
-    vqgan = load(args.vqgan_model_name_or_path, "--vqgan_model_name_or_path")
-    resolution = args.resolution or vqgan.config.sample_size
-    image_processor = VQGANImageProcessor(
-        resolution=resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop
-    )
-    image_processor.max_image_pixels = args.max_image_pixels
-    cond_vqgan, condition_processor = None, None
-    if args.cond_vqgan_model_name_or_path:
-        cond_vqgan = load(args.cond_vqgan_model_name_or_path, "--cond_vqgan_model_name_or_path")
-        condition_processor = build_condition_processor(args, vqgan, cond_vqgan, resolution)
-        condition_processor.max_image_pixels = args.max_image_pixels
-    return vqgan, image_processor, cond_vqgan, condition_processor, resolution
+    """`(vqgan, image_processor, cond_vqgan, condition_processor)` as the transformer stage loads them, frozen; a
+    tokenizer that cannot be loaded, or a condition tokenizer that does not fit, raises `DatasetConfigError`."""
+    try:
+        return transformer_stage.load_tokenizers(args)
+    except OSError as error:  # no such folder or Hub repo, or no model in it
+        given = [f"--{flag} {getattr(args, flag)!r}" for flag in TOKENIZER_FLAGS if getattr(args, flag)]
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DatasetConfigError(f"{' or '.join(given)} cannot be loaded as a VQGANModel: {reason}") from error
+    except ValueError as error:  # e.g. a condition tokenizer of another condition type
+        raise DatasetConfigError(str(error)) from error
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -120,12 +105,13 @@ def load_splits(args):
 
 def token_metadata(args, extraction: Extraction, resolution: int) -> dict:
     """The token dataset's `hf_vqgan_tokens.json` (PLAN's format; `save_token_dataset` adds the row counts)."""
-    cond = extraction.cond_vqgan
+    cond_tokenizer = None
+    if extraction.cond_vqgan is not None:  # its maps have their own size (lowres maps are smaller)
+        cond_size = tuple(extraction.condition_processor.condition_shape()[1:])
+        cond_tokenizer = tokenizer_metadata(extraction.cond_vqgan, args.cond_vqgan_model_name_or_path, cond_size)
     return {
         "tokenizer": tokenizer_metadata(extraction.vqgan, args.vqgan_model_name_or_path, resolution),
-        "cond_tokenizer": None
-        if cond is None
-        else tokenizer_metadata(cond, args.cond_vqgan_model_name_or_path, resolution),
+        "cond_tokenizer": cond_tokenizer,
         "image_processor": tokenize_lib.processor_fingerprint(extraction.image_processor),
         "condition_processor": tokenize_lib.processor_fingerprint(extraction.condition_processor),
         "resolution": resolution,
@@ -153,9 +139,10 @@ def extract(args: argparse.Namespace) -> dict | None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
-    vqgan, image_processor, cond_vqgan, condition_processor, resolution = load_tokenizers(args)
+    vqgan, image_processor, cond_vqgan, condition_processor = load_tokenizers(args)
+    resolution = image_processor.resolution
     splits, class_names = load_splits(args)
-    key = token_settings(args, vqgan, splits, image_processor, cond_vqgan, condition_processor)
+    key = transformer_stage.token_settings(args, vqgan, splits, image_processor, cond_vqgan, condition_processor)
     output = Path(args.output_dir)
     metadata_file = output / TOKENS_METADATA
     if metadata_file.is_file():

@@ -2,10 +2,11 @@
 
     accelerate launch examples/train.py transformer --vqgan_model_name_or_path outputs/vqgan \\
         --class_column label --output_dir outputs/pipeline
+    accelerate launch examples/train.py transformer --tokenized_dataset user/tokens --output_dir outputs/pipeline
 
-Reads top to bottom: arguments, Accelerator, tokenizers, data (tokenised once and cached), the prior, optimizer,
-prepare, resume, loop, save. What both stages share lives in `hf_vqgan.training`: the shared flags (`arguments`),
-the code around each step (`loop.TrainingRun`), checkpoints, data, validation.
+Reads top to bottom: arguments, Accelerator, tokenizers, data (tokenised once and cached, or a saved token dataset),
+the prior, optimizer, prepare, resume, loop, save. What both stages share lives in `hf_vqgan.training`: the shared
+flags (`arguments`), the code around each step (`loop.TrainingRun`), checkpoints, data, validation, token datasets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 from pathlib import Path
 
 import torch
-from datasets import DatasetDict
+from datasets import DatasetDict, IterableDataset
 
 from hf_vqgan import (
     VQGANImageProcessor,
@@ -28,6 +29,7 @@ from hf_vqgan import (
     VQGANTransformerPipeline,
 )
 from hf_vqgan.training import data as data_lib
+from hf_vqgan.training import token_dataset as token_dataset_lib
 from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments, dataset_kwargs
 from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
@@ -51,6 +53,24 @@ logger = logging.getLogger("train.transformer")
 
 
 # ------------------------------------------------------------------------------------------------ arguments
+VQGAN_HELP = (
+    "A VQGANModel (or pipeline) folder or Hub id: the tokenizer whose codes the prior learns. With "
+    "--tokenized_dataset it defaults to the tokenizer the dataset's metadata names (another copy of it may be given; "
+    "a different one is refused)."
+)
+TOKENIZED_DATASET_HELP = (
+    "Train on a token dataset (`train.py tokenize` output: a folder or a Hub dataset repo id) instead of tokenising "
+    "images: its metadata gives the class names, condition settings, resolution and tokenizer. With --streaming its "
+    "rows are read on the fly. The data and tokenisation flags do not apply."
+)
+# What a token dataset's metadata fixes: given with --tokenized_dataset, these flags contradict it.
+TOKEN_DATASET_FIXES = (
+    "dataset_name", "dataset_config_name", "train_data_dir", "data_files", "image_column", "class_column",
+    "class_names", "resolution", "random_crop", "random_flip", "tokenize_flips", "tokenized_cache_dir",
+    "condition_type", "condition_column", "lowres_factor", "max_image_pixels",
+)  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """This stage's flags (below) and the shared ones (`hf_vqgan.training.arguments`), checked."""
     parser = argparse.ArgumentParser(
@@ -59,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(stage="transformer")  # recorded in training_args.json
     add_shared_arguments(parser, learning_rate=4.5e-4, betas=(0.9, 0.95))
     g = parser.add_argument_group("prior")
-    g.add_argument("--vqgan_model_name_or_path", required=True, help="A VQGANModel (or pipeline) folder or Hub id.")
+    g.add_argument("--vqgan_model_name_or_path", default=None, help=VQGAN_HELP)
+    g.add_argument("--tokenized_dataset", default=None, metavar="PATH_OR_HUB_ID", help=TOKENIZED_DATASET_HELP)
     g.add_argument("--preset", default="small", help="digits-tiny, small, taming-imagenet.")
     g.add_argument("--prior_config", default=None, help="A JSON file of VQGANPriorConfig size kwargs.")
     g.add_argument("--weight_decay", type=float, default=0.01, help="Applied to weight matrices only.")
@@ -72,18 +93,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--cond_vqgan_model_name_or_path", default=None, help="Tokenizer of image-like conditions.")
     args = parser.parse_args(argv)
     check_shared_arguments(args)
+    check_token_dataset_arguments(parser, args)
     prior_preset(args.preset)  # an unknown name fails here, not after the data and models are loaded
     if not 0.0 <= args.pkeep <= 1.0 or not 0.0 <= args.class_dropout_prob < 1.0:
         raise ValueError(
             f"--pkeep must be in [0, 1] and --class_dropout_prob in [0, 1); got {args.pkeep}, "
             f"{args.class_dropout_prob}."
         )
-    if (args.condition_type is None) != (args.cond_vqgan_model_name_or_path is None):
+    if args.tokenized_dataset is None and (args.condition_type is None) != (
+        args.cond_vqgan_model_name_or_path is None
+    ):
         raise ValueError("--condition_type and --cond_vqgan_model_name_or_path go together.")
     return args
 
 
+def check_token_dataset_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A tokenizer or a token dataset must be named; with a token dataset, no flag may say how to tokenise."""
+    if args.tokenized_dataset is None:
+        if args.vqgan_model_name_or_path is None:
+            raise ValueError(
+                "Pass --vqgan_model_name_or_path (the tokenizer whose codes the prior learns), or --tokenized_dataset "
+                "(codes tokenised before, which name their tokenizer)."
+            )
+        return
+    given = [f"--{name}" for name in TOKEN_DATASET_FIXES if getattr(args, name) != parser.get_default(name)]
+    if given:
+        raise ValueError(
+            f"--tokenized_dataset {args.tokenized_dataset!r} fixes the data and how it was tokenised (its "
+            f"{token_dataset_lib.TOKENS_METADATA} records them), so {', '.join(given)} cannot apply: drop them."
+        )
+
+
 # ------------------------------------------------------------------------------------------------ tokenizers
+def load_tokenizers(args):
+    """`(vqgan, image_processor, cond_vqgan, condition_processor)` from the flags (the last two `None` without
+    conditions), frozen; the processors are the pipeline's."""
+    vqgan = load_vqgan(args.vqgan_model_name_or_path).requires_grad_(False).eval()
+    resolution = args.resolution or vqgan.config.sample_size
+    image_processor = VQGANImageProcessor(
+        resolution=resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop
+    )
+    image_processor.max_image_pixels = args.max_image_pixels
+    cond_vqgan, condition_processor = None, None
+    if args.cond_vqgan_model_name_or_path:
+        cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
+        condition_processor = build_condition_processor(args, vqgan, cond_vqgan, resolution)
+        condition_processor.max_image_pixels = args.max_image_pixels  # paired maps are files too
+    return vqgan, image_processor, cond_vqgan, condition_processor
+
+
 def build_condition_processor(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, resolution: int):
     """The condition processor matching the condition tokenizer, checked against it; saved with the pipeline."""
     if args.condition_type == "lowres" and resolution % args.lowres_factor:
@@ -184,6 +242,42 @@ def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond
     return tokens.with_format("torch"), num_classes, class_names
 
 
+STREAM_SHUFFLE_BUFFER = 10_000  # rows of a streamed token dataset shuffled together (a few MB of codes)
+
+
+def open_token_dataset(args, accelerator):
+    """`(tokenizers, splits, num_classes, class_names, num_train_rows)` of `--tokenized_dataset`: its tokenizers
+    (as `load_tokenizers` gives them) checked against its metadata, its `train` / `validation` splits (streamed with
+    `--streaming`) in torch format, its classes, and its training rows (from the metadata: a stream is not counted)."""
+    with accelerator.main_process_first():  # the main process downloads a Hub dataset; the others read the cache
+        tokens, metadata = token_dataset_lib.load_token_dataset(
+            args.tokenized_dataset, streaming=args.streaming, cache_dir=args.cache_dir
+        )
+    vqgan, cond_vqgan = token_dataset_lib.load_tokenizers(
+        metadata, args.vqgan_model_name_or_path, args.cond_vqgan_model_name_or_path
+    )
+    image_processor, condition_processor = token_dataset_lib.load_processors(metadata)
+    args.resolution = metadata["resolution"]  # the grid build_prior sizes the prior for; recorded in training_args
+    splits, num_train_rows = token_dataset_lib.training_splits(
+        tokens,
+        metadata,
+        validation_split=args.validation_split,
+        max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+    )
+    num_classes, class_names = token_dataset_lib.class_names_and_count(splits["train"], metadata)
+    check_batch_size(num_train_rows, args, accelerator.num_processes)
+    if args.streaming:  # a stream has no random access: shuffle through a buffer, reshuffled every epoch
+        splits["train"] = splits["train"].shuffle(seed=args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+    else:
+        cond_codebook_size = cond_vqgan.config.codebook_size if cond_vqgan else 0
+        tokenize_lib.check_token_ranges(splits, vqgan.config.codebook_size, num_classes, cond_codebook_size)
+    logger.info("Training on the token dataset %s: %s", args.tokenized_dataset, metadata["num_rows"])
+    tokenizers = (vqgan, image_processor, cond_vqgan, condition_processor)
+    splits = {name: split.with_format("torch") for name, split in splits.items()}
+    return tokenizers, splits, num_classes, class_names, num_train_rows
+
+
 # ------------------------------------------------------------------------------------------------- the prior
 def build_prior(args, vqgan: VQGANModel, cond_vqgan, condition_processor, num_classes: int, class_names=None):
     """A fresh prior sized by `--prior_config` or `--preset`, shaped by the tokenizers' grids and codebooks, its
@@ -223,27 +317,22 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
 def train(args: argparse.Namespace) -> dict | None:
     """Tokenise the data, train, validate and save the pipeline; returns the final metrics on the main process."""
     accelerator = make_accelerator(args)
-    vqgan = load_vqgan(args.vqgan_model_name_or_path).requires_grad_(False).eval()
+    if args.tokenized_dataset:
+        tokenizers, tokens, num_classes, class_names, num_train_rows = open_token_dataset(args, accelerator)
+    else:
+        tokenizers = load_tokenizers(args)
+        tokens, num_classes, class_names = tokenize_dataset(args, accelerator, *tokenizers)
+        num_train_rows = len(tokens["train"])
+    vqgan, image_processor, cond_vqgan, condition_processor = tokenizers
     resolution = args.resolution or vqgan.config.sample_size
-    image_processor = VQGANImageProcessor(
-        resolution=resolution, channels=vqgan.config.in_channels, center_crop=not args.random_crop
-    )
-    image_processor.max_image_pixels = args.max_image_pixels
-    cond_vqgan, condition_processor = None, None
-    if args.cond_vqgan_model_name_or_path:
-        cond_vqgan = load_vqgan(args.cond_vqgan_model_name_or_path).requires_grad_(False).eval()
-        condition_processor = build_condition_processor(args, vqgan, cond_vqgan, resolution)
-        condition_processor.max_image_pixels = args.max_image_pixels  # paired maps are files too
-    tokens, num_classes, class_names = tokenize_dataset(
-        args, accelerator, vqgan, image_processor, cond_vqgan, condition_processor
-    )
     model = build_prior(args, vqgan, cond_vqgan, condition_processor, num_classes, class_names)
     prefix_length = model.config.prefix_length
     lr = scaled_learning_rate(args, accelerator.num_processes)
     optimizer = adam(weight_decay_groups(model, args.weight_decay), args, lr=lr)
-    train_loader = make_loader(tokens["train"], args.train_batch_size, True, args)
+    streamed = isinstance(tokens["train"], IterableDataset)  # --tokenized_dataset --streaming: shuffled as read
+    train_loader = make_loader(tokens["train"], args.train_batch_size, not streamed, args)
     val_loader = make_loader(tokens["validation"], args.eval_batch_size, False, args)
-    max_steps, _ = num_update_steps(args, len(train_loader) // accelerator.num_processes)
+    max_steps, _ = num_update_steps(args, num_train_rows // args.train_batch_size // accelerator.num_processes)
     scheduler = make_scheduler(args, optimizer, max_steps, accelerator.num_processes)
     ema = make_ema(args, model)
 

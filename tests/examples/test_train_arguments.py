@@ -21,6 +21,10 @@ CONTRADICTIONS = [
     ("condition without tokenizer", ["transformer", "--vqgan_model_name_or_path", "m", "--condition_type", "edges"], r"--condition_type and --cond_vqgan_model_name_or_path go together"),
     ("depth without column", ["vqgan", "--condition_type", "depth"], r"--condition_type depth reads paired maps: pass --condition_column"),
     ("segmentation labels", ["vqgan", "--condition_type", "segmentation", "--condition_column", "s", "--num_labels", "1"], r"--condition_type segmentation needs --num_labels >= 2, got 1"),
+    # A tokenizer or the token dataset that names one (issue 19; before it, argparse required the tokenizer).
+    ("transformer without tokenizer", ["transformer"], r"Pass --vqgan_model_name_or_path \(the tokenizer whose codes the prior learns\), or --tokenized_dataset"),
+    ("token dataset and images", ["transformer", "--tokenized_dataset", "t", "--dataset_name", "d"], r"--tokenized_dataset 't' fixes the data and how it was tokenised .*so --dataset_name cannot apply"),
+    ("token dataset and settings", ["transformer", "--tokenized_dataset", "t", "--class_column", "c", "--resolution", "64", "--condition_type", "edges"], r"so --class_column, --resolution, --condition_type cannot apply"),
 ]
 # fmt: on
 
@@ -40,7 +44,6 @@ MALFORMED = [
     ("validation split 1.5", ["vqgan", "--validation_split", "1.5"], r"argument --validation_split: a held-out fraction must be in \(0, 1\), got 1\.5"),
     ("mixed precision", ["vqgan", "--mixed_precision", "fp8"], r"argument --mixed_precision: invalid choice: 'fp8'"),
     ("unknown stage", ["gan"], r"argument stage: invalid choice: 'gan'"),
-    ("transformer without tokenizer", ["transformer"], r"the following arguments are required: --vqgan_model_name_or_path"),
     ("disc loss", ["vqgan", "--disc_loss", "wgan"], r"argument --disc_loss: invalid choice: 'wgan'"),
 ]
 # fmt: on

@@ -75,6 +75,21 @@ def test_one_process_writes_a_token_dataset_with_its_metadata_and_card(tmp_path,
     assert "vqgan-tokens" in card and metadata["tokenizer"]["fingerprint"] in card
 
 
+def test_condition_codes_are_extracted_and_recorded(tmp_path, run_train, tokenizer_dir, labelled_folder):
+    """Edge maps of the 1-channel images, tokenised by a second (here the same tiny) tokenizer: `cond_indices`."""
+    out = tmp_path / "tokens"
+    argv = _argv(tokenizer_dir, labelled_folder, out, "--cond_vqgan_model_name_or_path", tokenizer_dir,
+                 "--condition_type", "edges")  # fmt: skip
+    assert run_train(argv).returncode == 0
+    rows, _, metadata = _dataset(out)
+    assert len(rows["train"]["cond_indices"]) == len(rows["train"]["indices"])
+    assert {len(codes) for codes in rows["train"]["cond_indices"]} == {8 * 8}
+    assert metadata["condition_type"] == "edges" and metadata["cond_tokenizer"]["latent_shape"] == [8, 8]
+    tokenizer = VQGANModel.from_pretrained(tokenizer_dir)
+    _, loaded_metadata = load_token_dataset(out)
+    check_tokenizer_matches(loaded_metadata, tokenizer, tokenizer)
+
+
 def test_a_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path, run_train, tokenizer_dir, labelled_folder,
                                                               monkeypatch, capsys):  # fmt: skip
     from hf_vqgan.training.extraction import Extraction

@@ -120,19 +120,22 @@ def _is_local_path(value: str) -> bool:
 
 def _dataset_description(args) -> tuple[str, list[str]]:
     """The card's words on the training data, and the Hub datasets it names: a Hub id only, linked; a local dataset
-    is named by its folder or file names, never linked nor listed as a Hub dataset."""
+    is named by its folder or file names, never linked nor listed as a Hub dataset. A prior trained from a token
+    dataset (`--tokenized_dataset`) names that."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    name = args.dataset_name
+    tokens = getattr(args, "tokenized_dataset", None)
+    name = tokens or args.dataset_name
     if name and not _is_local_path(name):
         try:
             validate_repo_id(name)
         except HFValidationError:
             pass
         else:
-            return f"[{name}](https://huggingface.co/datasets/{name})", [name]
+            link = f"[{name}](https://huggingface.co/datasets/{name})"
+            return (f"The VQGAN codes of the token dataset {link}." if tokens else link), [name]
     if name:
-        return f"A local dataset (`{Path(name).expanduser().name}`).", []
+        return f"A local {'token ' if tokens else ''}dataset (`{Path(name).expanduser().name}`).", []
     data_files = getattr(args, "data_files", None)
     if data_files:
         files = shareable_value(data_files)

@@ -36,14 +36,16 @@ _REQUIRED_TOKENIZER_KEYS = ("name_or_path", "fingerprint", "codebook_size", "lat
 
 
 # ------------------------------------------------------------------------------------------------------ metadata
-def tokenizer_metadata(vqgan, name_or_path: str, resolution: int) -> dict:
+def tokenizer_metadata(vqgan, name_or_path: str, size: int | tuple[int, int]) -> dict:
     """The metadata entry of a tokenizer: `{"name_or_path", "fingerprint", "codebook_size", "latent_shape"}`, the
-    latent shape `[h, w]` being that of `resolution`-pixel square images."""
+    latent shape `[h, w]` being that of the images (or condition maps) it tokenised: `size` pixels square, or
+    `(height, width)` (a condition tokenizer's maps, `condition_processor.condition_shape()[1:]`)."""
+    height, width = (size, size) if isinstance(size, int) else size
     return {
         "name_or_path": str(name_or_path),
         "fingerprint": model_fingerprint(vqgan),
         "codebook_size": int(vqgan.config.codebook_size),
-        "latent_shape": list(vqgan.latent_shape(resolution, resolution)),
+        "latent_shape": list(vqgan.latent_shape(height, width)),
     }
 
 
@@ -64,7 +66,8 @@ def check_metadata(metadata, where: str) -> dict:
         missing = [k for k in _REQUIRED_TOKENIZER_KEYS if not isinstance(entry, dict) or k not in entry]
         if missing:
             raise DatasetConfigError(
-                f"{where}: its {key!r} entry lacks {missing}; expected an object with {list(_REQUIRED_TOKENIZER_KEYS)}."
+                f"{where}: its {key!r} entry lacks {missing}; expected an object with "
+                f"{list(_REQUIRED_TOKENIZER_KEYS)}."
             )
     return metadata
 
@@ -89,7 +92,6 @@ def check_token_splits(dataset_dict, metadata: dict, where: str) -> None:
             f"the data has {sorted(dataset_dict)}."
         )
     expected = _expected_columns(metadata)
-    latent_shape = metadata["tokenizer"]["latent_shape"]
     for name, split in dataset_dict.items():
         columns = split.column_names
         if columns is None:  # a stream whose features are only known once read
@@ -108,11 +110,16 @@ def check_token_splits(dataset_dict, metadata: dict, where: str) -> None:
                 f"The {name!r} split of the token dataset {where} has {len(split)} rows, its metadata says {recorded} "
                 "(an incomplete copy?)."
             )
-        if len(split) and len(split[0]["indices"]) != math.prod(latent_shape):
-            raise DatasetConfigError(
-                f"The {name!r} split of the token dataset {where} has rows of {len(split[0]['indices'])} codes, its "
-                f"tokenizer's {latent_shape[0]}x{latent_shape[1]} grid has {math.prod(latent_shape)}."
-            )
+        grids = {"indices": metadata["tokenizer"]["latent_shape"]}
+        if metadata.get("cond_tokenizer"):
+            grids["cond_indices"] = metadata["cond_tokenizer"]["latent_shape"]
+        first = split[0] if len(split) else {}
+        for column, (height, width) in grids.items():
+            if column in first and len(first[column]) != height * width:
+                raise DatasetConfigError(
+                    f"The {name!r} split of the token dataset {where} has {column!r} rows of {len(first[column])} "
+                    f"codes, its tokenizer's {height}x{width} grid has {height * width}."
+                )
 
 
 def check_tokenizer_matches(metadata: dict, vqgan, cond_vqgan=None) -> None:
@@ -175,8 +182,9 @@ def _settings_rows(metadata: dict) -> list[tuple[str, object]]:
         shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
         rows.append(("Classes", shown))
     if cond:
-        rows.append(("Condition", f"{metadata.get('condition_type')}, tokenised by `{cond['name_or_path']}` "
-                                  f"(fingerprint `{cond['fingerprint']}`, {math.prod(cond['latent_shape'])} codes)"))  # fmt: skip
+        codes = math.prod(cond["latent_shape"])
+        tokenizer = f"`{cond['name_or_path']}` (fingerprint `{cond['fingerprint']}`, {codes} codes)"
+        rows.append(("Condition", f"{metadata.get('condition_type')}, tokenised by {tokenizer}"))
     source = metadata.get("source") or {}
     if source.get("dataset_name"):
         rows.append(("Source dataset", f"`{source['dataset_name']}`"))
@@ -288,7 +296,7 @@ def _is_local(path_or_repo_id: str) -> bool:
     )
 
 
-def _load_local(folder: Path, streaming: bool):
+def _load_local(folder: Path, streaming: bool, cache_dir: str | None):
     """(splits, metadata) of a folder `save_token_dataset` wrote, or of a downloaded copy of a Hub token dataset."""
     import datasets
 
@@ -311,11 +319,11 @@ def _load_local(folder: Path, streaming: bool):
                 {name: split.to_iterable_dataset() for name, split in dataset_dict.items()}
             )
     else:  # parquet shards and the card's `configs`, as on the Hub
-        dataset_dict = datasets.load_dataset(str(folder), streaming=streaming)
+        dataset_dict = datasets.load_dataset(str(folder), streaming=streaming, cache_dir=cache_dir)
     return dataset_dict, metadata
 
 
-def _load_hub(repo_id: str, streaming: bool, revision: str | None, token: str | None):
+def _load_hub(repo_id: str, streaming: bool, revision: str | None, token: str | None, cache_dir: str | None):
     """(splits, metadata) of the Hub dataset repo `repo_id`; offline, of its snapshot in the Hub cache."""
     import datasets
     from huggingface_hub import hf_hub_download, snapshot_download
@@ -338,13 +346,15 @@ def _load_hub(repo_id: str, streaming: bool, revision: str | None, token: str | 
         ) from err
     metadata = json.loads(Path(metadata_file).read_text(encoding="utf-8"))
     try:
-        dataset_dict = datasets.load_dataset(repo_id, revision=revision, token=token, streaming=streaming)
+        dataset_dict = datasets.load_dataset(
+            repo_id, revision=revision, token=token, streaming=streaming, cache_dir=cache_dir
+        )
     except ConnectionError:
         # Offline (HF_HUB_OFFLINE=1) or unreachable: `datasets` only reuses what it prepared itself, so read the
         # parquet shards of the repo's snapshot in the Hub cache (where the metadata was found just now).
         folder = snapshot_download(repo_id, repo_type="dataset", revision=revision, token=token, local_files_only=True)
         logger.info("The Hub cannot be reached: reading the token dataset %s from the Hub cache %s", repo_id, folder)
-        dataset_dict = datasets.load_dataset(folder, streaming=streaming)
+        dataset_dict = datasets.load_dataset(folder, streaming=streaming, cache_dir=cache_dir)
     return dataset_dict, metadata
 
 
@@ -354,6 +364,7 @@ def load_token_dataset(
     streaming: bool = False,
     revision: str | None = None,
     token: str | None = None,
+    cache_dir: str | None = None,
 ):
     """Open a token dataset and its metadata, checked against each other.
 
@@ -362,6 +373,7 @@ def load_token_dataset(
             token dataset, or a Hub dataset repo id (`user/name`; read through the Hub cache when offline).
         streaming: give `IterableDataset`s read on the fly instead of map-style `Dataset`s.
         revision, token: of the Hub repo.
+        cache_dir: the `datasets` cache for the prepared parquet data (its default when `None`).
 
     Returns:
         `(splits, metadata)`: a `DatasetDict` (an `IterableDatasetDict` when streaming) and the metadata dict.
@@ -375,18 +387,137 @@ def load_token_dataset(
 
     name = str(path_or_repo_id)
     if _is_local(name):
-        dataset_dict, metadata = _load_local(Path(name).expanduser(), streaming)
+        dataset_dict, metadata = _load_local(Path(name).expanduser(), streaming, cache_dir)
         where = name
     else:
         try:
             validate_repo_id(name)
         except HFValidationError as err:
             raise DatasetConfigError(f"{name!r} is neither an existing folder nor a Hub dataset repo id.") from err
-        dataset_dict, metadata = _load_hub(name, streaming, revision, token)
+        dataset_dict, metadata = _load_hub(name, streaming, revision, token, cache_dir)
         where = f"{name!r} (Hub)"
     check_metadata(metadata, f"The metadata of {where}")
     check_token_splits(dataset_dict, metadata, where)
     return dataset_dict, metadata
+
+
+# ------------------------------------------------------------------------------------------------- training
+def load_tokenizers(metadata: dict, vqgan_name_or_path: str | None = None, cond_vqgan_name_or_path: str | None = None):
+    """`(vqgan, cond_vqgan)` for a prior trained on the token dataset `metadata` describes, frozen and in eval mode.
+
+    The given tokenizers, else those the metadata names (the prior's pipeline needs the tokenizer to decode its
+    samples, so it must load from there); either way checked with `check_tokenizer_matches`. `cond_vqgan` is `None`
+    for a dataset without condition codes. Raises `DatasetConfigError` naming a tokenizer that cannot be loaded.
+    """
+    from .presets import load_vqgan
+
+    def load(key: str, given: str | None):
+        recorded = metadata.get(key)
+        if recorded is None and given is None:
+            return None
+        name = given or recorded["name_or_path"]
+        if given is None:
+            what = key.replace("_", " ")
+            logger.info(
+                "Using the %s %r that the token dataset's metadata names (the pipeline keeps a copy).", what, name
+            )
+        try:
+            return load_vqgan(name).requires_grad_(False).eval()
+        except (OSError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            flag = "--vqgan_model_name_or_path" if key == "tokenizer" else "--cond_vqgan_model_name_or_path"
+            raise DatasetConfigError(
+                f"Cannot load the {key.replace('_', ' ')} {name!r} ({reason}). The prior's pipeline needs the "
+                f"tokenizer that made the codes to decode its samples: pass a copy of it with {flag}."
+            ) from err
+
+    vqgan = load("tokenizer", vqgan_name_or_path)
+    cond_vqgan = load("cond_tokenizer", cond_vqgan_name_or_path)
+    check_tokenizer_matches(metadata, vqgan, cond_vqgan)
+    return vqgan, cond_vqgan
+
+
+def load_processors(metadata: dict):
+    """`(image_processor, condition_processor)`: the `VQGANImageProcessor`s the codes were made with (the second
+    `None` without conditions), rebuilt from the metadata; the pipeline saves them, so sampling preprocesses alike."""
+    from ..image_processor import VQGANImageProcessor
+
+    processors = []
+    for key in ("image_processor", "condition_processor"):
+        settings = metadata.get(key)
+        processors.append(None if settings is None else VQGANImageProcessor.from_config(dict(settings)))
+    if processors[0] is None:
+        raise DatasetConfigError(
+            f"The token dataset's metadata has no 'image_processor' settings ({TOKENS_METADATA})."
+        )
+    return tuple(processors)
+
+
+def _head(split, count: int):
+    from datasets import IterableDataset
+
+    return split.take(count) if isinstance(split, IterableDataset) else split.select(range(count))
+
+
+def _tail(split, start: int, count: int):
+    from datasets import IterableDataset
+
+    return split.skip(start) if isinstance(split, IterableDataset) else split.select(range(start, start + count))
+
+
+def training_splits(
+    tokens,
+    metadata: dict,
+    *,
+    validation_split: float | int | str = 0.1,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+):
+    """`({"train": ..., "validation": ...}, number of training rows)` of a token dataset, map-style or streamed.
+
+    The validation split is the dataset's `validation` (or the split named by a string `validation_split`); when it
+    has none, the last `validation_split` rows of `train` (a fraction or a count, whole mirrored pairs when the
+    dataset has them). `max_train_samples` / `max_eval_samples` keep the first rows. Row counts come from the metadata,
+    so a stream needs no pass over the data.
+    """
+    num_rows = dict(metadata["num_rows"])
+    train, train_rows = tokens["train"], num_rows["train"]
+    name = validation_split if isinstance(validation_split, str) else "validation"
+    if name in tokens and name != "train":
+        validation, validation_rows = tokens[name], num_rows.get(name)
+    elif isinstance(validation_split, str):
+        raise DatasetConfigError(
+            f"--validation_split {validation_split!r}: the token dataset has no such split, only {sorted(tokens)}."
+        )
+    else:
+        held = validation_split if isinstance(validation_split, int) else math.ceil(validation_split * train_rows)
+        held += held % 2 if metadata.get("tokenize_flips") else 0  # an image and its mirror stay on one side
+        if held >= train_rows:
+            raise DatasetConfigError(
+                f"--validation_split {validation_split} holds out {held} of the token dataset's {train_rows} training "
+                "rows (it has no validation split): hold out fewer."
+            )
+        validation, validation_rows = _tail(train, train_rows - held, held), held
+        train, train_rows = _head(train, train_rows - held), train_rows - held
+    if max_train_samples is not None and max_train_samples < train_rows:
+        train, train_rows = _head(train, max_train_samples), max_train_samples
+    if max_eval_samples is not None and (validation_rows is None or max_eval_samples < validation_rows):
+        validation = _head(validation, max_eval_samples)
+    return {"train": train, "validation": validation}, train_rows
+
+
+def class_names_and_count(train, metadata: dict) -> tuple[int, list[str] | None]:
+    """`(num_classes, class_names)` of a token dataset: the metadata's names, else `label`'s largest value + 1 (a
+    stream's labels are read once for it); `(0, None)` without labels."""
+    from .data import count_classes
+
+    if not metadata.get("class_column"):
+        return 0, None
+    names = metadata.get("class_names")
+    if names:
+        return len(names), list(names)
+    labels = None if hasattr(train, "__len__") else {row["label"] for row in train.select_columns(["label"])}
+    return count_classes(train, "label", labels), None
 
 
 # ------------------------------------------------------------------------------------------------------ push
@@ -395,7 +526,7 @@ def write_parquet_shards(dataset_dict, folder: str | os.PathLike, max_shard_byte
     row order); returns the paths written, relative to `folder`."""
     written = []
     for name, split in dataset_dict.items():
-        num_shards = max(1, math.ceil(split.data.nbytes / max_shard_bytes))
+        num_shards = max(1, min(len(split), math.ceil(split.data.nbytes / max_shard_bytes)))  # no empty shard
         for index in range(num_shards):
             path = f"data/{name}-{index:05d}-of-{num_shards:05d}.parquet"
             Path(folder, path).parent.mkdir(parents=True, exist_ok=True)
