@@ -75,6 +75,22 @@ def test_one_process_writes_a_token_dataset_with_its_metadata_and_card(tmp_path,
     assert "vqgan-tokens" in card and metadata["tokenizer"]["fingerprint"] in card
 
 
+def test_the_transformer_stage_trains_from_what_tokenize_wrote(tmp_path, run_train, tokenizer_dir, labelled_folder,
+                                                               prior_json):  # fmt: skip
+    """Writer and reader agree: `train.py tokenize` then `train.py transformer --tokenized_dataset` (engineer
+    tokds's side), with the tokenizer the metadata names and the class names the ClassLabel column gave."""
+    from hf_vqgan import VQGANTransformerPipeline
+
+    tokens, out = tmp_path / "tokens", tmp_path / "pipeline"
+    assert run_train(_argv(tokenizer_dir, labelled_folder, tokens)).returncode == 0
+    run = run_train(["transformer", "--tokenized_dataset", tokens, "--prior_config", prior_json, "--output_dir", out,
+                     "--max_train_steps", 2, "--train_batch_size", 4, "--eval_batch_size", 4,
+                     "--num_validation_samples", 1, "--report_to", "none", "--logging_steps", 1])  # fmt: skip
+    assert run.returncode == 0 and sorted(run.train_logs()) == [1, 2]
+    config = VQGANTransformerPipeline.from_pretrained(out).transformer.config
+    assert (config.num_classes, config.latent_height, config.class_names) == (2, 8, CLASSES)
+
+
 def test_condition_codes_are_extracted_and_recorded(tmp_path, run_train, tokenizer_dir, labelled_folder):
     """Edge maps of the 1-channel images, tokenised by a second (here the same tiny) tokenizer: `cond_indices`."""
     out = tmp_path / "tokens"
