@@ -29,6 +29,7 @@ from hf_vqgan import (
     VQGANTransformerPipeline,
 )
 from hf_vqgan.training import data as data_lib
+from hf_vqgan.training import from_tokens
 from hf_vqgan.training import token_dataset as token_dataset_lib
 from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments, dataset_kwargs
@@ -81,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = parser.add_argument_group("prior")
     g.add_argument("--vqgan_model_name_or_path", default=None, help=VQGAN_HELP)
     g.add_argument("--tokenized_dataset", default=None, metavar="PATH_OR_HUB_ID", help=TOKENIZED_DATASET_HELP)
+    g.add_argument(
+        "--tokenized_dataset_revision", default=None, help="A branch, tag or commit of a Hub token dataset."
+    )
     g.add_argument("--preset", default="small", help="digits-tiny, small, taming-imagenet.")
     g.add_argument("--prior_config", default=None, help="A JSON file of VQGANPriorConfig size kwargs.")
     g.add_argument("--weight_decay", type=float, default=0.01, help="Applied to weight matrices only.")
@@ -110,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_token_dataset_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A tokenizer or a token dataset must be named; with a token dataset, no flag may say how to tokenise."""
     if args.tokenized_dataset is None:
+        if args.tokenized_dataset_revision is not None:
+            raise ValueError("--tokenized_dataset_revision is the revision of a --tokenized_dataset: pass one.")
         if args.vqgan_model_name_or_path is None:
             raise ValueError(
                 "Pass --vqgan_model_name_or_path (the tokenizer whose codes the prior learns), or --tokenized_dataset "
@@ -251,21 +257,24 @@ def open_token_dataset(args, accelerator):
     `--streaming`) in torch format, its classes, and its training rows (from the metadata: a stream is not counted)."""
     with accelerator.main_process_first():  # the main process downloads a Hub dataset; the others read the cache
         tokens, metadata = token_dataset_lib.load_token_dataset(
-            args.tokenized_dataset, streaming=args.streaming, cache_dir=args.cache_dir
+            args.tokenized_dataset,
+            streaming=args.streaming,
+            revision=args.tokenized_dataset_revision,
+            cache_dir=args.cache_dir,
         )
-    vqgan, cond_vqgan = token_dataset_lib.load_tokenizers(
+    vqgan, cond_vqgan = from_tokens.load_tokenizers(
         metadata, args.vqgan_model_name_or_path, args.cond_vqgan_model_name_or_path
     )
-    image_processor, condition_processor = token_dataset_lib.load_processors(metadata)
+    image_processor, condition_processor = from_tokens.load_processors(metadata)
     args.resolution = metadata["resolution"]  # the grid build_prior sizes the prior for; recorded in training_args
-    splits, num_train_rows = token_dataset_lib.training_splits(
+    splits, num_train_rows = from_tokens.training_splits(
         tokens,
         metadata,
         validation_split=args.validation_split,
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
     )
-    num_classes, class_names = token_dataset_lib.class_names_and_count(splits["train"], metadata)
+    num_classes, class_names = from_tokens.class_names_and_count(splits["train"], metadata)
     check_batch_size(num_train_rows, args, accelerator.num_processes)
     if args.streaming:  # a stream has no random access: shuffle through a buffer, reshuffled every epoch
         splits["train"] = splits["train"].shuffle(seed=args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)

@@ -24,6 +24,7 @@ CONTRADICTIONS = [
     # A tokenizer or the token dataset that names one (issue 19; before it, argparse required the tokenizer).
     ("transformer without tokenizer", ["transformer"], r"Pass --vqgan_model_name_or_path \(the tokenizer whose codes the prior learns\), or --tokenized_dataset"),
     ("token dataset and images", ["transformer", "--tokenized_dataset", "t", "--dataset_name", "d"], r"--tokenized_dataset 't' fixes the data and how it was tokenised .*so --dataset_name cannot apply"),
+    ("revision without token dataset", ["transformer", "--vqgan_model_name_or_path", "m", "--tokenized_dataset_revision", "v1"], r"--tokenized_dataset_revision is the revision of a --tokenized_dataset: pass one"),
     ("token dataset and settings", ["transformer", "--tokenized_dataset", "t", "--class_column", "c", "--resolution", "64", "--condition_type", "edges"], r"so --class_column, --resolution, --condition_type cannot apply"),
 ]
 # fmt: on

@@ -116,16 +116,20 @@ def test_a_tokenizer_that_cannot_be_loaded_is_named(tmp_path, run_train, prior_j
 
 
 def test_trains_from_a_hub_id_through_the_offline_hub_cache(tmp_path, monkeypatch, accelerate_launch, tokens_dir,
-                                                            prior_json):  # fmt: skip
+                                                            tokenizer_dir, prior_json):  # fmt: skip
     """Pushed (intercepted), laid out as the Hub cache holds a downloaded dataset repo, and read back by its repo id
-    with HF_HUB_OFFLINE=1 by a real `accelerate launch` run: nothing but the cache can supply it."""
+    with HF_HUB_OFFLINE=1 by a real `accelerate launch` run: nothing but the cache can supply it. (A subprocess, not
+    `run_train`: huggingface_hub and datasets read HF_HUB_OFFLINE and HF_HUB_CACHE when imported, so only a fresh
+    process sees the environment as a user sets it.) The tokenizer was a local folder, which the pushed metadata
+    names by its base name only: the run is given a copy."""
     hub = record_hub_calls(monkeypatch)
     push_token_dataset_to_hub(tokens_dir, "someone/digit-tokens")
     as_hub_cache(hub["upload"][0]["files"], tmp_path / "hub", "someone/digit-tokens")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
     out = tmp_path / "pipeline"
-    accelerate_launch(_argv("someone/digit-tokens", prior_json, out, 2))
+    accelerate_launch(_argv("someone/digit-tokens", prior_json, out, 2, "--tokenized_dataset_revision", "main",
+                            "--vqgan_model_name_or_path", tokenizer_dir))  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 2 and math.isfinite(metrics["val_loss"])
     card = (out / "README.md").read_text()

@@ -20,7 +20,6 @@ from hf_vqgan.training.token_dataset import (
     push_token_dataset_to_hub,
     save_token_dataset,
     token_dataset_card,
-    training_splits,
 )
 from hf_vqgan.training.tokenize import model_fingerprint
 from hub_recorder import record_hub_calls
@@ -171,22 +170,6 @@ def test_save_replaces_a_token_dataset_but_refuses_other_folders(saved, vqgan, t
     assert (other / "notes.txt").read_text() == "keep me"
 
 
-def test_training_splits_hold_out_whole_mirrored_pairs_when_there_is_no_validation_split(tmp_path, vqgan):
-    path, _ = build_token_dataset(tmp_path / "flips", vqgan, "v", num_train=5, flips=True)
-    tokens, metadata = load_token_dataset(path)
-    assert metadata["num_rows"]["train"] == 10  # five images, each then its mirror
-    train_only = DatasetDict(train=tokens["train"])
-    metadata = {**metadata, "num_rows": {"train": 10}}
-    for stream in (False, True):
-        source = train_only if not stream else IterableDatasetDict(train=tokens["train"].to_iterable_dataset())
-        splits, rows = training_splits(source, metadata, validation_split=0.25, max_eval_samples=3)
-        assert rows == 6  # ceil(2.5) = 3 rows held out, rounded up to 4: two whole pairs
-        assert _rows(splits["train"]) == _rows(tokens["train"].select(range(6)))
-        assert _rows(splits["validation"]) == _rows(tokens["train"].select(range(6, 9)))
-    with pytest.raises(DatasetConfigError, match="holds out 10 of the token dataset's 10 training rows"):
-        training_splits(train_only, metadata, validation_split=10)
-
-
 def _parquet_rows(content: bytes) -> list[dict]:
     return pq.read_table(io.BytesIO(content)).to_pylist()
 
@@ -206,12 +189,27 @@ def test_push_uploads_exactly_the_parquet_shards_card_and_metadata(saved, monkey
                                     TOKENS_METADATA}  # fmt: skip
     tokens = load_from_disk(str(path))
     assert [row for shard in train_shards for row in _parquet_rows(upload["files"][shard])] == _rows(tokens["train"])
-    assert json.loads(upload["files"][TOKENS_METADATA]) == metadata
+    assert json.loads(upload["files"][TOKENS_METADATA]) == metadata  # a Hub id stays as it is
     assert "--tokenized_dataset me/tokens" in upload["files"]["README.md"].decode()
     push_token_dataset_to_hub(path, "me/tokens", revision="v2", commit_message="Codes at 16 px")
     assert hub["create_branch"] == [dict(repo_id="me/tokens", branch="v2", token=None, exist_ok=True,
                                          repo_type="dataset")]  # fmt: skip
     assert hub["upload"][1]["revision"] == "v2" and hub["upload"][1]["commit_message"] == "Codes at 16 px"
+
+
+def test_push_names_local_tokenizers_and_data_by_base_name(tmp_path, vqgan, monkeypatch):
+    source = tmp_path / "my-images"
+    source.mkdir()
+    path, metadata = build_token_dataset(tmp_path / "tokens", vqgan, str(tmp_path / "runs" / "vqgan"))
+    metadata["source"]["dataset_name"] = str(source)
+    (path / TOKENS_METADATA).write_text(json.dumps(metadata))
+    hub = record_hub_calls(monkeypatch)
+    push_token_dataset_to_hub(path, "me/tokens")
+    files = hub["upload"][0]["files"]
+    pushed = json.loads(files[TOKENS_METADATA])
+    assert pushed["tokenizer"] == {**metadata["tokenizer"], "name_or_path": "vqgan"}  # fingerprint and all kept
+    assert pushed["source"]["dataset_name"] == "my-images" and pushed["class_names"] == CLASS_NAMES
+    assert str(tmp_path) not in files["README.md"].decode() + files[TOKENS_METADATA].decode()
 
 
 def test_a_pushed_dataset_loads_by_repo_id_from_the_offline_hub_cache(saved, monkeypatch, tmp_path):
@@ -225,11 +223,13 @@ def test_a_pushed_dataset_loads_by_repo_id_from_the_offline_hub_cache(saved, mon
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    as_hub_cache(hub["upload"][0]["files"], tmp_path / "hub", "me/tokens")
+    snapshot = as_hub_cache(hub["upload"][0]["files"], tmp_path / "hub", "me/tokens")
+    downloaded, loaded = load_token_dataset(snapshot)  # a downloaded copy of the repo, opened as a folder
+    assert loaded == metadata and _rows(downloaded["train"]) == _rows(load_from_disk(str(path))["train"])
     with pytest.raises(DatasetConfigError, match="neither a local folder nor in the Hub cache"):
         load_token_dataset("me/other-tokens")
-    for streaming in (False, True):
-        tokens, loaded = load_token_dataset("me/tokens", streaming=streaming)
+    for streaming, revision in [(False, None), (True, None), (False, "0" * 40)]:  # a pinned commit too
+        tokens, loaded = load_token_dataset("me/tokens", streaming=streaming, revision=revision)
         assert loaded == metadata
         assert _rows(tokens["train"]) == _rows(load_from_disk(str(path))["train"])
-    assert isinstance(tokens, IterableDatasetDict)
+        assert isinstance(tokens, IterableDatasetDict) == streaming

@@ -6,7 +6,8 @@
 - `data`: datasets, the image processor wired into them, bad-image handling; `sources`: data files, saved
   datasets and the start-up checks of what was opened; `tokenize`: cached codes; `extraction`: codes extracted on
   every process in resumable chunks (`train.py tokenize` and the cache); `token_dataset`: token datasets
-  (codes saved with their metadata and card, loaded from a folder or the Hub, pushed as parquet);
+  (codes saved with their metadata and card, loaded from a folder or the Hub, pushed as parquet); `from_tokens`:
+  a prior's inputs from a token dataset;
 - `evaluation`: validation and saved outputs; `curves`: the training-curves figure; `trackers`: images to every
   `--report_to` tracker; `presets`: model configurations;
 - `speedups`: result-preserving training speed-ups.
