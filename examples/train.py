@@ -4,10 +4,12 @@
     accelerate launch examples/train.py vqgan --preset digits-tiny --output_dir outputs/vqgan
     accelerate launch examples/train.py transformer --vqgan_model_name_or_path outputs/vqgan \\
         --class_column label --output_dir outputs/pipeline
+    accelerate launch examples/train.py tokenize --vqgan_model_name_or_path outputs/vqgan \\
+        --class_column label --output_dir outputs/tokens     # codes of a dataset, extracted once, shareable
 
 With no dataset option both stages use the built-in scikit-learn digits. `train.py STAGE --help` lists a stage's
 flags. This entry point only dispatches: each stage reads top to bottom in a file of its own,
-`examples/train_vqgan.py` and `examples/train_transformer.py`.
+`examples/train_vqgan.py`, `examples/train_transformer.py` and `examples/train_tokenize.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from hf_vqgan.training.state import NonFiniteLossError
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("train")
-STAGES = {"vqgan": "train_vqgan", "transformer": "train_transformer"}  # stage name -> the module beside this file
+# stage name -> (the module beside this file, its entry function)
+STAGES = {
+    "vqgan": ("train_vqgan", "train"),
+    "transformer": ("train_transformer", "train"),
+    "tokenize": ("train_tokenize", "extract"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     entry = parser.parse_args(argv)
     if str(HERE) not in sys.path:  # also when this file is imported by path, as the tests do
         sys.path.insert(0, str(HERE))
-    stage = importlib.import_module(STAGES[entry.stage])
+    module_name, entry_function = STAGES[entry.stage]
+    stage = importlib.import_module(module_name)
     try:
         args = stage.parse_args(entry.stage_arguments)
     except ValueError as error:  # contradictory options: one line, no stack trace
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        metrics = stage.train(args)
+        metrics = getattr(stage, entry_function)(args)
     except DatasetConfigError as error:  # refused at start-up, before the first step: the data does not fit the flags
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 import torch
-from datasets import IterableDataset
+from datasets import DatasetDict, IterableDataset
 
 from hf_vqgan import (
     VQGANImageProcessor,
@@ -32,8 +32,9 @@ from hf_vqgan.training import data as data_lib
 from hf_vqgan.training import from_tokens
 from hf_vqgan.training import token_dataset as token_dataset_lib
 from hf_vqgan.training import tokenize as tokenize_lib
-from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
+from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments, dataset_kwargs
 from hf_vqgan.training.evaluation import evaluate_prior, save_pipeline_outputs
+from hf_vqgan.training.extraction import Extraction
 from hf_vqgan.training.loop import (
     TrainingRun,
     adam,
@@ -171,69 +172,68 @@ def build_condition_processor(args, vqgan: VQGANModel, cond_vqgan: VQGANModel, r
 
 
 # ------------------------------------------------------------------------------------------------------ data
+def token_settings(args, vqgan: VQGANModel, splits: dict, image_processor, cond_vqgan, condition_processor) -> dict:
+    """What changes the codes of `splits` (`tokenize.cache_parts`): the cache key here, and the settings a
+    `train.py tokenize` output records (so that a rerun of the same settings has nothing to do)."""
+    return tokenize_lib.cache_parts(
+        vqgan,
+        splits,
+        image_processor,
+        cond_vqgan=cond_vqgan,
+        condition_processor=condition_processor,
+        flips=args.tokenize_flips,
+        class_column=args.class_column,
+        condition=[args.condition_type, args.condition_column, args.lowres_factor],
+        max_image_pixels=args.max_image_pixels,
+        streaming=args.streaming,
+    )
+
+
 def tokenize_dataset(args, accelerator, vqgan: VQGANModel, image_processor, cond_vqgan, condition_processor):
     """The `train` and `validation` codes (and labels, condition codes), read from the cache or computed once; the
     number of classes and their names (`None` when they have none)."""
     splits = data_lib.load_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        data_files=args.data_files,
-        image_column=args.image_column,
-        label_column=args.class_column,
-        validation_split=args.validation_split,
-        max_train_samples=args.max_train_samples,
-        streaming=args.streaming,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        condition_column=args.condition_column,
+        **dataset_kwargs(args), label_column=args.class_column, streaming=args.streaming
     )
     if args.max_eval_samples:
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
     if args.streaming:  # read once as a stream and tokenised: only the codes are kept, in memory
         logger.info("--streaming: the dataset is tokenised as it is read, not cached (a stream has no fingerprint).")
-    parts = {
-        "tokenizer": tokenize_lib.model_fingerprint(vqgan),
-        "cond_tokenizer": tokenize_lib.model_fingerprint(cond_vqgan) if cond_vqgan else None,
-        "data": None if args.streaming else {n: tokenize_lib.dataset_fingerprint(s) for n, s in splits.items()},
-        "image_processor": tokenize_lib.processor_fingerprint(image_processor),
-        "condition_processor": tokenize_lib.processor_fingerprint(condition_processor),
-        "flips": args.tokenize_flips,
-        "class_column": args.class_column,
-        "condition": [args.condition_type, args.condition_column, args.lowres_factor],
-        "max_image_pixels": args.max_image_pixels,  # which images are skipped
-    }
-
-    def build():
-        from datasets import DatasetDict
-
-        kwargs = dict(
-            label_column=args.class_column,
-            condition_transform=condition_processor,
-            condition_column=args.condition_column,
-            cond_vqgan=cond_vqgan,
-            device=accelerator.device,
-        )
-        return DatasetDict(
+    parts = token_settings(args, vqgan, splits, image_processor, cond_vqgan, condition_processor)
+    columns = dict(label_column=args.class_column, cond_vqgan=cond_vqgan, condition_column=args.condition_column)
+    if args.streaming:
+        tokens = DatasetDict(
             {
                 name: tokenize_lib.tokenize_split(
                     split,
                     vqgan,
                     image_processor,
                     args.image_column,
-                    desc=f"Tokenising {name}",
+                    condition_transform=condition_processor,
                     flips=args.tokenize_flips and name == "train",
-                    **kwargs,
+                    device=accelerator.device,
+                    desc=f"Tokenising {name}",
+                    **columns,
                 )
                 for name, split in splits.items()
             }
         )
-
-    cache_root = args.tokenized_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized")
-    if args.streaming:
-        tokens = build()
-    else:
-        tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, build, accelerator)
+    else:  # every process extracts its shard of the data; the main process assembles and caches the codes
+        extraction = Extraction(
+            splits,
+            vqgan,
+            image_processor,
+            args.image_column,
+            key=parts,
+            condition_processor=condition_processor,
+            flip_splits=("train",) if args.tokenize_flips else (),
+            seed=args.seed,
+            **columns,
+        )
+        cache_root = args.tokenized_cache_dir or os.path.join(
+            os.path.expanduser("~"), ".cache", "hf_vqgan", "tokenized"
+        )
+        tokens, _ = tokenize_lib.load_or_tokenize(cache_root, parts, extraction, accelerator)
     num_classes, class_names = 0, None
     if args.class_column:
         labels = tokens["train"].unique("label") if args.streaming else None  # a stream has no `unique`

@@ -23,7 +23,7 @@ from hf_vqgan.conditions import condition_channels
 from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.models.gumbel import GumbelQuantizer, annealed_temperature
 from hf_vqgan.training import data as data_lib
-from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments
+from hf_vqgan.training.arguments import add_shared_arguments, check_shared_arguments, dataset_kwargs
 from hf_vqgan.training.evaluation import evaluate_tokenizer, save_tokenizer_outputs
 from hf_vqgan.training.loop import (
     ForwardSnapshot,
@@ -268,19 +268,7 @@ def check_discriminator_fits(args: argparse.Namespace, loss_fn: VQGANLoss, resol
 # ------------------------------------------------------------------------------------------------------ data
 def build_loaders(args: argparse.Namespace, resolution: int, image_channels: int):
     """(train loader, validation loader, the batch key the model reads, the unreadable-image counter)."""
-    splits = data_lib.load_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        data_files=args.data_files,
-        image_column=args.image_column,
-        validation_split=args.validation_split,
-        max_train_samples=args.max_train_samples,
-        streaming=args.streaming,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        condition_column=args.condition_column,
-    )
+    splits = data_lib.load_image_dataset(**dataset_kwargs(args), streaming=args.streaming)
     if args.max_eval_samples:
         splits["validation"] = splits["validation"].take(args.max_eval_samples)
     # The same processor class the sampling pipeline saves: training and sampling preprocess alike.

@@ -85,8 +85,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _accelerate_launch(argv: list[str], num_processes: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run examples/train.py through `accelerate launch` on the CPU, offline, with its own rendezvous port.
+def _accelerate_launch(
+    argv: list[str], num_processes: int = 1, timeout: float = 300, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run examples/train.py through `accelerate launch` on the CPU, offline, with its own rendezvous port; `env`
+    adds variables, `check=False` returns a failed run instead of failing the test.
 
     One process: `accelerate launch --cpu`. Several: `accelerate launch --multi_gpu` with `ACCELERATE_USE_CPU=1`,
     which starts real gloo processes; `--cpu --num_processes 2` would silently start a single process (accelerate's
@@ -101,16 +104,18 @@ def _accelerate_launch(argv: list[str], num_processes: int = 1, timeout: float =
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(TRAIN_SCRIPT), *[str(a) for a in argv],
     ]  # fmt: skip
-    env = {
+    environment = {
         **os.environ,
         "ACCELERATE_USE_CPU": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",  # tiny models, shared CPUs: intra-op threads only spin
         "TQDM_DISABLE": "1",
+        **(env or {}),
     }
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"exit code {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    message = f"exit code {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert not check or result.returncode == 0, message
     return result
 
 

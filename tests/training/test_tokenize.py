@@ -94,13 +94,18 @@ def test_tokenize_split_writes_the_tokenizers_codes_and_labels(transform):
 
 
 def test_tokenize_split_with_flips_adds_the_mirrored_images(transform):
+    """Each image's row, then its mirror's (issue 19): the order no longer depends on the batch size (it was each
+    batch's images, then their mirrors), so token datasets are the same however they were extracted."""
     vqgan, dataset = tiny_vqgan(**small_vqgan_config()), _dataset(3)
-    tokens = tokenize_split(dataset, vqgan, transform, "image", label_column="label", flips=True, batch_size=8)
     originals = _expected_codes(vqgan, transform, dataset["image"])
     mirrored = _expected_codes(vqgan, transform, dataset["image"], flip=True)
     assert mirrored != originals  # otherwise this test could not tell them apart
-    assert tokens["indices"] == originals + mirrored  # each batch: its images, then their mirrors
-    assert tokens["label"] == [0, 1, 2, 0, 1, 2]
+    for batch_size in (1, 2, 8):
+        tokens = tokenize_split(
+            dataset, vqgan, transform, "image", label_column="label", flips=True, batch_size=batch_size
+        )
+        assert tokens["indices"] == [row for pair in zip(originals, mirrored) for row in pair]
+        assert tokens["label"] == [0, 0, 1, 1, 2, 2]
 
 
 def test_tokenize_split_skips_unreadable_images(transform):
@@ -196,3 +201,26 @@ def test_an_unreadable_cache_of_an_older_version_raises_naming_it(tmp_path):
     arrow.write_bytes(arrow.read_bytes()[:100])
     with pytest.raises(CorruptFileError, match=f"The tokenised dataset {path} cannot be read .*Delete the folder"):
         load_or_tokenize(tmp_path, parts, _token_build([]))
+
+
+def test_load_or_tokenize_runs_an_extraction_and_leaves_no_work_folder(tmp_path, transform, monkeypatch):
+    """The transformer stage's cache runs the distributed extraction (issue 19): same codes as tokenising the split
+    whole, its chunks removed once cached, and a second call loads the cache without tokenising."""
+    import hf_vqgan.training.tokenize as tokenize_module
+    from hf_vqgan.training.extraction import Extraction
+
+    vqgan, dataset = tiny_vqgan(**small_vqgan_config()), _dataset(5)
+    parts = {"tokenizer": model_fingerprint(vqgan), "data": dataset_fingerprint(dataset)}
+    extraction = Extraction({"train": dataset}, vqgan, transform, "image", key=parts, label_column="label",
+                            flip_splits=("train",), chunk_size=2, batch_size=3)  # fmt: skip
+    tokens, path = load_or_tokenize(tmp_path, parts, extraction)
+    whole = tokenize_split(dataset, vqgan, transform, "image", label_column="label", flips=True)
+    assert tokens["train"].to_dict() == whole.to_dict()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the work folder is gone
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(tokenize_module, "tokenize_split", no_tokenising)
+    again, _ = load_or_tokenize(tmp_path, parts, extraction)
+    assert again["train"].to_dict() == whole.to_dict()

@@ -4,7 +4,8 @@
 - `state`: resumable counters, the non-finite guard, seeds, JSON-lines logs; `checkpointing`: kill-safe checkpoints
   that prove they are complete (a manifest checked on resume);
 - `data`: datasets, the image processor wired into them, bad-image handling; `sources`: data files, saved
-  datasets and the start-up checks of what was opened; `tokenize`: cached codes; `token_dataset`: token datasets
+  datasets and the start-up checks of what was opened; `tokenize`: cached codes; `extraction`: codes extracted on
+  every process in resumable chunks (`train.py tokenize` and the cache); `token_dataset`: token datasets
   (codes saved with their metadata and card, loaded from a folder or the Hub, pushed as parquet); `from_tokens`:
   a prior's inputs from a token dataset;
 - `evaluation`: validation and saved outputs; `curves`: the training-curves figure; `trackers`: images to every

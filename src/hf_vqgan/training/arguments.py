@@ -75,8 +75,8 @@ def validation_split(value: str) -> float | int | str:
 
 
 # A table, one flag per line: long only because it is one.
-def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, betas: tuple[float, float]) -> None:
-    """Add the flags both stages share to `parser`; `learning_rate` and `betas` are the stage's defaults."""
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the data and condition flags to `parser`: those of both training stages and of `train.py tokenize`."""
     g = parser.add_argument_group("data (defaults to the built-in scikit-learn digits)")
     g.add_argument("--dataset_name", help="A Hub dataset id, a save_to_disk folder, or what load_dataset takes.")
     g.add_argument("--dataset_config_name")
@@ -106,6 +106,29 @@ def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: floa
     g.add_argument("--condition_type", choices=CONDITION_TYPES, default=None)
     g.add_argument("--condition_column", default=None, help=PAIRED_COLUMN_HELP)
     g.add_argument("--lowres_factor", type=int, default=8, help="Downsampling factor of lowres conditions.")
+
+
+def dataset_kwargs(args: argparse.Namespace) -> dict:
+    """The `hf_vqgan.training.data.load_image_dataset` arguments that the data flags (`add_data_arguments`) give;
+    the caller adds `label_column` and `streaming`, which differ by stage."""
+    return dict(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        data_files=args.data_files,
+        image_column=args.image_column,
+        validation_split=args.validation_split,
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        condition_column=args.condition_column,
+    )
+
+
+# A table, one flag per line: long only because it is one.
+def add_shared_arguments(parser: argparse.ArgumentParser, *, learning_rate: float, betas: tuple[float, float]) -> None:
+    """Add the flags both stages share to `parser`; `learning_rate` and `betas` are the stage's defaults."""
+    add_data_arguments(parser)
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("--output_dir", default="outputs")

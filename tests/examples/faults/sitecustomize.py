@@ -9,6 +9,9 @@ arms the faults the test asked for through these environment variables:
     FAULT_STEP_SECONDS=S       sleep S seconds before each `TrainingRun.end_step`: a tiny model's steps last long
                                enough for a kill from outside to land inside the run, not after its end. (Only the
                                timing changes, not a number.)
+    FAULT_KILL_AFTER_CHUNKS=N  SIGKILL the process once it has written N chunks of an extraction
+                               (`Extraction._extract_chunk`, `train.py tokenize` and the transformer stage's cache).
+    FAULT_CHUNK_LOG=PATH       append "<split> <index>" to PATH for every chunk a process extracts.
 """
 
 from __future__ import annotations
@@ -64,6 +67,27 @@ def _slow_steps(seconds: float) -> None:
     TrainingRun.end_step = sleep_then_end_step
 
 
+def _watch_chunks(kill_after: int | None, log: str | None) -> None:
+    from hf_vqgan.training.extraction import Extraction
+
+    extract_chunk = Extraction._extract_chunk
+    written = []
+
+    def extract_chunk_then_maybe_die(self, split, index, *args, **kwargs):
+        extract_chunk(self, split, index, *args, **kwargs)
+        written.append((split, index))
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{split} {index}\n")
+        if kill_after is not None and len(written) == kill_after:
+            _die(f"after {kill_after} chunks")
+
+    Extraction._extract_chunk = extract_chunk_then_maybe_die
+
+
+if os.environ.get("FAULT_KILL_AFTER_CHUNKS") or os.environ.get("FAULT_CHUNK_LOG"):
+    _kill_chunks = os.environ.get("FAULT_KILL_AFTER_CHUNKS")
+    _watch_chunks(int(_kill_chunks) if _kill_chunks else None, os.environ.get("FAULT_CHUNK_LOG"))
 if os.environ.get("FAULT_STEP_SECONDS"):
     _slow_steps(float(os.environ["FAULT_STEP_SECONDS"]))
 if os.environ.get("FAULT_KILL_AFTER_STEP"):
