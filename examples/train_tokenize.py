@@ -27,7 +27,12 @@ from hf_vqgan.training import tokenize as tokenize_lib
 from hf_vqgan.training.arguments import add_data_arguments, dataset_kwargs, positive_int
 from hf_vqgan.training.extraction import Extraction, work_folder
 from hf_vqgan.training.sources import DatasetConfigError
-from hf_vqgan.training.token_dataset import TOKENS_METADATA, save_token_dataset, tokenizer_metadata
+from hf_vqgan.training.token_dataset import (
+    TOKENS_METADATA,
+    push_token_dataset_to_hub,
+    save_token_dataset,
+    tokenizer_metadata,
+)
 
 logger = logging.getLogger("train.tokenize")
 TOKENIZER_FLAGS = ("vqgan_model_name_or_path", "cond_vqgan_model_name_or_path")
@@ -50,7 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--chunk_size", type=positive_int, default=1024, help="Images per chunk: the unit of resuming.")
     g.add_argument("--seed", type=int, default=0, help="Of the held-out split, --max_train_samples, random crops.")
     g.add_argument("--overwrite_output_dir", action="store_true", help="Replace a token dataset of other settings.")
+    g.add_argument(
+        "--push_to_hub", action="store_true", help="Publish the token dataset as the Hub dataset repo --hub_model_id."
+    )
+    g.add_argument("--hub_model_id", default=None, help="The dataset repo to push to, e.g. 'user/digits-tokens'.")
+    g.add_argument("--hub_private_repo", action="store_true", help="Create the dataset repo as private.")
     args = parser.parse_args(argv)
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (a dataset repo id, e.g. 'user/digits-tokens').")
     refused = {
         "--streaming": "a stream has no fingerprint to resume by; extract from the map-style dataset",
         "--random_flip": "a random flip is drawn once and kept; pass --tokenize_flips for both orientations",
@@ -132,6 +144,13 @@ def token_metadata(args, extraction: Extraction, resolution: int) -> dict:
     }
 
 
+def publish(args: argparse.Namespace, output: Path) -> None:
+    """With `--push_to_hub`, publish the saved token dataset as a Hub dataset repo (parquet shards, card, metadata)."""
+    if args.push_to_hub:
+        url = push_token_dataset_to_hub(output, args.hub_model_id, private=args.hub_private_repo or None)
+        logger.info("Pushed the token dataset to %s", url)
+
+
 # ---------------------------------------------------------------------------------------------------- extract
 def extract(args: argparse.Namespace) -> dict | None:
     """Tokenise the dataset on every process and save the token dataset; returns its row counts (main process)."""
@@ -148,7 +167,11 @@ def extract(args: argparse.Namespace) -> dict | None:
     if metadata_file.is_file():
         previous = json.loads(metadata_file.read_text(encoding="utf-8"))
         if previous.get("settings_key") == tokenize_lib.parts_key(key) and previous.get("class_names") == class_names:
-            logger.info("%s already holds these codes (same tokenizer, data and settings): nothing to do.", output)
+            logger.info(
+                "%s already holds these codes (same tokenizer, data and settings): nothing to extract.", output
+            )
+            if accelerator.is_main_process:
+                publish(args, output)
             return {"num_rows": previous.get("num_rows")}
         if not args.overwrite_output_dir:
             raise DatasetConfigError(
@@ -176,6 +199,7 @@ def extract(args: argparse.Namespace) -> dict | None:
     if accelerator.is_main_process:
         save_token_dataset(tokens, output, token_metadata(args, extraction, resolution))
         extraction.clean_up(work_folder(output))
+        publish(args, output)
         summary = {"num_rows": {name: len(split) for name, split in tokens.items()}, "skipped": extraction.skipped}
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -130,6 +130,32 @@ def test_a_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path, run_trai
     assert len(first[0]["train"]["indices"][0]) == 8 * 8
 
 
+def test_push_to_hub_publishes_the_saved_token_dataset(tmp_path, run_train, tokenizer_dir, labelled_folder,
+                                                        monkeypatch):  # fmt: skip
+    """`--push_to_hub` publishes what was saved, as a dataset repo, in one upload: parquet shards, card, metadata;
+    a rerun with the same settings extracts nothing and still publishes."""
+    from hub_recorder import record_hub_calls
+
+    hub = record_hub_calls(monkeypatch)
+    out = tmp_path / "tokens"
+    argv = _argv(tokenizer_dir, labelled_folder, out, "--push_to_hub", "--hub_model_id", "user/digit-tokens")
+    assert run_train(argv).returncode == 0
+    assert run_train(argv).returncode == 0
+    assert len(hub["upload"]) == 2
+    for upload in hub["upload"]:
+        assert upload["repo_id"] == "user/digit-tokens" and upload.get("repo_type") == "dataset"
+        names = sorted(upload["files"])
+        assert {"README.md", TOKENS_METADATA} <= set(names)
+        shards = [name for name in names if name.endswith(".parquet")]
+        assert {name.split("/")[-1].split("-")[0] for name in shards} == {"train", "validation"}
+        assert set(names) == {"README.md", TOKENS_METADATA, *shards}
+
+
+def test_push_to_hub_needs_a_repo_id(tmp_path, run_train, tokenizer_dir, labelled_folder, capsys):
+    assert run_train(_argv(tokenizer_dir, labelled_folder, tmp_path / "t", "--push_to_hub")).returncode == 2
+    assert "--push_to_hub needs --hub_model_id" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "case, expected",
     [
