@@ -345,7 +345,7 @@ def train(args: argparse.Namespace) -> dict | None:
             skipped_images=bad_images.skipped,
         )
         if out.entropy_loss is not None:  # FSQ/LFQ (issue 18): LFQ's entropy term, unweighted
-            logs["entropy_loss"] = float(out.entropy_loss)
+            logs["entropy_loss"] = float(out.entropy_loss.detach())
         run.end_step(model, logs, validate)
 
     metrics = run.finish(unwrapped, validate)

@@ -45,6 +45,12 @@ def test_training_and_resume_with_a_fixed_grid_quantizer(tmp_path, run_train, ti
                 "lfq": dict(lfq_entropy_weight=0.2, code_dim=4, codebook_size=16)}[quantizer_type]  # fmt: skip
     assert config["quantizer_type"] == quantizer_type and {k: config[k] for k in expected} == expected
     assert config["l2_normalize_codes"] is False and config["dead_code_steps"] == 0  # the VQ settings were dropped
+    card = (straight / "README.md").read_text()
+    assert {"fsq": "into a fixed grid of 16 codes (finite scalar quantization, FSQ, levels [4, 4]; nothing learned)",
+            "lfq": "into a fixed grid of 16 codes (lookup-free quantization, LFQ, 4 bits; nothing learned)"}[
+        quantizer_type] in card.replace("\n", " ")  # fmt: skip
+    assert {"fsq": "no quantizer loss (FSQ)", "lfq": "LFQ commitment (weight 0.25) + entropy penalty (weight 0.2)"}[
+        quantizer_type] in card  # fmt: skip
     metrics = json.loads((straight / "metrics.json").read_text())
     assert 0.0 < metrics["train_quantizer_usage"] <= 1.0 and 0.0 < metrics["codebook_usage"] <= 1.0
 
