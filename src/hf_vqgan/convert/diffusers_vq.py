@@ -86,9 +86,8 @@ def diffusers_config_from_vqgan(model: VQGANModel) -> dict:
     config = model.config
     if config.quantizer_type != "vq":  # FSQ/LFQ (issue 18)
         raise ValueError(
-            f"diffusers' VQModel has only a learned VQ codebook and cannot represent quantizer_type="
-            f"{config.quantizer_type!r} ({config.codebook_size} codes on a fixed grid); keep this tokenizer as an "
-            "hf_vqgan VQGANModel."
+            f"diffusers' VQModel has only a nearest-neighbour VQ codebook and cannot represent quantizer_type="
+            f"{config.quantizer_type!r}; keep this tokenizer as an hf_vqgan VQGANModel."
         )
     multipliers = tuple(config.channel_multipliers)
     if multipliers[0] != 1:
