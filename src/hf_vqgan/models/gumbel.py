@@ -18,16 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizer import (
-    IndexRemap,
-    QuantizerOutput,
-    UsageTracking,
-    _all_reduce_sum,
-    _perplexity_and_usage,
-    check_indices,
-    check_latents,
-    check_sizes,
-)
+from .quantizer import IndexRemap, QuantizerOutput, UsageTracking, _all_reduce_sum, check_sizes
+from .quantizer_common import check_indices, check_latents, perplexity_and_usage
 
 
 class GumbelQuantizer(UsageTracking):
@@ -120,7 +112,7 @@ class GumbelQuantizer(UsageTracking):
                 counts = stats[:-1]
                 if not bool(stats[-1] > 0):
                     self._track_usage(counts)
-            perplexity, usage = _perplexity_and_usage(counts)
+            perplexity, usage = perplexity_and_usage(counts)
         return QuantizerOutput(
             quantized=quantized.contiguous().to(input_dtype),
             indices=indices,

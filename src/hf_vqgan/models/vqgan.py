@@ -22,8 +22,8 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..loading import DIFFUSERS_WEIGHTS, check_model_folder
-from .gumbel import GumbelQuantizer
-from .quantizer import IndexRemap, QuantizerOutput, VectorQuantizer
+from .quantizer import QuantizerOutput
+from .quantizer_choice import build_quantizer, resolve_code_shape
 
 
 def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
@@ -227,6 +227,7 @@ class VQGANModelOutput(BaseOutput):
         usage (`torch.Tensor`): Fraction of codes used in the batch.
         kl_loss (`torch.Tensor`, *optional*): The Gumbel quantizer's KL-to-uniform term, unweighted (`None` for
             other quantizers).
+        entropy_loss (`torch.Tensor`, *optional*): LFQ's entropy term alone (unweighted); `None` for other quantizers.
     """
 
     # None defaults: see VQGANEncoderOutput.
@@ -237,8 +238,9 @@ class VQGANModelOutput(BaseOutput):
     commitment_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
-    # --- gumbel: extra loss term (engineer gumbel) ---
+    # Extra loss terms of some quantizers (None for the others).
     kl_loss: torch.Tensor | None = None
+    entropy_loss: torch.Tensor | None = None
 
 
 class VQGANModel(ModelMixin, ConfigMixin):
@@ -257,10 +259,13 @@ class VQGANModel(ModelMixin, ConfigMixin):
         sample_size (`int`, defaults to 256): The image size the attention resolutions refer to. The model is
             convolutional and accepts any size divisible by the downsampling factor.
         latent_channels (`int`, defaults to 256): Encoder output channels (`z_channels` in the reference).
-        code_dim (`int`, defaults to 256): Dimension of the codebook entries; the 1x1 convs around the quantizer
-            map between `latent_channels` and `code_dim`. A small value (e.g. 8) gives LlamaGen's factorised codes.
-        codebook_size (`int`, defaults to 1024): Number of distinct token values the tokenizer emits (the prior's
-            image vocabulary): the codebook entries, or with `remap_table_size` the used ones (+1 for `"extra"`).
+        code_dim (`int`, *optional*): Dimension of the codes; the 1x1 convs around the quantizer map between
+            `latent_channels` and `code_dim`. VQ and Gumbel: defaults to 256; a small value (e.g. 8) gives LlamaGen's
+            factorised codes. FSQ and LFQ derive it (`len(fsq_levels)`, `log2(codebook_size)`): leave it unset.
+        codebook_size (`int`, *optional*): Number of distinct token values the tokenizer emits, the prior's image
+            vocabulary. VQ and Gumbel: the codebook's entries (with `remap_table_size`, the used ones, +1 for
+            `"extra"`), defaults to 1024. FSQ: derived, `prod(fsq_levels)` (leave it unset). LFQ: a power of two,
+            defaults to 1024. A derived value is stored in the config; an explicit one that disagrees is refused.
         dropout (`float`, defaults to 0.0): Dropout inside the ResNet blocks.
         norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every width.
         commitment_beta (`float`, defaults to 0.25): Weight of the commitment loss.
@@ -271,8 +276,10 @@ class VQGANModel(ModelMixin, ConfigMixin):
         ema_decay (`float`, defaults to 0.99): EMA decay.
         dead_code_steps (`int`, defaults to 0): Restart codes unused for this many steps (0 = never).
         usage_window (`int`, defaults to 100): Steps over which usage statistics are kept.
-        quantizer_type (`str`, defaults to `"vq"`): `"vq"` (nearest neighbour, `VectorQuantizer`) or `"gumbel"`
-            (Gumbel-softmax over logits of a 1x1 conv, `GumbelQuantizer`: argmax in evaluation mode).
+        quantizer_type (`str`, defaults to `"vq"`): `"vq"` (a learned codebook, the options above), `"gumbel"`
+            (Gumbel-softmax over logits of a 1x1 conv, `GumbelQuantizer`: argmax in evaluation mode), `"fsq"` (finite
+            scalar quantization, `hf_vqgan.models.fsq`) or `"lfq"` (lookup-free quantization, `hf_vqgan.models.lfq`).
+            FSQ and LFQ have no learned parameters and refuse the codebook options.
         gumbel_temperature (`float`, defaults to 1.0): Initial Gumbel-softmax temperature (training anneals it).
         gumbel_kl_weight (`float`, defaults to 5e-4): Weight of the Gumbel quantizer's KL-to-uniform term.
         gumbel_straight_through (`bool`, defaults to `True`): Hard one-hot codes with soft gradients in training.
@@ -281,6 +288,10 @@ class VQGANModel(ModelMixin, ConfigMixin):
             `0 .. len(used) - 1`. `codebook_size` then counts token values: `len(used)`, plus one for `"extra"`.
         remap_unknown_index (`str` or `int`, defaults to `"random"`): What a table row outside `used` becomes:
             `"random"` (a random token), `"extra"` (token `len(used)`, decoded as `used[0]`) or a fixed token.
+        fsq_levels (`list[int]`, *optional*): FSQ's values per code dimension, e.g. `[8, 5, 5, 5]` (1,000 codes).
+        lfq_entropy_weight (`float`, defaults to 0.1): LFQ's entropy penalty weight.
+        lfq_commitment_weight (`float`, defaults to 0.25): LFQ's commitment weight.
+        lfq_entropy_temperature (`float`, defaults to 0.01): Temperature of LFQ's soft code assignment.
     """
 
     # `enable_gradient_checkpointing()` (from diffusers' ModelMixin) recomputes each encoder/decoder level and middle
@@ -298,8 +309,8 @@ class VQGANModel(ModelMixin, ConfigMixin):
         attention_resolutions: tuple[int, ...] = (16,),
         sample_size: int = 256,
         latent_channels: int = 256,
-        code_dim: int = 256,
-        codebook_size: int = 1024,
+        code_dim: int | None = None,
+        codebook_size: int | None = None,
         dropout: float = 0.0,
         norm_num_groups: int = 32,
         commitment_beta: float = 0.25,
@@ -309,15 +320,23 @@ class VQGANModel(ModelMixin, ConfigMixin):
         ema_decay: float = 0.99,
         dead_code_steps: int = 0,
         usage_window: int = 100,
-        # --- gumbel / remap (engineer gumbel) ---
         quantizer_type: str = "vq",
+        # Gumbel / taming's remap (issue 17)
         gumbel_temperature: float = 1.0,
         gumbel_kl_weight: float = 5e-4,
         gumbel_straight_through: bool = True,
         remap_table_size: int | None = None,
         remap_unknown_index: str | int = "random",
+        # FSQ/LFQ (issue 18)
+        fsq_levels: list[int] | None = None,
+        lfq_entropy_weight: float = 0.1,
+        lfq_commitment_weight: float = 0.25,
+        lfq_entropy_temperature: float = 0.01,
     ):
         super().__init__()
+        # FSQ/LFQ (issue 18): code_dim / codebook_size follow from the quantizer; the config stores the values used.
+        code_dim, codebook_size = resolve_code_shape(quantizer_type, code_dim, codebook_size, fsq_levels)
+        self.register_to_config(code_dim=code_dim, codebook_size=codebook_size)
         _validate_config(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -343,7 +362,7 @@ class VQGANModel(ModelMixin, ConfigMixin):
         )
         self.encoder = Encoder(in_channels=in_channels, **shared)
         self.quant_conv = nn.Conv2d(latent_channels, code_dim, 1)
-        self.quantizer = _build_quantizer(self.config)  # the config is registered before this body runs
+        self.quantizer = build_quantizer(self.config)  # the config (with the derived sizes) is registered
         self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
         self.decoder = Decoder(out_channels=out_channels, **shared)
 
@@ -503,29 +522,9 @@ class VQGANModel(ModelMixin, ConfigMixin):
             perplexity=q.perplexity,
             usage=q.usage,
             kl_loss=q.kl_loss,
+            entropy_loss=q.entropy_loss,
         )
         return out if return_dict else out.to_tuple()
-
-
-def _build_quantizer(config) -> nn.Module:
-    """The quantizer `config.quantizer_type` names, with its options from the config."""
-    # --- gumbel / remap (engineer gumbel) ---
-    remap, table_size = None, config.codebook_size
-    if config.remap_table_size is not None:
-        num_used = config.codebook_size - (config.remap_unknown_index == "extra")
-        remap = IndexRemap(config.remap_table_size, num_used, config.remap_unknown_index)
-        table_size = config.remap_table_size
-    shared = dict(usage_window=config.usage_window, remap=remap)
-    if config.quantizer_type == "vq":
-        return VectorQuantizer(table_size, config.code_dim, beta=config.commitment_beta,
-                               legacy_beta=config.legacy_beta, l2_normalize=config.l2_normalize_codes,
-                               use_ema=config.use_ema, ema_decay=config.ema_decay,
-                               dead_code_steps=config.dead_code_steps, **shared)  # fmt: skip
-    if config.quantizer_type == "gumbel":
-        return GumbelQuantizer(table_size, config.code_dim, temperature=config.gumbel_temperature,
-                               kl_weight=config.gumbel_kl_weight,
-                               straight_through=config.gumbel_straight_through, **shared)  # fmt: skip
-    raise ValueError(f'`quantizer_type` must be one of ["vq", "gumbel"], got {config.quantizer_type!r}.')
 
 
 def _validate_config(
