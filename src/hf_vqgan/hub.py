@@ -134,6 +134,8 @@ def quantizer_description(config) -> str:
             f"a fixed grid of {config.codebook_size} codes (lookup-free quantization, LFQ, {config.code_dim} bits; "
             "nothing learned)"
         )
+    if quantizer_type == "gumbel":
+        return f"a {config.codebook_size}-entry codebook chosen by Gumbel-softmax over code logits (argmax at inference)"
     return f"a {config.codebook_size}-entry codebook"
 
 

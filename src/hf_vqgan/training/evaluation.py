@@ -213,6 +213,8 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
         config = model.config
         losses.append(f"LFQ commitment (weight {config.lfq_commitment_weight}) + entropy penalty (weight "
                       f"{config.lfq_entropy_weight}), x {args.codebook_weight}")  # fmt: skip
+    elif quantizer_type == "gumbel":
+        losses.append(f"Gumbel KL to uniform (weight {model.config.gumbel_kl_weight}), x {args.codebook_weight}")
     else:
         losses.append(f"codebook + commitment (weight {args.codebook_weight})")
     card = vqgan_model_card(
