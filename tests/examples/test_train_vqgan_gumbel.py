@@ -61,3 +61,20 @@ def test_bad_gumbel_flags_exit_2_naming_them(tmp_path, run_train, gumbel_json, c
 def test_gumbel_flags_on_a_vq_model_are_refused(tmp_path, run_train, tiny_vqgan_json, capsys):
     assert run_train(_argv(tiny_vqgan_json, tmp_path / "o", 1, "--gumbel_temperature", "1.0")).returncode == 2
     assert "need a model with quantizer_type 'gumbel', got 'vq'" in capsys.readouterr().err
+
+
+def test_quantizer_type_gumbel_turns_a_preset_into_a_gumbel_tokenizer_of_its_codebook(tmp_path, run_train):
+    """`--preset digits-tiny --quantizer_type gumbel` keeps the preset's network, codebook size and code dimension
+    and drops the VQ-only options (l2-normalised codes, restarts); the KL term is logged."""
+    from hf_vqgan.training.presets import vqgan_preset
+
+    out = tmp_path / "gumbel"
+    argv = ["vqgan", "--preset", "digits-tiny", "--quantizer_type", "gumbel", "--output_dir", str(out),
+            "--max_train_steps", "2", *FAST, "--gumbel_temperature", "1.0"]  # fmt: skip
+    run = run_train(argv)
+    assert run.returncode == 0
+    config = VQGANModel.from_pretrained(out).config
+    preset = vqgan_preset("digits-tiny")
+    assert config.quantizer_type == "gumbel" and not config.l2_normalize_codes and config.dead_code_steps == 0
+    assert (config.codebook_size, config.code_dim) == (preset["codebook_size"], preset["code_dim"])
+    assert all(values["kl"] > 0 for values in run.train_logs().values())

@@ -282,7 +282,7 @@ def test_vq_config_still_defaults_to_1024_codes_of_256_dimensions():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(quantizer_type="rq"), r"Unknown `quantizer_type` 'rq'; expected one of \['vq', 'fsq', 'lfq'\]"),
+        (dict(quantizer_type="rq"), r"Unknown `quantizer_type` 'rq'; expected one of \['vq', 'gumbel', 'fsq', 'lfq'\]"),
         (dict(quantizer_type="fsq"), r"quantizer_type='fsq' needs `fsq_levels`"),
         (dict(quantizer_type="fsq", fsq_levels=[8, 2]), r"`fsq_levels` must be a non-empty list of ints >= 3"),
         (dict(quantizer_type="fsq", fsq_levels=[]), r"`fsq_levels` must be a non-empty list"),

@@ -145,7 +145,7 @@ def test_plain_vq_output_has_no_kl_term_and_unknown_quantizer_types_are_named():
     torch.manual_seed(0)
     out = VQGANModel(**small_vqgan_config())(torch.rand(1, 1, 16, 16))
     assert out.kl_loss is None and len(out.to_tuple()) == 7
-    with pytest.raises(ValueError, match=r"`quantizer_type` must be one of \[.*\"gumbel\".*\], got 'gumble'"):
+    with pytest.raises(ValueError, match=r"Unknown `quantizer_type` 'gumble'; expected one of \[.*'gumbel'.*\]"):
         VQGANModel(**small_vqgan_config(quantizer_type="gumble"))
 
 

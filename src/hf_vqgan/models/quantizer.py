@@ -47,6 +47,9 @@ class QuantizerOutput(BaseOutput):
         kl_loss (`torch.Tensor`, *optional*):
             Gumbel quantizer only: the KL divergence of the code distribution to the uniform prior, unweighted
             (`loss` holds it times the KL weight); `None` for quantizers without the term.
+        entropy_loss (`torch.Tensor`, *optional*):
+            LFQ's entropy penalty, unweighted (per-sample entropy minus codebook entropy, in nats); `None` for
+            quantizers without one.
     """
 
     # None defaults: under mixed precision accelerate's `convert_to_fp32` rebuilds an output as `type(out)(dict)`,
@@ -58,8 +61,9 @@ class QuantizerOutput(BaseOutput):
     commitment_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
-    # --- gumbel: extra loss term (engineer gumbel) ---
+    # Extra loss terms of some quantizers (None for the others).
     kl_loss: torch.Tensor | None = None
+    entropy_loss: torch.Tensor | None = None
 
 
 def _distributed() -> bool:
