@@ -135,7 +135,9 @@ def quantizer_description(config) -> str:
             "nothing learned)"
         )
     if quantizer_type == "gumbel":
-        return f"a {config.codebook_size}-entry codebook chosen by Gumbel-softmax over code logits (argmax at inference)"
+        return (
+            f"a {config.codebook_size}-entry codebook chosen by Gumbel-softmax over code logits (argmax at inference)"
+        )
     return f"a {config.codebook_size}-entry codebook"
 
 
