@@ -141,8 +141,8 @@ def with_quantizer(config: dict, **flags) -> dict:
 
     `flags` are the `QUANTIZER_FLAGS` (None = not given). Another `quantizer_type` keeps the network and drops the
     old quantizer's settings (a VQ preset's `codebook_size` is kept for LFQ and Gumbel, its `code_dim` for Gumbel);
-    `fsq_levels` and an LFQ `codebook_size` replace the code shape derived from them. A flag that does not apply to the chosen quantizer,
-    or a contradiction, is a `ValueError` naming it.
+    `fsq_levels` and an LFQ `codebook_size` replace the code shape derived from them. A flag that does not apply to
+    the chosen quantizer, or a contradiction, is a `ValueError` naming it.
     """
     from ..models.quantizer_choice import resolve_code_shape
 
