@@ -178,3 +178,16 @@ def test_space_template_builds_the_app_for_a_saved_pipeline(saved_pipelines, tmp
     result = subprocess.run([sys.executable, "-c", code, app], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["Blocks", str(saved_pipelines["uncond"])]
+
+
+def test_a_pipeline_of_condition_tokens_without_a_condition_tokenizer_is_refused_by_name():
+    """A converted taming coordinate or scene-layout pipeline has condition tokens but no `cond_vqgan`: the demo
+    cannot make its condition, so it says so at start-up instead of sampling it as if it were unconditional."""
+    import testing_utils
+
+    prior = testing_utils.tiny_prior(2, cond_codebook_size=16, cond_length=4)
+    pipe = testing_utils.tiny_pipeline(testing_utils.tiny_vqgan(0, **testing_utils.small_vqgan_config(3)), prior)
+    with pytest.raises(
+        ValueError, match=r"reads condition tokens that no condition tokenizer makes.*condition_tokens"
+    ):
+        VQGANDemo(pipe)

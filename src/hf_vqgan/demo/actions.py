@@ -68,6 +68,12 @@ class VQGANDemo:
         self.pipe = pipe
         self.max_images = max_images
         config = pipe.transformer.config
+        if config.cond_length and pipe.cond_vqgan is None:  # taming's coordinate or token condition stages
+            raise ValueError(
+                "This pipeline's prior reads condition tokens that no condition tokenizer makes (a converted taming "
+                "coordinate or scene-layout model): sample it in Python with `pipe(condition_image=coordinate_map)` "
+                "or `pipe(condition_tokens=...)`; the demo offers class labels and condition images only."
+            )
         self.num_classes = int(config.num_classes or 0)
         self.grid = (config.latent_height, config.latent_width)
         self.factor = pipe.vqgan.downsample_factor
