@@ -124,6 +124,8 @@ def test_decoder_levels_are_numbered_the_other_way():
         ({"channel_multipliers": (2, 2)}, r"channel_multipliers\[0\]=2"),
         ({"l2_normalize_codes": True}, "l2_normalize_codes"),
         ({"dropout": 0.1}, "dropout"),
+        ({"quantizer_type": "gumbel"}, "cannot represent quantizer_type='gumbel'"),
+        ({"remap_table_size": 64, "codebook_size": 20}, r"taming's remap: 20 tokens from a table of 64"),
     ],
 )
 def test_what_diffusers_cannot_express_is_refused(overrides, message):

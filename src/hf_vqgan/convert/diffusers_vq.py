@@ -89,6 +89,11 @@ def diffusers_config_from_vqgan(model: VQGANModel) -> dict:
             f"diffusers' VQModel has only a nearest-neighbour VQ codebook and cannot represent quantizer_type="
             f"{config.quantizer_type!r}; keep this tokenizer as an hf_vqgan VQGANModel."
         )
+    if config.remap_table_size is not None:
+        raise ValueError(
+            f"diffusers' VQModel cannot emit a used subset of its codebook (taming's remap: {config.codebook_size} "
+            f"tokens from a table of {config.remap_table_size}); keep this tokenizer as an hf_vqgan VQGANModel."
+        )
     multipliers = tuple(config.channel_multipliers)
     if multipliers[0] != 1:
         raise ValueError(
