@@ -80,6 +80,17 @@ def restarting_vqgan_config(channels: int = 1, **overrides) -> dict:
     return small_vqgan_config(channels, **{**restarts, **overrides})
 
 
+def grid_vqgan_config(quantizer_type: str, channels: int = 1, **overrides) -> dict:
+    """`small_vqgan_config()` with a fixed-grid quantizer of about the same 16 codes: FSQ levels [4, 4] (16 codes
+    of 2 dims) or LFQ 2^4 (4 dims); `code_dim` and `codebook_size` are left for the model to derive."""
+    grid = {"fsq": dict(fsq_levels=[4, 4]), "lfq": dict(codebook_size=16)}[quantizer_type]
+    config = small_vqgan_config(channels, quantizer_type=quantizer_type, **grid)
+    config.pop("code_dim")
+    if quantizer_type == "fsq":
+        config.pop("codebook_size")
+    return {**config, **overrides}
+
+
 def prior_size(**overrides) -> dict:
     """The size kwargs of a one-layer prior (what `--model_config` of the transformer stage takes)."""
     return {**dict(n_layer=1, n_embd=32, n_head=2), **overrides}

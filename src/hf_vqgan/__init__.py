@@ -22,6 +22,8 @@ from .losses import (
     VQGANLoss,
 )
 from .models import (
+    FiniteScalarQuantizer,
+    LookupFreeQuantizer,
     PatchGANDiscriminator,
     QuantizerOutput,
     VectorQuantizer,
@@ -36,8 +38,10 @@ from .image_processor import VQGANImageProcessor
 from .pipelines import VQGANTransformerPipeline
 
 __all__ = [
+    "FiniteScalarQuantizer",
     "LPIPSLoss",
     "LPIPSWeightsUnavailableError",
+    "LookupFreeQuantizer",
     "PatchGANDiscriminator",
     "QuantizerOutput",
     "VQGANDecoderOutput",

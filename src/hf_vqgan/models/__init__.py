@@ -1,4 +1,6 @@
 from .discriminator import PatchGANDiscriminator
+from .fsq import FiniteScalarQuantizer
+from .lfq import LookupFreeQuantizer
 from .prior import VQGANPriorConfig, VQGANPriorForCausalLM
 from .quantizer import QuantizerOutput, VectorQuantizer
 from .sampling import (
@@ -12,7 +14,9 @@ from .vqgan import VQGANDecoderOutput, VQGANEncoderOutput, VQGANModel, VQGANMode
 
 __all__ = [
     "DecodeStep",
+    "FiniteScalarQuantizer",
     "KVCacheDecodeStep",
+    "LookupFreeQuantizer",
     "NoCacheDecodeStep",
     "PatchGANDiscriminator",
     "QuantizerOutput",

@@ -42,6 +42,9 @@ class QuantizerOutput(BaseOutput):
             `exp(entropy)` of the code usage in this batch (across all processes in training mode).
         usage (`torch.Tensor`):
             The fraction of codes used at least once in this batch (across all processes in training mode).
+        entropy_loss (`torch.Tensor`, *optional*):
+            LFQ's entropy penalty, unweighted (per-sample entropy minus codebook entropy, in nats); `None` for
+            quantizers without one.
     """
 
     # None defaults: under mixed precision accelerate's `convert_to_fp32` rebuilds an output as `type(out)(dict)`,
@@ -53,6 +56,8 @@ class QuantizerOutput(BaseOutput):
     commitment_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
+    # FSQ/LFQ (issue 18): LFQ's entropy term.
+    entropy_loss: torch.Tensor | None = None
 
 
 def _distributed() -> bool:

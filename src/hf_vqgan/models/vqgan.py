@@ -23,6 +23,7 @@ from torch import nn
 
 from ..loading import DIFFUSERS_WEIGHTS, check_model_folder
 from .quantizer import QuantizerOutput, VectorQuantizer
+from .quantizer_choice import build_grid_quantizer, resolve_code_shape
 
 
 def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
@@ -224,6 +225,7 @@ class VQGANModelOutput(BaseOutput):
         commitment_loss (`torch.Tensor`): Commitment term alone.
         perplexity (`torch.Tensor`): Code-usage perplexity of the batch.
         usage (`torch.Tensor`): Fraction of codes used in the batch.
+        entropy_loss (`torch.Tensor`, *optional*): LFQ's entropy term alone (unweighted); `None` for other quantizers.
     """
 
     # None defaults: see VQGANEncoderOutput.
@@ -234,6 +236,8 @@ class VQGANModelOutput(BaseOutput):
     commitment_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
+    # FSQ/LFQ (issue 18)
+    entropy_loss: torch.Tensor | None = None
 
 
 class VQGANModel(ModelMixin, ConfigMixin):
@@ -252,9 +256,12 @@ class VQGANModel(ModelMixin, ConfigMixin):
         sample_size (`int`, defaults to 256): The image size the attention resolutions refer to. The model is
             convolutional and accepts any size divisible by the downsampling factor.
         latent_channels (`int`, defaults to 256): Encoder output channels (`z_channels` in the reference).
-        code_dim (`int`, defaults to 256): Dimension of the codebook entries; the 1x1 convs around the quantizer
-            map between `latent_channels` and `code_dim`. A small value (e.g. 8) gives LlamaGen's factorised codes.
-        codebook_size (`int`, defaults to 1024): Number of codebook entries.
+        code_dim (`int`, *optional*): Dimension of the codes; the 1x1 convs around the quantizer map between
+            `latent_channels` and `code_dim`. VQ: defaults to 256; a small value (e.g. 8) gives LlamaGen's factorised
+            codes. FSQ and LFQ derive it (`len(fsq_levels)`, `log2(codebook_size)`): leave it unset.
+        codebook_size (`int`, *optional*): Number of distinct codes, the prior's image vocabulary. VQ: the
+            codebook's entries, defaults to 1024. FSQ: derived, `prod(fsq_levels)` (leave it unset). LFQ: a power of
+            two, defaults to 1024. A derived value is stored in the config; an explicit one that disagrees is refused.
         dropout (`float`, defaults to 0.0): Dropout inside the ResNet blocks.
         norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every width.
         commitment_beta (`float`, defaults to 0.25): Weight of the commitment loss.
@@ -265,6 +272,13 @@ class VQGANModel(ModelMixin, ConfigMixin):
         ema_decay (`float`, defaults to 0.99): EMA decay.
         dead_code_steps (`int`, defaults to 0): Restart codes unused for this many steps (0 = never).
         usage_window (`int`, defaults to 100): Steps over which usage statistics are kept.
+        quantizer_type (`str`, defaults to `"vq"`): `"vq"` (a learned codebook, the options above), `"fsq"`
+            (finite scalar quantization, `hf_vqgan.models.fsq`) or `"lfq"` (lookup-free quantization,
+            `hf_vqgan.models.lfq`). FSQ and LFQ have no learned parameters and refuse the codebook options.
+        fsq_levels (`list[int]`, *optional*): FSQ's values per code dimension, e.g. `[8, 5, 5, 5]` (1,000 codes).
+        lfq_entropy_weight (`float`, defaults to 0.1): LFQ's entropy penalty weight.
+        lfq_commitment_weight (`float`, defaults to 0.25): LFQ's commitment weight.
+        lfq_entropy_temperature (`float`, defaults to 0.01): Temperature of LFQ's soft code assignment.
     """
 
     # `enable_gradient_checkpointing()` (from diffusers' ModelMixin) recomputes each encoder/decoder level and middle
@@ -282,8 +296,8 @@ class VQGANModel(ModelMixin, ConfigMixin):
         attention_resolutions: tuple[int, ...] = (16,),
         sample_size: int = 256,
         latent_channels: int = 256,
-        code_dim: int = 256,
-        codebook_size: int = 1024,
+        code_dim: int | None = None,
+        codebook_size: int | None = None,
         dropout: float = 0.0,
         norm_num_groups: int = 32,
         commitment_beta: float = 0.25,
@@ -293,8 +307,17 @@ class VQGANModel(ModelMixin, ConfigMixin):
         ema_decay: float = 0.99,
         dead_code_steps: int = 0,
         usage_window: int = 100,
+        # FSQ/LFQ (issue 18)
+        quantizer_type: str = "vq",
+        fsq_levels: list[int] | None = None,
+        lfq_entropy_weight: float = 0.1,
+        lfq_commitment_weight: float = 0.25,
+        lfq_entropy_temperature: float = 0.01,
     ):
         super().__init__()
+        # FSQ/LFQ (issue 18): code_dim / codebook_size follow from the quantizer; the config stores the values used.
+        code_dim, codebook_size = resolve_code_shape(quantizer_type, code_dim, codebook_size, fsq_levels)
+        self.register_to_config(code_dim=code_dim, codebook_size=codebook_size)
         _validate_config(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -320,17 +343,26 @@ class VQGANModel(ModelMixin, ConfigMixin):
         )
         self.encoder = Encoder(in_channels=in_channels, **shared)
         self.quant_conv = nn.Conv2d(latent_channels, code_dim, 1)
-        self.quantizer = VectorQuantizer(
-            codebook_size,
-            code_dim,
-            beta=commitment_beta,
-            legacy_beta=legacy_beta,
-            l2_normalize=l2_normalize_codes,
-            use_ema=use_ema,
-            ema_decay=ema_decay,
-            dead_code_steps=dead_code_steps,
-            usage_window=usage_window,
-        )
+        if quantizer_type == "vq":
+            self.quantizer = VectorQuantizer(
+                codebook_size,
+                code_dim,
+                beta=commitment_beta,
+                legacy_beta=legacy_beta,
+                l2_normalize=l2_normalize_codes,
+                use_ema=use_ema,
+                ema_decay=ema_decay,
+                dead_code_steps=dead_code_steps,
+                usage_window=usage_window,
+            )
+        else:  # FSQ/LFQ (issue 18)
+            self.quantizer = build_grid_quantizer(
+                quantizer_type, fsq_levels=fsq_levels, codebook_size=codebook_size,
+                lfq_entropy_weight=lfq_entropy_weight, lfq_commitment_weight=lfq_commitment_weight,
+                lfq_entropy_temperature=lfq_entropy_temperature, usage_window=usage_window,
+                vq_options=dict(legacy_beta=legacy_beta, l2_normalize_codes=l2_normalize_codes, use_ema=use_ema,
+                                dead_code_steps=dead_code_steps),
+            )  # fmt: skip
         self.post_quant_conv = nn.Conv2d(code_dim, latent_channels, 1)
         self.decoder = Decoder(out_channels=out_channels, **shared)
 
@@ -489,6 +521,7 @@ class VQGANModel(ModelMixin, ConfigMixin):
             commitment_loss=q.commitment_loss,
             perplexity=q.perplexity,
             usage=q.usage,
+            entropy_loss=q.entropy_loss,
         )
         return out if return_dict else out.to_tuple()
 
