@@ -38,7 +38,13 @@ from hf_vqgan.training.loop import (
     scaled_learning_rate,
     step_optimizer,
 )
-from hf_vqgan.training.presets import load_vqgan, vqgan_preset
+from hf_vqgan.training.presets import (
+    QUANTIZER_FLAGS,
+    check_pretrained_quantizer,
+    load_vqgan,
+    vqgan_preset,
+    with_quantizer,
+)
 from hf_vqgan.training.speedups import prepare_vqgan_for_training
 from hf_vqgan.training.state import any_process
 
@@ -57,6 +63,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--preset", default=None, help="digits-tiny, taming-imagenet-f16-1024, ...")
     g.add_argument("--model_config", default=None, help="A JSON file of VQGANModel kwargs.")
     g.add_argument("--pretrained_model_name_or_path", default=None, help="Fine-tune this VQGANModel.")
+    # FSQ/LFQ (issue 18): the quantizer of a --preset / --model_config (unset: the one it names).
+    g.add_argument(
+        "--quantizer_type",
+        choices=["vq", "fsq", "lfq"],
+        default=None,
+        help="vq (learned codebook), fsq (finite scalar) or lfq (lookup-free); keeps the network.",
+    )
+    g.add_argument("--fsq_levels", type=int, nargs="+", default=None, help="FSQ values per dimension, e.g. 8 5 5 5.")
+    g.add_argument("--codebook_size", type=int, default=None, help="VQ codebook entries; LFQ: a power of two.")
+    g.add_argument("--lfq_entropy_weight", type=float, default=None, help="LFQ entropy penalty weight (0.1).")
+    g.add_argument("--lfq_commitment_weight", type=float, default=None, help="LFQ commitment weight (0.25).")
+    g.add_argument("--lfq_entropy_temperature", type=float, default=None, help="LFQ soft-assignment temperature.")
     g = parser.add_argument_group("losses")
     g.add_argument("--pixel_loss", choices=["l1", "l2"], default="l1")
     g.add_argument("--pixel_weight", type=float, default=1.0)
@@ -109,13 +127,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------- models, losses
 def build_model(args: argparse.Namespace) -> tuple[VQGANModel, int, int]:
     """The tokenizer, the number of channels images are read with, and the training resolution."""
+    quantizer_flags = {name: getattr(args, name) for name in QUANTIZER_FLAGS}
     if args.pretrained_model_name_or_path:
         model = load_vqgan(args.pretrained_model_name_or_path)
+        try:  # FSQ/LFQ (issue 18): a trained tokenizer keeps its quantizer; LFQ loss weights may change
+            overrides = check_pretrained_quantizer(dict(model.config), **quantizer_flags)
+        except ValueError as error:
+            raise data_lib.DatasetConfigError(str(error)) from None
+        if overrides:
+            model = load_vqgan(args.pretrained_model_name_or_path, **overrides)
     else:
         if args.model_config:
             config = json.loads(Path(args.model_config).read_text())
         else:
             config = vqgan_preset(args.preset or "digits-tiny")
+        try:  # FSQ/LFQ (issue 18)
+            config = with_quantizer(config, **quantizer_flags)
+        except ValueError as error:
+            raise data_lib.DatasetConfigError(str(error)) from None
         args.image_channels = args.image_channels or config.get("in_channels", 3)
         if args.condition_type is not None:  # a condition tokenizer reads and writes condition maps
             channels = condition_channels(args.condition_type, args.num_labels, args.image_channels)
@@ -315,6 +344,8 @@ def train(args: argparse.Namespace) -> dict | None:
             usage=float(out.usage),
             skipped_images=bad_images.skipped,
         )
+        if out.entropy_loss is not None:  # FSQ/LFQ (issue 18): LFQ's entropy term, unweighted
+            logs["entropy_loss"] = float(out.entropy_loss.detach())
         run.end_step(model, logs, validate)
 
     metrics = run.finish(unwrapped, validate)

@@ -121,6 +121,22 @@ def check_card_fields(template: str, fields: Mapping, also: Iterable[str] = ()) 
         )
 
 
+def quantizer_description(config) -> str:
+    """What a tokenizer's indices point into, in words, for its model card ("a 1024-entry codebook", ...)."""
+    quantizer_type = getattr(config, "quantizer_type", "vq")
+    if quantizer_type == "fsq":  # FSQ/LFQ (issue 18)
+        return (
+            f"a fixed grid of {config.codebook_size} codes (finite scalar quantization, FSQ, levels "
+            f"{list(config.fsq_levels)}; nothing learned)"
+        )
+    if quantizer_type == "lfq":
+        return (
+            f"a fixed grid of {config.codebook_size} codes (lookup-free quantization, LFQ, {config.code_dim} bits; "
+            "nothing learned)"
+        )
+    return f"a {config.codebook_size}-entry codebook"
+
+
 def vqgan_model_card(
     model, repo_id: str = "path/to/this/folder", resolution: int | None = None, **fields
 ) -> ModelCard:
@@ -134,6 +150,7 @@ def vqgan_model_card(
         latent_height=latent_height,
         latent_width=latent_width,
         codebook_size=config.codebook_size,
+        quantizer_description=quantizer_description(config),
         in_channels=config.in_channels,
         dataset_description="Not recorded.",
         loss_description="not recorded",

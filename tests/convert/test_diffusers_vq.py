@@ -132,6 +132,23 @@ def test_what_diffusers_cannot_express_is_refused(overrides, message):
 
 
 @pytest.mark.parametrize(
+    "quantizer, message",
+    [
+        (dict(quantizer_type="fsq", fsq_levels=[8, 5, 5]), r"cannot represent quantizer_type='fsq' \(200 codes"),
+        (dict(quantizer_type="lfq", codebook_size=256), r"cannot represent quantizer_type='lfq' \(256 codes"),
+    ],
+)
+def test_fixed_grid_quantizers_are_refused(tmp_path: Path, quantizer, message):
+    model = VQGANModel(**vqgan_config(**{"code_dim": None, "codebook_size": None, **quantizer}))
+    with pytest.raises(ValueError, match=message):
+        to_diffusers_vqmodel(model)
+    model.save_pretrained(tmp_path / "ours")
+    with pytest.raises(ValueError, match=message):
+        convert_diffusers_folder(tmp_path / "ours", tmp_path / "theirs", to="vqmodel")
+    assert not (tmp_path / "theirs").exists()
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"norm_type": "spatial"}, "norm_type"),

@@ -13,7 +13,7 @@ names and the attention projections, which are 1x1 convolutions here and `nn.Lin
 
 diffusers' `VectorQuantizer` uses taming's loss (beta 0.25 on the codebook term), GroupNorm eps 1e-6 and the same
 resampling, so outputs agree to float rounding. What diffusers cannot express raises a `ValueError`: l2-normalised
-codes, a first level wider than `base_channels` (diffusers' `conv_in` outputs the first level's width), dropout, and,
+codes, FSQ and LFQ quantizers (a fixed grid, not a codebook), a first level wider than `base_channels` (diffusers' `conv_in` outputs the first level's width), dropout, and,
 coming from diffusers, spatial norms, other activations, no mid-block attention, or attention at a level in only one
 of encoder and decoder. Training-only settings (EMA codebook, dead-code restarts, beta) are not part of a diffusers
 `VQModel`; converting to diffusers logs which ones are left behind.
@@ -83,6 +83,12 @@ def _is_attention_projection(name: str) -> bool:
 def diffusers_config_from_vqgan(model: VQGANModel) -> dict:
     """diffusers `VQModel` keyword arguments for `model`; raises a `ValueError` for what diffusers cannot express."""
     config = model.config
+    if config.quantizer_type != "vq":  # FSQ/LFQ (issue 18)
+        raise ValueError(
+            f"diffusers' VQModel has only a learned VQ codebook and cannot represent quantizer_type="
+            f"{config.quantizer_type!r} ({config.codebook_size} codes on a fixed grid); keep this tokenizer as an "
+            "hf_vqgan VQGANModel."
+        )
     multipliers = tuple(config.channel_multipliers)
     if multipliers[0] != 1:
         raise ValueError(

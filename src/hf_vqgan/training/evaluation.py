@@ -203,7 +203,15 @@ def save_tokenizer_outputs(model, args, metrics: dict, resolution: int) -> None:
         losses.append(
             f"PatchGAN {args.disc_loss} with adaptive weight x {args.disc_weight} from step {args.disc_start}"
         )
-    losses.append(f"codebook + commitment (weight {args.codebook_weight})")
+    quantizer_type = model.config.quantizer_type
+    if quantizer_type == "fsq":  # FSQ/LFQ (issue 18): a fixed grid has no quantizer loss
+        losses.append("no quantizer loss (FSQ)")
+    elif quantizer_type == "lfq":
+        config = model.config
+        losses.append(f"LFQ commitment (weight {config.lfq_commitment_weight}) + entropy penalty (weight "
+                      f"{config.lfq_entropy_weight}), x {args.codebook_weight}")  # fmt: skip
+    else:
+        losses.append(f"codebook + commitment (weight {args.codebook_weight})")
     card = vqgan_model_card(
         model,
         model_name=Path(args.hub_model_id or folder.resolve().name).name,

@@ -15,24 +15,29 @@ _TAMING_F16 = dict(
     latent_channels=256,
 )
 
+# The encoder/decoder of the "digits-tiny" presets.
+_DIGITS_TINY_NETWORK = dict(
+    in_channels=1,
+    out_channels=1,
+    base_channels=32,
+    channel_multipliers=(1, 2, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    sample_size=32,
+    latent_channels=32,
+    norm_num_groups=8,
+)
+
 # VQGANModel kwargs. "digits-tiny" is sized for the built-in 8x8 digits shown at 32x32 on a 2-core CPU;
 # the taming ones reproduce the paper's ImageNet f16 tokenizers (taming-transformers configs/imagenet_vqgan.yaml).
 VQGAN_PRESETS: dict[str, dict] = {
-    "digits-tiny": dict(
-        in_channels=1,
-        out_channels=1,
-        base_channels=32,
-        channel_multipliers=(1, 2, 2),
-        num_res_blocks=1,
-        attention_resolutions=(8,),
-        sample_size=32,
-        latent_channels=32,
-        code_dim=8,
-        codebook_size=128,
-        norm_num_groups=8,
-        l2_normalize_codes=True,
-        dead_code_steps=50,
-    ),
+    "digits-tiny": {
+        **_DIGITS_TINY_NETWORK,
+        "code_dim": 8,
+        "codebook_size": 128,
+        "l2_normalize_codes": True,
+        "dead_code_steps": 50,
+    },
     # Condition tokenizer for `--condition_type lowres` on the digits: the 4x4 map of a 32x32 digit (factor 8) is
     # tokenised without downsampling (f1), one code per low-resolution pixel, so the prior sees 16 condition tokens.
     "digits-lowres-cond": dict(
@@ -50,10 +55,19 @@ VQGAN_PRESETS: dict[str, dict] = {
         l2_normalize_codes=True,
         dead_code_steps=50,
     ),
+    # FSQ/LFQ (issue 18): the digits-tiny network with a fixed grid of 128 codes instead of its codebook: FSQ levels
+    # [8, 4, 4] (3 dims), LFQ 2^7 (7 bits).
+    "digits-tiny-fsq": {**_DIGITS_TINY_NETWORK, "quantizer_type": "fsq", "fsq_levels": [8, 4, 4]},
+    "digits-tiny-lfq": {**_DIGITS_TINY_NETWORK, "quantizer_type": "lfq", "codebook_size": 128},
     "taming-imagenet-f16-1024": {**_TAMING_F16, "code_dim": 256, "codebook_size": 1024},
     "taming-imagenet-f16-16384": {**_TAMING_F16, "code_dim": 256, "codebook_size": 16384},
     # LlamaGen's recipe on the taming f16 backbone: 16,384 l2-normalised 8-dim codes.
     "llamagen-f16-16384": {**_TAMING_F16, "code_dim": 8, "codebook_size": 16384, "l2_normalize_codes": True},
+    # FSQ/LFQ (issue 18) on the taming f16 backbone, about as many codes as the 16,384 presets: FSQ's levels for
+    # ~2^14 (FSQ paper, Table 3: [8, 8, 8, 6, 5] = 15,360 codes of 5 dims) and LFQ 2^14 (14 bits; MAGVIT-v2 uses
+    # 2^18, but its entropy term holds a batch x codes matrix: 2^14 keeps it to ~64 KB per token).
+    "taming-f16-fsq": {**_TAMING_F16, "quantizer_type": "fsq", "fsq_levels": [8, 8, 8, 6, 5]},
+    "taming-f16-lfq": {**_TAMING_F16, "quantizer_type": "lfq", "codebook_size": 16384},
 }
 
 # VQGANPriorConfig size kwargs (the token layout comes from the tokenizer and the data).
@@ -99,3 +113,80 @@ def _is_pipeline_repo(repo_id: str) -> bool:
         return file_exists(repo_id, "model_index.json")
     except Exception:  # offline or unknown repo: let from_pretrained raise its own message
         return False
+
+
+# ------------------------------------------------------------------------------------- FSQ/LFQ (issue 18)
+# The training flags that choose a tokenizer's quantizer (`train.py vqgan --quantizer_type ...`), by config name.
+QUANTIZER_FLAGS = (
+    "quantizer_type",
+    "fsq_levels",
+    "codebook_size",
+    "lfq_entropy_weight",
+    "lfq_commitment_weight",
+    "lfq_entropy_temperature",
+)
+# Config keys that belong to one quantizer: dropped when the flags switch a preset to another one.
+_QUANTIZER_KEYS = QUANTIZER_FLAGS + (
+    "code_dim", "commitment_beta", "legacy_beta", "l2_normalize_codes", "use_ema", "ema_decay", "dead_code_steps",
+)  # fmt: skip
+
+
+def with_quantizer(config: dict, **flags) -> dict:
+    """
+    The `VQGANModel` kwargs `config` (a preset or `--model_config`) with the quantizer the training flags choose.
+
+    `flags` are the `QUANTIZER_FLAGS` (None = not given). Another `quantizer_type` keeps the network and drops the
+    old quantizer's settings (a VQ preset's `codebook_size` is kept for LFQ); `fsq_levels` and an LFQ
+    `codebook_size` replace the code shape derived from them. A flag that does not apply to the chosen quantizer,
+    or a contradiction, is a `ValueError` naming it.
+    """
+    from ..models.quantizer_choice import resolve_code_shape
+
+    given = {name: value for name, value in flags.items() if value is not None}
+    unknown = sorted(set(given) - set(QUANTIZER_FLAGS))
+    if unknown:
+        raise TypeError(f"Unknown quantizer flags {unknown}; expected some of {list(QUANTIZER_FLAGS)}.")
+    config = dict(config)
+    old_type = config.get("quantizer_type", "vq")
+    new_type = given.get("quantizer_type", old_type)
+    if new_type != old_type:
+        kept = {"codebook_size": config["codebook_size"]} if new_type == "lfq" and "codebook_size" in config else {}
+        config = {key: value for key, value in config.items() if key not in _QUANTIZER_KEYS} | kept
+    wrong = [f"--{name}" for name in given if name.startswith("lfq_")] if new_type != "lfq" else []
+    wrong += ["--fsq_levels"] if "fsq_levels" in given and new_type != "fsq" else []
+    wrong += ["--codebook_size"] if "codebook_size" in given and new_type == "fsq" else []
+    if wrong:
+        hint = " (FSQ's codebook size is the product of --fsq_levels)" if new_type == "fsq" else ""
+        raise ValueError(f"{', '.join(wrong)} do not apply to quantizer_type {new_type!r}{hint}.")
+    if new_type == "fsq" and "fsq_levels" in given or new_type == "lfq" and "codebook_size" in given:
+        config = {key: value for key, value in config.items() if key not in ("code_dim", "codebook_size")}
+    config.update(given)
+    resolve_code_shape(new_type, config.get("code_dim"), config.get("codebook_size"), config.get("fsq_levels"))
+    return config
+
+
+def check_pretrained_quantizer(model_config, **flags) -> dict:
+    """
+    Check the quantizer flags against a pretrained tokenizer's config, and return the ones `from_pretrained` may
+    override: the LFQ loss weights of an LFQ tokenizer. Its quantizer type, FSQ levels and codebook size are what
+    it was trained with: a flag that disagrees is a `ValueError` saying so.
+    """
+    given = {name: value for name, value in flags.items() if value is not None}
+    quantizer_type = model_config.get("quantizer_type", "vq")
+    for name in ("quantizer_type", "fsq_levels", "codebook_size"):
+        if name in given and _normalised(given[name]) != _normalised(model_config.get(name)):
+            raise ValueError(
+                f"--{name} {given[name]!r} disagrees with the pretrained tokenizer's {name}={model_config.get(name)!r}"
+                ": a trained tokenizer keeps its quantizer; drop the flag, or train a new tokenizer (--preset)."
+            )
+    weights = {name: value for name, value in given.items() if name.startswith("lfq_")}
+    if weights and quantizer_type != "lfq":
+        raise ValueError(
+            f"{', '.join('--' + name for name in weights)} apply to LFQ tokenizers; the pretrained one uses "
+            f"quantizer_type {quantizer_type!r}."
+        )
+    return weights
+
+
+def _normalised(value):
+    return list(value) if isinstance(value, tuple) else value
