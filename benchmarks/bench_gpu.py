@@ -420,8 +420,10 @@ def quantizer_configs(tiny: bool) -> dict[str, dict]:
 def bench_quantizers(report: Report, args, sizes: dict, device: torch.device, dtype: torch.dtype) -> None:
     """One training step of each f16 tokenizer (the optimised step, eager: no compile time): images/s, peak memory."""
     batch, resolution, steps = sizes["batch"], sizes["resolution"], sizes["quantizer_steps"]
-    report(f"== quantizers: training step of each f16 preset, {resolution} px, batch {batch}, {dtype} autocast, "
-           f"channels-last, eager, L1 + LPIPS + PatchGAN {sizes['disc']}; {steps} timed steps after one warm-up")  # fmt: skip
+    report(
+        f"== quantizers: training step of each f16 preset, {resolution} px, batch {batch}, {dtype} autocast, "
+        f"channels-last, eager, L1 + LPIPS + PatchGAN {sizes['disc']}; {steps} timed steps after one warm-up"
+    )
     pixels = torch.rand(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(args.seed))
     pixels = (pixels * 2 - 1).to(device)
 
@@ -437,8 +439,9 @@ def bench_quantizers(report: Report, args, sizes: dict, device: torch.device, dt
         seconds, _ = timed(lambda: [optimised_step(model, loss_fn, opt_g, opt_d, pixels, i + 1, dtype)
                                     for i in range(steps)], device)  # fmt: skip
         kind = model.config.quantizer_type
-        report(f"{name:<28} {kind:>3} {model.config.codebook_size:>6} codes x {model.config.code_dim:>3} dims "
-               f"{batch * steps / seconds:8.2f} images/s  peak {peak_memory(device)}  first step {first:.1f} s")  # fmt: skip
+        shape = f"{kind:>3} {model.config.codebook_size:>6} codes x {model.config.code_dim:>3} dims"
+        report(f"{name:<28} {shape} {batch * steps / seconds:8.2f} images/s  peak {peak_memory(device)}  "
+               f"first step {first:.1f} s")  # fmt: skip
 
     for name, config in quantizer_configs(args.tiny).items():
         report.guarded(f"quantizers: {name}", functools.partial(run, name, config))

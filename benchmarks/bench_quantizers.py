@@ -30,9 +30,11 @@ Two data sets (`--data`):
     python benchmarks/bench_quantizers.py --data digits --steps 300 --prior_steps 400 \
         --output benchmarks/results/quantizers-digits-$(date +%F).txt
 
-Prints a markdown table and appends everything it prints to `--output` (with the load average of the machine
-before and after each run: training times are wall clock, with the CPU seconds of the training process). `--reuse` keeps a quantizer's finished runs in
-`--output_dir` instead of training them again (their recorded times are reported).
+Prints a markdown table and appends everything it prints to `--output`, with the load average of the machine
+before and after each run: training times are wall clock, with the CPU seconds of the training process (the work
+itself, which other processes' load changes less). `--reuse` keeps a quantizer's finished runs in `--output_dir`
+instead of training them again (their recorded times are reported), so quantizers can be trained by separate
+invocations (`--quantizers fsq`, ...) at once and tabulated together afterwards.
 """
 
 from __future__ import annotations
@@ -135,8 +137,11 @@ def run_quantizer(name: str, config: dict, args, out: Path, report: Report, data
     config_file = folder / "model_config.json"
     config_file.write_text(json.dumps(config, indent=2))
     extra = tokenizer_arguments(args, config_file, data_arguments)
-    seconds = {"tokenizer": timed_once(folder / "vqgan", report, args.reuse,
-                                       lambda: train(folder / "vqgan", args.steps, args.batch_size, extra))}  # fmt: skip
+
+    def train_tokenizer() -> float:
+        return train(folder / "vqgan", args.steps, args.batch_size, extra)
+
+    seconds = {"tokenizer": timed_once(folder / "vqgan", report, args.reuse, train_tokenizer)}
     figures, reconstructions = evaluate(folder / "vqgan", images)
     saved = json.loads((folder / "vqgan" / "config.json").read_text())
     metrics = json.loads((folder / "vqgan" / "metrics.json").read_text())
@@ -150,8 +155,10 @@ def run_quantizer(name: str, config: dict, args, out: Path, report: Report, data
         stage = argparse.Namespace(transformer_steps=args.prior_steps, guidance_scale=args.guidance_scale)
         seconds["prior"] = timed_once(folder / "pipeline", report, args.reuse,
                                       lambda: run_stage(prior_stage(stage, folder, common)))  # fmt: skip
-        scores = evaluate_class_samples(folder / "pipeline", folder / "samples.png", seed=args.seed,
-                                        samples_per_class=args.samples_per_class, guidance_scale=args.guidance_scale)  # fmt: skip
+        scores = evaluate_class_samples(
+            folder / "pipeline", folder / "samples.png", seed=args.seed, samples_per_class=args.samples_per_class,
+            guidance_scale=args.guidance_scale,
+        )  # fmt: skip
         figures["sample_accuracy"] = scores["sample_accuracy"]
         figures["real_validation_accuracy"] = scores["real_validation_accuracy"]
     figures["seconds"] = seconds
