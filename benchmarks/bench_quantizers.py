@@ -165,8 +165,9 @@ def run_quantizer(name: str, config: dict, args, out: Path, report: Report, data
     return figures, reconstructions
 
 
-def format_seconds(timing: dict[str, float]) -> str:
-    return f"{timing['wall']:.0f} ({timing['cpu']:.0f})"
+def format_seconds(timing: dict[str, float | None]) -> str:
+    cpu = "n/a" if timing.get("cpu") is None else f"{timing['cpu']:.0f}"  # a reused record may lack it
+    return f"{timing['wall']:.0f} ({cpu})"
 
 
 def markdown_table(data: str, results: dict[str, dict]) -> list[str]:

@@ -75,7 +75,8 @@ def test_photos_run_prints_a_row_per_quantizer_and_writes_the_grid(tmp_path):
         assert rows[0].startswith("| quantizer | codes | code dim | PSNR dB | SSIM | rel. sharpness |")
         assert [row.split(" | ")[0][2:] for row in rows[1:]] == ["vq-plain", "vq-l2", "fsq", "lfq"]
         assert [row.split(" | ")[1] for row in rows[1:]] == ["1024", "1024", "1000", "1024"]
-    assert "load average" in raw and "$ python benchmarks/bench_quantizers.py --data photos" in raw
+    command = next(line for line in raw.splitlines() if line.startswith("$ python benchmarks/bench_quantizers.py "))
+    assert "--data photos --steps 2" in command and "load average" in raw
     # Rows: held-out originals and the four reconstructions, 8 patches of 32 px each at scale 4 with 4 px padding.
     assert Image.open(grid).size == (8 * (128 + 4) + 4, 5 * (128 + 4) + 4)
     results = json.loads((tmp_path / "runs" / "results.json").read_text())["results"]
@@ -83,7 +84,7 @@ def test_photos_run_prints_a_row_per_quantizer_and_writes_the_grid(tmp_path):
 
     # --reuse keeps finished runs: the same figures, the recorded times, no training.
     stdout_again, _ = run_bench(tmp_path, "--data", "photos", "--steps", "2", "--quantizers", "fsq", "--reuse")
-    assert "reusing" in stdout_again and "training " not in stdout_again
+    assert "reusing" in stdout_again and f"training {tmp_path}" not in stdout_again
     again = json.loads((tmp_path / "runs" / "results.json").read_text())["results"]["fsq"]
     assert again["psnr"] == pytest.approx(results["fsq"]["psnr"]) and again["seconds"] == results["fsq"]["seconds"]
 
