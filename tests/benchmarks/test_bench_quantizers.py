@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -20,11 +20,10 @@ SCRIPT = REPO / "benchmarks" / "bench_quantizers.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_quantizers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The script as a module (benchmarks/ on `sys.path`, as `test_benchmark_scripts.py` imports its helpers)."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
+    return importlib.import_module("bench_quantizers")
 
 
 def run_bench(tmp_path: Path, *arguments: str) -> tuple[str, str]:
