@@ -93,7 +93,7 @@ def test_digits_run_trains_the_prior_and_scores_its_samples(tmp_path):
     stdout, raw = run_bench(tmp_path, "--data", "digits", "--quantizers", "lfq", "--steps", "2", "--prior_steps", "2",
                             "--samples_per_class", "1")  # fmt: skip
     rows = [line for line in raw.splitlines() if line.startswith("| ")]
-    assert rows[0].endswith("| prior s | sample accuracy |") and rows[1].startswith("| lfq | 128 | 7 |")
+    assert rows[0].endswith("| prior s (CPU s) | sample accuracy |") and rows[1].startswith("| lfq | 128 | 7 |")
     accuracy = float(rows[1].split(" | ")[-1].rstrip(" |"))
     assert 0 <= accuracy <= 1
     assert Image.open(tmp_path / "runs" / "lfq" / "samples.png").size[0] > 0
