@@ -66,6 +66,7 @@ def test_unknown_quantizer_is_refused_in_one_line(tmp_path):
     assert "unknown ['rvq']" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # four trainings through train.py subprocesses, then a reuse run: ~100 s on a quiet 2-core CPU
 def test_photos_run_prints_a_row_per_quantizer_and_writes_the_grid(tmp_path):
     grid = tmp_path / "grid.png"
     stdout, raw = run_bench(tmp_path, "--data", "photos", "--steps", "2", "--grid", str(grid))
