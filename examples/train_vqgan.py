@@ -338,14 +338,7 @@ def train(args: argparse.Namespace) -> dict | None:
             continue
         out, g, d = result
         logs = {**g.to_log_dict(), **(d.to_log_dict(prefix="disc_") if d is not None else {})}
-        logs.update(
-            lr=nets.scheduler.get_last_lr()[0],
-            perplexity=float(out.perplexity),
-            usage=float(out.usage),
-            skipped_images=bad_images.skipped,
-        )
-        if out.entropy_loss is not None:  # FSQ/LFQ (issue 18): LFQ's entropy term, unweighted
-            logs["entropy_loss"] = float(out.entropy_loss.detach())
+        logs.update(lr=nets.scheduler.get_last_lr()[0], **quantizer_logs(out), skipped_images=bad_images.skipped)
         run.end_step(model, logs, validate)
 
     metrics = run.finish(unwrapped, validate)
@@ -357,6 +350,14 @@ def train(args: argparse.Namespace) -> dict | None:
         save_tokenizer_outputs(unwrapped, args, metrics, resolution)
     accelerator.end_training()
     return metrics
+
+
+def quantizer_logs(out) -> dict[str, float]:
+    """The quantizer's figures of a training step: perplexity and usage, and LFQ's entropy term (unweighted)."""
+    logs = dict(perplexity=float(out.perplexity), usage=float(out.usage))
+    if out.entropy_loss is not None:  # FSQ/LFQ (issue 18)
+        logs["entropy_loss"] = float(out.entropy_loss.detach())
+    return logs
 
 
 def generator_backward_mode(args, accelerator, loss_fn: VQGANLoss, nets: Prepared) -> BackwardMode:

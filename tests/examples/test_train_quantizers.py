@@ -121,3 +121,15 @@ def test_the_prior_trains_on_an_fsq_tokenizer_and_the_pipeline_samples(tmp_path,
     generator = torch.Generator().manual_seed(0)
     images = pipe(class_labels=[1, 2], generator=generator, output_type="pt").images
     assert images.shape == (2, 1, 16, 16) and 0.0 <= images.min() and images.max() <= 1.0
+
+
+@pytest.mark.slow
+def test_lfq_trains_in_two_processes(tmp_path, accelerate_launch, tiny_vqgan_json):
+    """Real gloo processes under DDP: LFQ's codebook entropy all-reduces inside every training forward pass (a
+    collective each process must reach), and validation on the main process alone must not."""
+    out = tmp_path / "lfq"
+    accelerate_launch(_argv(tiny_vqgan_json, out, 3, "--quantizer_type", "lfq", "--train_batch_size", 4,
+                            "--checkpointing_steps", 2, "--validation_steps", 2), num_processes=2)  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["quantizer_type"] == "lfq"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 3 and 0.0 < metrics["codebook_usage"] <= 1.0

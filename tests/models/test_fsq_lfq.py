@@ -247,6 +247,17 @@ def test_model_gradients_reach_the_encoder_through_the_quantizer(quantizer_type)
 
 
 @pytest.mark.parametrize("quantizer_type", QUANTIZER_TYPES)
+def test_model_trains_under_bf16_autocast(quantizer_type):
+    torch.manual_seed(0)
+    model = VQGANModel(**grid_vqgan_config(quantizer_type)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(pixels_for())
+    (out.sample.float().abs().mean() + out.quantizer_loss).backward()
+    assert out.indices.min() >= 0 and out.indices.max() < 16 and torch.isfinite(out.quantizer_loss)
+    assert out.quantizer_loss.dtype == torch.float32 and model.encoder.conv_in.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("quantizer_type", QUANTIZER_TYPES)
 def test_model_save_and_load_keep_the_quantizer(tmp_path, quantizer_type):
     torch.manual_seed(0)
     model = VQGANModel(**grid_vqgan_config(quantizer_type)).eval()

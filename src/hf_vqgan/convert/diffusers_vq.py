@@ -13,10 +13,11 @@ names and the attention projections, which are 1x1 convolutions here and `nn.Lin
 
 diffusers' `VectorQuantizer` uses taming's loss (beta 0.25 on the codebook term), GroupNorm eps 1e-6 and the same
 resampling, so outputs agree to float rounding. What diffusers cannot express raises a `ValueError`: l2-normalised
-codes, FSQ and LFQ quantizers (a fixed grid, not a codebook), a first level wider than `base_channels` (diffusers' `conv_in` outputs the first level's width), dropout, and,
-coming from diffusers, spatial norms, other activations, no mid-block attention, or attention at a level in only one
-of encoder and decoder. Training-only settings (EMA codebook, dead-code restarts, beta) are not part of a diffusers
-`VQModel`; converting to diffusers logs which ones are left behind.
+codes, FSQ and LFQ quantizers (a fixed grid, not a codebook), a first level wider than `base_channels` (diffusers'
+`conv_in` outputs the first level's width), dropout, and, coming from diffusers, spatial norms, other activations,
+no mid-block attention, or attention at a level in only one of encoder and decoder. Training-only settings (EMA
+codebook, dead-code restarts, beta) are not part of a diffusers `VQModel`; converting to diffusers logs which ones are
+left behind.
 
 Shapes: B batch, C channels, H/W pixels, h/w latent grid, D code dimension.
 """
@@ -85,9 +86,8 @@ def diffusers_config_from_vqgan(model: VQGANModel) -> dict:
     config = model.config
     if config.quantizer_type != "vq":  # FSQ/LFQ (issue 18)
         raise ValueError(
-            f"diffusers' VQModel has only a learned VQ codebook and cannot represent quantizer_type="
-            f"{config.quantizer_type!r} ({config.codebook_size} codes on a fixed grid); keep this tokenizer as an "
-            "hf_vqgan VQGANModel."
+            f"diffusers' VQModel has only a nearest-neighbour VQ codebook and cannot represent quantizer_type="
+            f"{config.quantizer_type!r}; keep this tokenizer as an hf_vqgan VQGANModel."
         )
     multipliers = tuple(config.channel_multipliers)
     if multipliers[0] != 1:

@@ -15,33 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .quantizer import QuantizerOutput, _all_reduce_sum, _perplexity_and_usage
-
-
-def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
-    """Refuse anything but an integer tensor of shape `(batch_size, h, w)` with values in `[0, codebook_size)`."""
-    if not isinstance(indices, torch.Tensor):
-        raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-        raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
-    if indices.ndim != 3:
-        raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
-    if indices.numel():
-        low, high = torch.stack(torch.aminmax(indices)).tolist()  # one read back to the host
-        if low < 0 or high >= codebook_size:
-            raise ValueError(f"`indices` must lie in [0, {codebook_size}), got values in [{low}, {high}].")
-
-
-def check_latents(latents: torch.Tensor, code_dim: int) -> None:
-    """Refuse anything but a non-empty floating-point tensor of shape `(batch_size, code_dim, h, w)`."""
-    if not isinstance(latents, torch.Tensor):
-        raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
-    if latents.ndim != 4 or latents.shape[1] != code_dim:
-        raise ValueError(f"Expected latents of shape (batch_size, {code_dim}, h, w), got {tuple(latents.shape)}.")
-    if not latents.is_floating_point():
-        raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
-    if latents.numel() == 0:  # its losses and statistics would be NaN
-        raise ValueError(f"`latents` is empty (shape {tuple(latents.shape)}); pass at least one latent vector.")
+from .quantizer import QuantizerOutput, _all_reduce_sum
+from .quantizer_common import check_indices, check_latents, load_statistics, perplexity_and_usage, windowed_usage
 
 
 class GridQuantizer(nn.Module):
@@ -110,7 +85,7 @@ class GridQuantizer(nn.Module):
             loss, commitment_loss, entropy_loss = self._losses(z, codes, counts.sum())
 
         with torch.no_grad():
-            perplexity, usage = _perplexity_and_usage(counts)
+            perplexity, usage = perplexity_and_usage(counts)
             if update_statistics:
                 slot = int(self.usage_step) % self.usage_window
                 self.usage_history[slot] = counts
@@ -127,14 +102,9 @@ class GridQuantizer(nn.Module):
         )
 
     # ----------------------------------------------------------------------------------- training statistics
-    @torch.no_grad()
     def usage_statistics(self) -> dict[str, float]:
         """Perplexity and fraction of codes used over the last `usage_window` training steps."""
-        filled = min(int(self.usage_step), self.usage_window)
-        if filled == 0:
-            return {"perplexity": 0.0, "usage": 0.0}
-        perplexity, usage = _perplexity_and_usage(self.usage_history[:filled].sum(0))
-        return {"perplexity": float(perplexity), "usage": float(usage)}
+        return windowed_usage(self.usage_history, self.usage_step)
 
     def statistics_state_dict(self) -> dict[str, torch.Tensor]:
         """Training statistics that are not saved with the model, for training checkpoints."""
@@ -142,16 +112,4 @@ class GridQuantizer(nn.Module):
 
     def load_statistics_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what `statistics_state_dict` returned (from a training checkpoint)."""
-        names = ("usage_history", "usage_step")
-        missing = [name for name in names if name not in state]
-        if missing:
-            raise ValueError(f"Quantizer statistics are missing {missing}; expected the keys {list(names)}.")
-        for name in names:
-            expected = tuple(getattr(self, name).shape)
-            if tuple(state[name].shape) != expected:
-                raise ValueError(
-                    f"`{name}` has shape {tuple(state[name].shape)}, expected {expected} (codebook_size and "
-                    "usage_window must match the checkpoint's)."
-                )
-        for name in names:
-            getattr(self, name).copy_(state[name])
+        load_statistics(self, state, ("usage_history", "usage_step"))

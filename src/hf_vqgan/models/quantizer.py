@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .quantizer_common import check_indices, check_latents, load_statistics, perplexity_and_usage, windowed_usage
+
 
 @dataclass
 class QuantizerOutput(BaseOutput):
@@ -68,13 +70,6 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if _distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def _perplexity_and_usage(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    total = counts.sum().clamp_min(1)
-    probs = counts / total
-    entropy = -(probs * torch.log(probs.clamp_min(1e-10))).sum()
-    return entropy.exp(), (counts > 0).float().mean()
 
 
 class VectorQuantizer(nn.Module):
@@ -173,30 +168,12 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
         """Codes for `indices` of shape `(batch_size, h, w)`, returned as `(batch_size, code_dim, h, w)` float32."""
-        if not isinstance(indices, torch.Tensor):
-            raise TypeError(f"`indices` must be a torch.Tensor, got {type(indices).__name__}.")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"`indices` must be an integer tensor, got dtype {indices.dtype}.")
-        if indices.ndim != 3:
-            raise ValueError(f"`indices` must have shape (batch_size, h, w), got {tuple(indices.shape)}.")
-        if indices.numel():
-            low, high = torch.stack(torch.aminmax(indices)).tolist()  # one read back to the host
-            if low < 0 or high >= self.codebook_size:
-                raise ValueError(f"`indices` must lie in [0, {self.codebook_size}), got values in [{low}, {high}].")
+        check_indices(indices, self.codebook_size)
         return self._gather(indices.long()).permute(0, 3, 1, 2).contiguous()
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        if not isinstance(latents, torch.Tensor):
-            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
-        if latents.ndim != 4 or latents.shape[1] != self.code_dim:
-            raise ValueError(
-                f"Expected latents of shape (batch_size, {self.code_dim}, h, w), got {tuple(latents.shape)}."
-            )
-        if not latents.is_floating_point():
-            raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
-        if latents.numel() == 0:  # its losses and statistics would be NaN
-            raise ValueError(f"`latents` is empty (shape {tuple(latents.shape)}); pass at least one latent vector.")
+        check_latents(latents, self.code_dim)
         input_dtype = latents.dtype
         B, D, h, w = latents.shape
         z = latents.float().permute(0, 2, 3, 1).reshape(-1, D)  # (B*h*w, D)
@@ -235,7 +212,7 @@ class VectorQuantizer(nn.Module):
             if counts is None:
                 # Evaluation may run on one process only (validation on the main process): no collective here.
                 counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
-            perplexity, usage = _perplexity_and_usage(counts)
+            perplexity, usage = perplexity_and_usage(counts)
             if update_statistics:
                 self._track_usage(counts)
                 if self.dead_code_steps > 0:
@@ -302,11 +279,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def usage_statistics(self) -> dict[str, float]:
         """Perplexity and fraction of codes used over the last `usage_window` training steps."""
-        filled = min(int(self.usage_step), self.usage_window)
-        if filled == 0:
-            return {"perplexity": 0.0, "usage": 0.0}
-        perplexity, usage = _perplexity_and_usage(self.usage_history[:filled].sum(0))
-        return {"perplexity": float(perplexity), "usage": float(usage)}
+        return windowed_usage(self.usage_history, self.usage_step)
 
     def statistics_state_dict(self) -> dict[str, torch.Tensor]:
         """Training statistics that are not saved with the model, for training checkpoints."""
@@ -318,16 +291,4 @@ class VectorQuantizer(nn.Module):
 
     def load_statistics_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what `statistics_state_dict` returned (from a training checkpoint)."""
-        names = ("steps_since_used", "usage_history", "usage_step")
-        missing = [name for name in names if name not in state]
-        if missing:
-            raise ValueError(f"Quantizer statistics are missing {missing}; expected the keys {list(names)}.")
-        for name in names:
-            expected = tuple(getattr(self, name).shape)
-            if tuple(state[name].shape) != expected:
-                raise ValueError(
-                    f"`{name}` has shape {tuple(state[name].shape)}, expected {expected} (codebook_size and "
-                    "usage_window must match the checkpoint's)."
-                )
-        for name in names:
-            getattr(self, name).copy_(state[name])
+        load_statistics(self, state, ("steps_since_used", "usage_history", "usage_step"))

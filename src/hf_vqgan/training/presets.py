@@ -65,7 +65,7 @@ VQGAN_PRESETS: dict[str, dict] = {
     "llamagen-f16-16384": {**_TAMING_F16, "code_dim": 8, "codebook_size": 16384, "l2_normalize_codes": True},
     # FSQ/LFQ (issue 18) on the taming f16 backbone, about as many codes as the 16,384 presets: FSQ's levels for
     # ~2^14 (FSQ paper, Table 3: [8, 8, 8, 6, 5] = 15,360 codes of 5 dims) and LFQ 2^14 (14 bits; MAGVIT-v2 uses
-    # 2^18, but its entropy term holds a batch x codes matrix: 2^14 keeps it to ~64 KB per token).
+    # 2^18, which works too, but a prior over 262,144 image tokens is a different model from taming's).
     "taming-f16-fsq": {**_TAMING_F16, "quantizer_type": "fsq", "fsq_levels": [8, 8, 8, 6, 5]},
     "taming-f16-lfq": {**_TAMING_F16, "quantizer_type": "lfq", "codebook_size": 16384},
 }
