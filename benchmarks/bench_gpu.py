@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Every GPU figure of issue 8 in one run (budgeted to finish in under 8 minutes on one H100 or H200).
+"""Every GPU figure of issues 8 and 18 in one run (budgeted to finish in under 8 minutes on one H100 or H200).
 
 1. Sampling the prior (GPT 24 layers x 1024 wide, 16,384 codes, 16x16 = 256 tokens, batch 16, bf16), one loop with
    three decode steps: re-running the whole prefix per token (taming's sampler, `NoCacheDecodeStep`), the dynamic KV
@@ -12,6 +12,8 @@
    one generator forward, the single-backward generator loss, fused Adam; gradient checkpointing if the peak is over 24 GiB).
 3. Encode + quantize + decode, same configuration, batch 16: plain (float32, NCHW, `no_grad`) against the optimised
    path (`prepare_vqgan_for_inference` + `reconstruct_images`: channels-last, bf16 autocast, `inference_mode`).
+4. Quantizers (issue 18): the training step of every 256 px (f16) preset, VQ, FSQ and LFQ alike, at batch 16
+   (channels-last, bf16 autocast, eager, so no compile time): images/s and peak memory per quantizer.
 
 Every figure is printed with its configuration, device and dtype, and appended to `--output` as it is measured, so
 a run cut short still leaves its raw output. A failing figure prints `ERROR` and the run goes on.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import gc
 import math
 import platform
@@ -44,7 +47,7 @@ from hf_vqgan.losses import VQGANLoss
 from hf_vqgan.losses.perceptual import lpips_weights_available
 from hf_vqgan.models.prior import VQGANPriorConfig, VQGANPriorForCausalLM
 from hf_vqgan.models.sampling import NoCacheDecodeStep, StaticCacheDecodeStep
-from hf_vqgan.training.presets import vqgan_preset
+from hf_vqgan.training.presets import VQGAN_PRESETS, vqgan_preset
 from hf_vqgan.training.speedups import prepare_vqgan_for_training
 from random_lpips import random_vgg16_weights_file  # benchmarks/random_lpips.py
 from vqgan_inference import prepare_vqgan_for_inference, reconstruct_images  # benchmarks/vqgan_inference.py
@@ -58,6 +61,7 @@ FULL = {
     "disc": dict(disc_num_layers=3, disc_base_channels=64),
     "train_steps": 10,
     "codec_steps": 10,
+    "quantizer_steps": 10,
 }
 TINY = {
     "prior": dict(codebook_size=64, latent_height=4, latent_width=4, n_embd=64, n_layer=2, n_head=4),
@@ -78,6 +82,7 @@ TINY = {
     "disc": dict(disc_num_layers=2, disc_base_channels=16),
     "train_steps": 2,
     "codec_steps": 2,
+    "quantizer_steps": 1,
 }
 MEMORY_TARGET_GIB = 24.0
 # HBM bandwidth in bytes/s, for the weight-read bound of one decode step (SXM parts).
@@ -398,6 +403,50 @@ def bench_codec(report: Report, args, sizes: dict, device: torch.device, dtype: 
                 report(f"  {name}: {ips / results['plain (float32, NCHW)']:.2f}x the plain path")
 
 
+# ------------------------------------------------------------------------------------------------ quantizers
+def quantizer_configs(tiny: bool) -> dict[str, dict]:
+    """Issue 18's tokenizers to time: every 256 px (f16) preset, VQ, FSQ and LFQ alike; with `--tiny`, the tiny
+    tokenizer with each quantizer type (about 64 codes)."""
+    if tiny:
+        base = {k: v for k, v in TINY["vqgan"].items() if k not in ("code_dim", "codebook_size")}
+        return {
+            "tiny, vq": TINY["vqgan"],
+            "tiny, fsq": {**base, "quantizer_type": "fsq", "fsq_levels": [4, 4, 4]},
+            "tiny, lfq": {**base, "quantizer_type": "lfq", "codebook_size": 64},
+        }
+    return {name: vqgan_preset(name) for name, config in VQGAN_PRESETS.items() if config.get("sample_size") == 256}
+
+
+def bench_quantizers(report: Report, args, sizes: dict, device: torch.device, dtype: torch.dtype) -> None:
+    """One training step of each f16 tokenizer (the optimised step, eager: no compile time): images/s, peak memory."""
+    batch, resolution, steps = sizes["batch"], sizes["resolution"], sizes["quantizer_steps"]
+    report(
+        f"== quantizers: training step of each f16 preset, {resolution} px, batch {batch}, {dtype} autocast, "
+        f"channels-last, eager, L1 + LPIPS + PatchGAN {sizes['disc']}; {steps} timed steps after one warm-up"
+    )
+    pixels = torch.rand(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(args.seed))
+    pixels = (pixels * 2 - 1).to(device)
+
+    def run(name: str, config: dict) -> None:
+        model, loss_fn, _ = build_tokenizer_and_loss({**sizes, "vqgan": config}, args)
+        model, loss_fn = model.to(device), loss_fn.to(device)
+        prepare_vqgan_for_training(model, loss_fn, channels_last=True)
+        fused = device.type == "cuda"
+        opt_g = torch.optim.Adam(model.parameters(), lr=4.5e-6, betas=(0.5, 0.9), fused=fused)
+        opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=4.5e-6, betas=(0.5, 0.9), fused=fused)
+        reset_peak(device)
+        first, _ = timed(lambda: optimised_step(model, loss_fn, opt_g, opt_d, pixels, 0, dtype), device)
+        seconds, _ = timed(lambda: [optimised_step(model, loss_fn, opt_g, opt_d, pixels, i + 1, dtype)
+                                    for i in range(steps)], device)  # fmt: skip
+        kind = model.config.quantizer_type
+        shape = f"{kind:>3} {model.config.codebook_size:>6} codes x {model.config.code_dim:>3} dims"
+        report(f"{name:<28} {shape} {batch * steps / seconds:8.2f} images/s  peak {peak_memory(device)}  "
+               f"first step {first:.1f} s")  # fmt: skip
+
+    for name, config in quantizer_configs(args.tiny).items():
+        report.guarded(f"quantizers: {name}", functools.partial(run, name, config))
+
+
 # ------------------------------------------------------------------------------------------------------ main
 class Clock:
     def __init__(self, budget: float):
@@ -421,7 +470,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=None, help="Write the raw output here as well (appended as it goes).")
     parser.add_argument("--tiny", action="store_true", help="Tiny sizes and few steps, to test the script on a CPU.")
-    parser.add_argument("--sections", default="sampling,training,codec", help="Comma-separated subset to run.")
+    parser.add_argument(
+        "--sections", default="sampling,training,codec,quantizers", help="Comma-separated subset to run."
+    )
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--sampling-sizes", default=None, metavar="L,D,H,K,S,B", help="Override the prior: layers, "
                         "width, heads, codebook size, latent side, batch (e.g. 8,512,8,1024,16,4 for a CPU run).")  # fmt: skip
@@ -475,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     if "codec" in sections:
         release_compiled_state()
         report.guarded("codec", lambda: bench_codec(report, args, sizes, device, dtype, clock))
+    if "quantizers" in sections:
+        release_compiled_state()
+        report.guarded("quantizers", lambda: bench_quantizers(report, args, sizes, device, dtype))
     report(f"# done in {clock.elapsed():.0f} s, {report.errors} error(s)")
     return 1 if report.errors else 0
 

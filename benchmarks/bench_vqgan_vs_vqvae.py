@@ -107,6 +107,7 @@ def evaluate(model_dir: Path, images: torch.Tensor) -> tuple[dict[str, float], t
         "ssim": float(ssim(recon, images)),
         "relative_sharpness": float(relative_sharpness(recon, images)),
         "codebook_usage": float(usage.usage()),
+        "codebook_perplexity": float(usage.perplexity()),
     }
     return figures, recon
 

@@ -44,6 +44,10 @@ def test_gpu_benchmark_script_runs_tiny_on_cpu(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     text = output.read_text()
     for figure in ("sampling", "re-run the prefix", "dynamic KV cache", "captured decode",
-                   "training step", "encode+decode"):  # fmt: skip
+                   "training step", "encode+decode", "== quantizers"):  # fmt: skip
         assert figure in text, figure
+    # Issue 18: one timed training step per quantizer type, each with its images/s.
+    for quantizer in ("vq", "fsq", "lfq"):
+        line = next(line for line in text.splitlines() if line.startswith(f"tiny, {quantizer} "))
+        assert f" {quantizer} " in line and "images/s" in line, line
     assert "ERROR" not in text
