@@ -340,6 +340,16 @@ def offline_hub_cache(tmp_path, saved, monkeypatch) -> Path:
     return cache
 
 
+@pytest.mark.parametrize("model", ["pipe", "user/not-cached"])
+def test_sample_from_a_name_that_is_neither_a_folder_nor_cached_says_so(tmp_path, offline_hub_cache, capsys, model):
+    """A typo'd folder name (or an uncached repo id) offline: one line saying what was looked for, not
+    huggingface_hub's message about snapshot folders and revisions."""
+    assert main(["sample", "--model", model, "--output", str(tmp_path / "grid.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{model!r} is not a folder here, and as a Hub repo id it is not in the local Hugging Face cache" in err
+
+
 def test_sample_and_reconstruct_with_a_repo_id(saved, tmp_path, offline_hub_cache):
     for model, name in ((str(saved["class"]), "folder"), ("user/tiny-pipeline", "hub")):
         assert main(["sample", "--model", model, "--class-label", "1", "--num-images", "2", "--quiet",

@@ -127,11 +127,19 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             )
         if not os.path.isdir(path):
             from huggingface_hub import snapshot_download
+            from huggingface_hub.errors import LocalEntryNotFoundError
 
             download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
             download_kwargs = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
             allow = ["*.json", "*.safetensors", "*.md", "*.txt", f"{PIPELINE_MODULE}.py"]
-            path = snapshot_download(path, allow_patterns=allow, **download_kwargs)
+            try:
+                path = snapshot_download(path, allow_patterns=allow, **download_kwargs)
+            except LocalEntryNotFoundError as error:  # offline, or no network: the cache has no copy
+                raise FileNotFoundError(
+                    f"{path!r} is not a folder here, and as a Hub repo id it is not in the local Hugging Face cache "
+                    "(the Hub cannot be reached, or HF_HUB_OFFLINE=1): pass a pipeline folder, or download the repo "
+                    "once with network access."
+                ) from error
         check_pipeline_folder(path)  # a missing component folder is named (diffusers would load the root instead)
         return super().from_pretrained(path, **kwargs)
 
