@@ -13,13 +13,12 @@ Shapes: B batch, D code dimension, h/w latent grid, N = B*h*w vectors, K codeboo
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .quantizer import QuantizerOutput, _all_reduce_sum
-from .quantizer_common import check_indices, check_latents, load_statistics, perplexity_and_usage, windowed_usage
+from .quantizer import QuantizerOutput, UsageTracking, _all_reduce_sum
+from .quantizer_common import check_indices, check_latents, perplexity_and_usage
 
 
-class GridQuantizer(nn.Module):
+class GridQuantizer(UsageTracking):
     """
     Base class of the fixed-grid quantizers. Subclasses implement `_quantize` (latents to codes with
     straight-through gradients, and their indices), `_codes` (indices to codes) and `_losses`.
@@ -36,10 +35,7 @@ class GridQuantizer(nn.Module):
             raise ValueError(f"`usage_window` must be an int >= 1, got {usage_window!r}.")
         self.codebook_size = codebook_size
         self.code_dim = code_dim
-        self.usage_window = usage_window
-        # Training-time statistics: not part of a released model, saved with training checkpoints instead.
-        self.register_buffer("usage_history", torch.zeros(usage_window, codebook_size), persistent=False)
-        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long), persistent=False)
+        self._init_usage(codebook_size, usage_window)  # training-time statistics, saved with training checkpoints
 
     # ---------------------------------------------------------------------------------------- subclass hooks
     def _quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
@@ -87,9 +83,7 @@ class GridQuantizer(nn.Module):
         with torch.no_grad():
             perplexity, usage = perplexity_and_usage(counts)
             if update_statistics:
-                slot = int(self.usage_step) % self.usage_window
-                self.usage_history[slot] = counts
-                self.usage_step += 1
+                self._track_usage(counts)
         return QuantizerOutput(
             quantized=codes.reshape(B, h, w, D).permute(0, 3, 1, 2).contiguous().to(input_dtype),
             indices=indices.reshape(B, h, w),
@@ -100,16 +94,3 @@ class GridQuantizer(nn.Module):
             usage=usage,
             entropy_loss=entropy_loss,
         )
-
-    # ----------------------------------------------------------------------------------- training statistics
-    def usage_statistics(self) -> dict[str, float]:
-        """Perplexity and fraction of codes used over the last `usage_window` training steps."""
-        return windowed_usage(self.usage_history, self.usage_step)
-
-    def statistics_state_dict(self) -> dict[str, torch.Tensor]:
-        """Training statistics that are not saved with the model, for training checkpoints."""
-        return {"usage_history": self.usage_history.clone(), "usage_step": self.usage_step.clone()}
-
-    def load_statistics_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what `statistics_state_dict` returned (from a training checkpoint)."""
-        load_statistics(self, state, ("usage_history", "usage_step"))
