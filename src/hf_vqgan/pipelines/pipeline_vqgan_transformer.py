@@ -135,7 +135,7 @@ class VQGANTransformerPipeline(DiffusionPipeline):
             try:
                 path = snapshot_download(path, allow_patterns=allow, **download_kwargs)
             except LocalEntryNotFoundError as error:  # offline, or no network: the cache has no copy
-                raise FileNotFoundError(
+                raise LocalEntryNotFoundError(  # the same type (a FileNotFoundError), a message that says what to do
                     f"{path!r} is not a folder here, and as a Hub repo id it is not in the local Hugging Face cache "
                     "(the Hub cannot be reached, or HF_HUB_OFFLINE=1): pass a pipeline folder, or download the repo "
                     "once with network access."
